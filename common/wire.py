@@ -1,0 +1,165 @@
+"""Wire schemas: what the coordinator and the nodes say to each other, validated both ways.
+
+Every message body is a pydantic model serialised as JSON in a Flower ConfigRecord, with
+update payloads carried as raw bytes beside it. Decoding a malformed message raises
+`WireError` with a one-line cause, never a traceback for the user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+import numpy as np
+from flwr.app import ConfigRecord, RecordDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from common.he import CkksParams
+
+PROTOCOL_VERSION = "sovereign/1"
+
+
+class WireError(ValueError):
+    """A message that does not match its schema."""
+
+
+class DPSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    target_epsilon: float = Field(default=8.0, gt=0, le=100)
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    accountant: Literal["rdp", "prv"] = "rdp"
+
+
+class HESettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    params: CkksParams = CkksParams()
+
+
+class JobSpec(BaseModel):
+    """A joint forecast as the analytics team launches it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    purpose: str = Field(default="forecasting", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    target: Literal["monthly_units"] = "monthly_units"
+    horizon: int = Field(default=6, ge=1, le=12)
+    holdout: int = Field(default=6, ge=1, le=24)
+    lags: int = Field(default=12, ge=2, le=36)
+    rounds: int = Field(default=8, ge=1, le=500)
+    local_epochs: int = Field(default=2, ge=1, le=50)
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    learning_rate: float = Field(default=0.05, gt=0, le=10)
+    seed: int = 7
+    dp: DPSettings = DPSettings()
+    he: HESettings = HESettings()
+
+
+class UpdatePayload(BaseModel):
+    """A node's weighted update `[n_k * w_k ..., n_k]`, CKKS ciphertexts or plain float64."""
+
+    scheme: Literal["CKKS", "plain"]
+    length: int = Field(ge=0)
+    chunks: list[bytes]
+
+    def nbytes(self) -> int:
+        return sum(len(c) for c in self.chunks)
+
+    def digest(self) -> str:
+        """SHA-256 over the chunk digests: the identity lineage gives to what was sent."""
+        h = hashlib.sha256()
+        for c in self.chunks:
+            h.update(hashlib.sha256(c).digest())
+        return h.hexdigest()
+
+    @classmethod
+    def plain(cls, values: np.ndarray) -> "UpdatePayload":
+        flat = np.asarray(values, dtype=np.float64).ravel()
+        return cls(scheme="plain", length=flat.size, chunks=[flat.tobytes()])
+
+    def plain_values(self) -> np.ndarray:
+        if self.scheme != "plain":
+            raise WireError("payload is encrypted; it has no plain values")
+        return np.frombuffer(b"".join(self.chunks), dtype=np.float64)[: self.length].copy()
+
+
+class TrainInstruction(BaseModel):
+    """Coordinator -> node, each round. `global_model` is None in round 1 (seeded init)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    protocol: Literal["sovereign/1"] = PROTOCOL_VERSION
+    job: JobSpec
+    round: int = Field(ge=1)
+    global_model: UpdatePayload | None = None
+
+
+class TrainReply(BaseModel):
+    """Node -> coordinator. A refusal carries a reason and no update."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ok", "refused"]
+    branch_id: str
+    reason: str | None = None
+    update: UpdatePayload | None = None
+    epsilon: float | None = None
+    noise_multiplier: float | None = None
+    steps: int = 0
+    quarantined: dict[str, int] = Field(default_factory=dict)
+
+
+class EvaluateReply(BaseModel):
+    """Node -> coordinator after the last round: held-out accuracy of the global model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ok", "refused"]
+    branch_id: str
+    reason: str | None = None
+    mase: float | None = None
+    smape: float | None = None
+    months: list[str] = Field(default_factory=list)
+    actual: list[float] = Field(default_factory=list)
+    forecast: list[float] = Field(default_factory=list)
+    model_digest: str | None = None
+
+
+def to_record(model: BaseModel) -> RecordDict:
+    """A pydantic message as a Flower RecordDict: JSON meta plus payload bytes."""
+    payloads = {}
+    data = model.model_dump(mode="json", exclude={"update", "global_model"})
+    for name in ("update", "global_model"):
+        payload = getattr(model, name, None)
+        if payload is not None:
+            payloads[f"{name}.scheme"] = payload.scheme
+            payloads[f"{name}.length"] = payload.length
+            payloads[f"{name}.chunks"] = list(payload.chunks)
+    return RecordDict({"body": ConfigRecord({"json": json.dumps(data), **payloads})})
+
+
+def from_record(content: RecordDict, schema: type[BaseModel]) -> BaseModel:
+    """Decode and validate; raises `WireError` naming the bad field."""
+    try:
+        body = content["body"]
+        data = json.loads(body["json"])
+        for name in ("update", "global_model"):
+            if f"{name}.scheme" in body:
+                data[name] = UpdatePayload(
+                    scheme=body[f"{name}.scheme"],
+                    length=body[f"{name}.length"],
+                    chunks=list(body[f"{name}.chunks"]),
+                )
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "message"
+        raise WireError(f"{schema.__name__}: field '{loc}': {err['msg']}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WireError(f"{schema.__name__}: malformed message ({exc})") from None

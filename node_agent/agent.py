@@ -1,0 +1,224 @@
+"""The node agent's service: answer one coordinator instruction, under the branch's rules.
+
+Framework-free (the Flower ClientApp is a thin adapter around it), so it can be driven by
+tests and other runtimes alike. Every read, refusal, training step and emission is
+recorded in the node's own lineage store; nothing but the (encrypted) weighted update and
+held-out accuracy ever leaves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+from functools import cached_property
+
+import numpy as np
+
+from common.he import EncryptedVector, decrypt_vector, encrypt_vector, load_context
+from common.metrics import score
+from common.model import build_model, forecast, get_flat_weights, make_windows, set_flat_weights
+from common.wire import EvaluateReply, JobSpec, TrainInstruction, TrainReply, UpdatePayload
+from lineage import EventKind, LineageEvent, LineageStore
+from node_agent.config import NodeConfig
+from node_agent.contract import ContractViolation
+from node_agent.data import BranchDataset, HoldoutSplit, holdout_split, read_branch_dataset
+from node_agent.ledger import JobPrivacyRecord, PrivacyLedger
+from node_agent.training import (
+    plan_noise_multiplier,
+    sample_rate,
+    steps_per_round,
+    train_dp_round,
+    train_plain,
+)
+from policies import Policy, default_dealer_policy, policy_hash
+
+MIN_TRAIN_WINDOWS = 1
+
+
+class Refusal(Exception):
+    """This node will not take part in this step; the message is the one-line reason."""
+
+
+class NodeAgent:
+    def __init__(self, config: NodeConfig, *, policy: Policy | None = None, today: date | None = None) -> None:
+        self.config = config
+        self.policy = policy or default_dealer_policy()
+        self.policy_hash = policy_hash(self.policy)
+        self.today = today
+        self.lineage = LineageStore(config.lineage_url)
+        self.ledger = PrivacyLedger(config.privacy_dir)
+
+    # ----------------------------------------------------------------- public actions
+    def train(self, instruction: TrainInstruction) -> TrainReply:
+        job, rnd = instruction.job, instruction.round
+        try:
+            data = self._read(job, rnd)
+            train_units = self._split(data, job)[0]
+            x, y, _ = make_windows(train_units, data.series.start.month, lags=job.lags, horizon=job.horizon)
+            if len(x) < MIN_TRAIN_WINDOWS:
+                raise Refusal(
+                    f"insufficient history: {len(train_units)} training months give no "
+                    f"{job.horizon}-month window"
+                )
+            model = self._global_model(instruction)
+            result, record = self._train(model, x, y, job, rnd)
+            self._record(
+                EventKind.TRAINING, job, rnd,
+                details={
+                    "windows": len(x), "steps": result.steps, "dp": job.dp.enabled,
+                    "noise_multiplier": result.noise_multiplier,
+                    "sample_rate": record.sample_rate if record else None,
+                    "epsilon": result.epsilon, "delta": job.dp.delta if job.dp.enabled else None,
+                },
+            )
+            payload = self._emit(job, rnd, result.weights, n=len(x))
+        except (Refusal, ContractViolation) as exc:
+            return TrainReply(status="refused", branch_id=self.config.branch_id, reason=self.refuse(job, rnd, str(exc)))
+        return TrainReply(
+            status="ok", branch_id=self.config.branch_id, update=payload, epsilon=result.epsilon,
+            noise_multiplier=result.noise_multiplier, steps=result.steps, quarantined=data.quarantined,
+        )
+
+    def evaluate(self, instruction: TrainInstruction) -> EvaluateReply:
+        """Held-out accuracy of the global model on this branch's last `holdout` months."""
+        job, rnd = instruction.job, instruction.round
+        try:
+            data = self._read(job, rnd)
+            self._split(data, job)
+            model = self._global_model(instruction)
+        except (Refusal, ContractViolation) as exc:
+            return EvaluateReply(status="refused", branch_id=self.config.branch_id, reason=self.refuse(job, rnd, str(exc)))
+        split = holdout_split(data.series, job.holdout, job.horizon)
+        predicted = forecast(model, split.history, split.target_month)[: len(split.actual)]
+        digest = hashlib.sha256(np.round(get_flat_weights(model), 6).tobytes()).hexdigest()
+        reply = EvaluateReply(
+            status="ok", branch_id=self.config.branch_id, **score(split.actual, predicted, split.history),
+            months=split.months, actual=[float(v) for v in split.actual],
+            forecast=[round(float(v), 3) for v in predicted], model_digest=digest,
+        )
+        self._record(EventKind.EVALUATION, job, rnd, details={"mase": reply.mase, "smape": reply.smape, "model_digest": digest})
+        return reply
+
+    def holdout(self, job: JobSpec) -> HoldoutSplit:
+        """This branch's history and held-out months, read (and recorded) under its policy.
+
+        For benchmarks that compare the federated model with what the branch could do alone.
+        """
+        data = self._read(job, None)
+        self._split(data, job)
+        return holdout_split(data.series, job.holdout, job.horizon)
+
+    def refuse(self, job: JobSpec | None, rnd: int | None, reason: str) -> str:
+        """Record a refusal in lineage and return the reason to send back."""
+        self.lineage.append(
+            LineageEvent(
+                kind=EventKind.REFUSAL, actor=self.config.branch_id,
+                job_id=job.job_id if job else "unknown", round=rnd,
+                purpose=job.purpose if job else "unknown", dataset=self.config.dataset,
+                policy_hash=self.policy_hash, details={"reason": reason},
+            )
+        )
+        return reason
+
+    # ----------------------------------------------------------------- steps
+    def _read(self, job: JobSpec, rnd: int) -> BranchDataset:
+        data = read_branch_dataset(
+            self.config.db_url, self.policy, purpose=job.purpose, target=job.target,
+            today=self.today, table=self.config.dataset,
+        )
+        self._record(
+            EventKind.POLICY_DECISION, job, rnd,
+            details={"decisions": [d.model_dump(mode="json") for d in data.decisions]},
+        )
+        self._record(
+            EventKind.DATA_READ, job, rnd, fields=data.fields_read, row_count=data.row_count,
+            content_hash=data.content_hash, details={"valid_rows": data.valid_count},
+        )
+        if data.quarantined:
+            self._record(
+                EventKind.QUARANTINE, job, rnd, row_count=sum(data.quarantined.values()),
+                details={"reasons": data.quarantined},
+            )
+        return data
+
+    def _split(self, data: BranchDataset, job: JobSpec) -> tuple[np.ndarray, np.ndarray]:
+        units = data.series.units
+        if len(units) <= job.holdout + 1:
+            raise Refusal(f"insufficient history: {len(units)} months, the job holds out {job.holdout}")
+        return units[: -job.holdout], units[-job.holdout :]
+
+    def _global_model(self, instruction: TrainInstruction):
+        job = instruction.job
+        model = build_model(job.seed, lags=job.lags, horizon=job.horizon)
+        payload = instruction.global_model
+        if payload is None:
+            return model  # round 1: the public, seeded initial model
+        if payload.scheme == "CKKS":
+            if not job.he.enabled:
+                raise Refusal("job says encryption is off but the global model is encrypted")
+            summed = decrypt_vector(self._secret_context, EncryptedVector(length=payload.length, chunks=payload.chunks))
+        else:
+            summed = payload.plain_values()
+        total_weight = summed[-1]
+        if not total_weight > 0:
+            raise Refusal("global model carries no weight; nothing was aggregated")
+        try:
+            set_flat_weights(model, summed[:-1] / total_weight)
+        except ValueError as exc:
+            raise Refusal(f"global model does not fit the job's model: {exc}") from None
+        return model
+
+    def _train(self, model, x, y, job: JobSpec, rnd: int):
+        seed = job.seed * 100_003 + rnd * 1_009 + int(hashlib.sha256(self.config.branch_id.encode()).hexdigest()[:6], 16)
+        if not job.dp.enabled:
+            result = train_plain(
+                model, x, y, epochs=job.local_epochs, batch_size=job.batch_size,
+                learning_rate=job.learning_rate, seed=seed,
+            )
+            return result, None
+        record = self.ledger.get(job.job_id) or JobPrivacyRecord(
+            job_id=job.job_id, noise_multiplier=plan_noise_multiplier(len(x), job),
+            sample_rate=sample_rate(len(x), job), planned_steps=job.rounds * steps_per_round(len(x), job),
+            accountant=job.dp.accountant, delta=job.dp.delta,
+        )
+        result = train_dp_round(
+            model, x, y, job, noise_multiplier=record.noise_multiplier,
+            accountant_state=record.accountant_state(), seed=seed,
+        )
+        record = record.model_copy(update={
+            "history": [list(h) for h in result.accountant_state["history"]], "epsilon": result.epsilon,
+        })
+        self.ledger.put(record)
+        return result, record
+
+    def _emit(self, job: JobSpec, rnd: int, weights: np.ndarray, *, n: int) -> UpdatePayload:
+        """The only bytes that leave the node during training: `[n * w, n]`, encrypted."""
+        weighted = np.concatenate([weights * n, [float(n)]])
+        if job.he.enabled:
+            enc = encrypt_vector(self._secret_context, weighted)
+            payload = UpdatePayload(scheme="CKKS", length=enc.length, chunks=enc.chunks)
+        else:
+            payload = UpdatePayload.plain(weighted)
+        self._record(
+            EventKind.EMISSION, job, rnd,
+            details={
+                "destination": "coordinator", "scheme": payload.scheme,
+                "bytes": payload.nbytes(), "digest": payload.digest(),
+            },
+        )
+        return payload
+
+    @cached_property
+    def _secret_context(self):
+        path = self.config.he_secret_path
+        if not path.exists():
+            raise Refusal(f"no alliance key at {path}; encrypted jobs cannot run on this node")
+        return load_context(path.read_bytes())
+
+    def _record(self, kind: EventKind, job: JobSpec, rnd: int | None, **fields) -> None:
+        self.lineage.append(
+            LineageEvent(
+                kind=kind, actor=self.config.branch_id, job_id=job.job_id, round=rnd,
+                purpose=job.purpose, dataset=self.config.dataset, policy_hash=self.policy_hash, **fields,
+            )
+        )

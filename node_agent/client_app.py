@@ -1,0 +1,72 @@
+"""The Flower ClientApp: a thin adapter from Flower messages to the `NodeAgent`.
+
+Where the node's files are:
+- deployment: the SuperNode's `--node-config "node-dir='/srv/sovereign/node'"`;
+- simulation: `<nodes-root>/index.json` maps Flower's partition id to a node directory;
+  nodes-root comes from $SOVEREIGN_NODES_ROOT or the run config key `nodes-root`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from common.wire import EvaluateReply, TrainInstruction, TrainReply, WireError, from_record, to_record
+from node_agent.agent import NodeAgent
+from node_agent.config import NodeConfigError, load_node_config
+
+app = ClientApp()
+
+_AGENTS: dict[Path, NodeAgent] = {}
+
+
+def resolve_node_dir(context: Context) -> Path:
+    if "node-dir" in context.node_config:
+        return Path(str(context.node_config["node-dir"]))
+    root = os.environ.get("SOVEREIGN_NODES_ROOT") or context.run_config.get("nodes-root")
+    if not root:
+        raise NodeConfigError("no node-dir in the node config and no nodes-root for simulation")
+    index_path = Path(str(root)) / "index.json"
+    try:
+        index = json.loads(index_path.read_text())
+        return Path(str(root)) / index["nodes"][int(context.node_config["partition-id"])]
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        raise NodeConfigError(f"{index_path}: cannot map this simulated node ({exc})") from None
+
+
+def _agent(context: Context) -> NodeAgent:
+    node_dir = resolve_node_dir(context).resolve()
+    if node_dir not in _AGENTS:
+        _AGENTS[node_dir] = NodeAgent(load_node_config(node_dir))
+    return _AGENTS[node_dir]
+
+
+def _handle(msg: Message, context: Context, action: str) -> Message:
+    torch.set_num_threads(1)
+    reply_type = TrainReply if action == "train" else EvaluateReply
+    try:
+        agent = _agent(context)
+    except NodeConfigError as exc:
+        return Message(content=to_record(reply_type(status="refused", branch_id="unknown", reason=str(exc))), reply_to=msg)
+    try:
+        instruction = from_record(msg.content, TrainInstruction)
+    except WireError as exc:
+        reason = agent.refuse(None, None, f"malformed instruction: {exc}")
+        return Message(content=to_record(reply_type(status="refused", branch_id=agent.config.branch_id, reason=reason)), reply_to=msg)
+    reply = agent.train(instruction) if action == "train" else agent.evaluate(instruction)
+    return Message(content=to_record(reply), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    return _handle(msg, context, "train")
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    return _handle(msg, context, "evaluate")

@@ -1,0 +1,55 @@
+"""A node's own configuration, kept in `<node dir>/node.json` on the branch's server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class NodeConfigError(ValueError):
+    """The node's configuration file is missing or malformed."""
+
+
+class NodeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    branch_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    db_url: str = Field(min_length=1, description="SQLAlchemy URL of the branch DMS database")
+    dataset: str = "sales"
+    node_dir: Path
+
+    @property
+    def lineage_url(self) -> str:
+        return f"sqlite:///{(self.node_dir / 'lineage.db').resolve()}"
+
+    @property
+    def he_secret_path(self) -> Path:
+        return self.node_dir / "he" / "secret.ctx"
+
+    @property
+    def privacy_dir(self) -> Path:
+        return self.node_dir / "privacy"
+
+
+def write_node_config(config: NodeConfig) -> Path:
+    config.node_dir.mkdir(parents=True, exist_ok=True)
+    path = config.node_dir / "node.json"
+    path.write_text(config.model_dump_json(indent=2))
+    return path
+
+
+def load_node_config(node_dir: Path) -> NodeConfig:
+    path = Path(node_dir) / "node.json"
+    try:
+        data = json.loads(path.read_text())
+        return NodeConfig.model_validate({**data, "node_dir": str(Path(node_dir))})
+    except FileNotFoundError:
+        raise NodeConfigError(f"{path}: no node configuration here") from None
+    except json.JSONDecodeError as exc:
+        raise NodeConfigError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise NodeConfigError(f"{path}: field '{loc}': {err['msg']}") from None

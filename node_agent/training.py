@@ -1,0 +1,151 @@
+"""Local training: DP-SGD with Opacus for federated rounds, plain SGD for baselines.
+
+Accounting across rounds keeps the accountant, not the model: each round loads the job's
+accountant history from the node's store, trains, and saves it back, so the reported epsilon
+is the composition of every step this node has taken in the job. The noise multiplier is
+planned once for the whole job (rounds x local steps) and then held fixed.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from opacus import PrivacyEngine
+from opacus.accountants.utils import get_noise_multiplier
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from common.model import get_flat_weights
+from common.wire import JobSpec
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    weights: np.ndarray
+    steps: int
+    epsilon: float | None
+    noise_multiplier: float | None
+    accountant_state: dict[str, Any] | None
+
+
+def steps_per_round(num_windows: int, job: JobSpec) -> int:
+    return job.local_epochs * max(1, -(-num_windows // job.batch_size))
+
+
+def sample_rate(num_windows: int, job: JobSpec) -> float:
+    """Poisson sampling rate Opacus uses: one over the number of batches per epoch."""
+    return 1.0 / max(1, -(-num_windows // job.batch_size))
+
+
+def plan_noise_multiplier(num_windows: int, job: JobSpec) -> float:
+    """Sigma that keeps this node within the job's (epsilon, delta) after all rounds."""
+    total_steps = job.rounds * steps_per_round(num_windows, job)
+    return float(
+        get_noise_multiplier(
+            target_epsilon=job.dp.target_epsilon,
+            target_delta=job.dp.delta,
+            sample_rate=sample_rate(num_windows, job),
+            steps=total_steps,
+            accountant=job.dp.accountant,
+        )
+    )
+
+
+def _loader(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed)
+    data = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    return DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen)
+
+
+def train_dp_round(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    job: JobSpec,
+    *,
+    noise_multiplier: float,
+    accountant_state: dict[str, Any] | None,
+    seed: int,
+) -> RoundResult:
+    """One round of DP-SGD; returns new weights and the job's cumulative epsilon so far."""
+    with warnings.catch_warnings():
+        # Opacus warns about its non-cryptographic RNG (torchcsprng has no build for this
+        # Python) and about backward hooks on input layers; both are known and harmless here.
+        warnings.simplefilter("ignore")
+        return _train_dp_round(
+            model, x, y, job, noise_multiplier=noise_multiplier, accountant_state=accountant_state, seed=seed
+        )
+
+
+def _train_dp_round(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    job: JobSpec,
+    *,
+    noise_multiplier: float,
+    accountant_state: dict[str, Any] | None,
+    seed: int,
+) -> RoundResult:
+    torch.manual_seed(seed)
+    work = copy.deepcopy(model)  # Opacus hooks the module it wraps; keep the caller's clean
+    engine = PrivacyEngine(accountant=job.dp.accountant)
+    if accountant_state:
+        engine.accountant.load_state_dict(accountant_state)
+    optimizer = torch.optim.SGD(work.parameters(), lr=job.learning_rate, momentum=0.9)
+    private_model, private_opt, loader = engine.make_private(
+        module=work,
+        optimizer=optimizer,
+        data_loader=_loader(x, y, job.batch_size, seed),
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=job.dp.max_grad_norm,
+        poisson_sampling=True,
+    )
+    loss_fn = nn.SmoothL1Loss(reduction="mean")
+    private_model.train()
+    steps = 0
+    for _ in range(job.local_epochs):
+        for xb, yb in loader:
+            private_opt.zero_grad()
+            if len(xb):
+                loss = loss_fn(private_model(xb), yb)
+            else:  # an empty Poisson batch is still a noised, accounted step: zero per-sample grads
+                loss = private_model(xb).sum()
+            loss.backward()
+            private_opt.step()
+            steps += 1
+    epsilon = float(engine.get_epsilon(job.dp.delta))
+    state = engine.accountant.state_dict()
+    model.load_state_dict(work.state_dict())
+    return RoundResult(
+        weights=get_flat_weights(model),
+        steps=steps,
+        epsilon=epsilon,
+        noise_multiplier=noise_multiplier,
+        accountant_state={"history": [list(h) for h in state["history"]], "mechanism": state["mechanism"]},
+    )
+
+
+def train_plain(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, learning_rate: float, seed: int
+) -> RoundResult:
+    """Non-private training: for `--no-dp` runs and for local-only / pooled baselines."""
+    torch.manual_seed(seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9)
+    loss_fn = nn.SmoothL1Loss(reduction="mean")
+    model.train()
+    steps = 0
+    if len(x):
+        loader = _loader(x, y, batch_size, seed)
+        for _ in range(epochs):
+            for xb, yb in loader:
+                optimizer.zero_grad()
+                loss_fn(model(xb), yb).backward()
+                optimizer.step()
+                steps += 1
+    return RoundResult(get_flat_weights(model), steps, None, None, None)

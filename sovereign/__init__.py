@@ -1,0 +1,1 @@
+"""Sovereign: privacy-preserving federated forecasting for dealer networks."""

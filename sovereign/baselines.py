@@ -1,0 +1,57 @@
+"""What the federation is measured against, on the same held-out months:
+
+- local: the same model trained on one branch's data alone (no DP: the data never leaves,
+  so this is the strongest thing a branch can do by itself);
+- central: the same model trained on all branches' data pooled (an upper bound no real
+  alliance can run, since it needs every record in one place);
+- seasonal naive: the same month last year.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from common.metrics import score, seasonal_naive
+from common.model import build_model, forecast, make_windows
+from common.wire import JobSpec
+from node_agent.data import HoldoutSplit
+from node_agent.training import train_plain
+
+LOCAL_EPOCHS = 60
+CENTRAL_EPOCHS = 30
+
+
+def _windows(split: HoldoutSplit, job: JobSpec, start_month: int):
+    return make_windows(split.history, start_month, lags=job.lags, horizon=job.horizon)
+
+
+def history_start_month(split: HoldoutSplit) -> int:
+    """Calendar month of the first history month, from the first held-out month."""
+    return (split.target_month - 1 - len(split.history)) % 12 + 1
+
+
+def local_forecasts(splits: dict[str, HoldoutSplit], job: JobSpec) -> dict[str, np.ndarray]:
+    out = {}
+    for branch, split in splits.items():
+        x, y, _ = _windows(split, job, history_start_month(split))
+        model = build_model(job.seed, lags=job.lags, horizon=job.horizon)
+        train_plain(model, x, y, epochs=LOCAL_EPOCHS, batch_size=job.batch_size, learning_rate=job.learning_rate, seed=job.seed)
+        out[branch] = forecast(model, split.history, split.target_month)[: len(split.actual)]
+    return out
+
+
+def central_forecasts(splits: dict[str, HoldoutSplit], job: JobSpec) -> dict[str, np.ndarray]:
+    parts = [_windows(s, job, history_start_month(s)) for s in splits.values()]
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    model = build_model(job.seed, lags=job.lags, horizon=job.horizon)
+    train_plain(model, x, y, epochs=CENTRAL_EPOCHS, batch_size=job.batch_size, learning_rate=job.learning_rate, seed=job.seed)
+    return {b: forecast(model, s.history, s.target_month)[: len(s.actual)] for b, s in splits.items()}
+
+
+def naive_forecasts(splits: dict[str, HoldoutSplit], job: JobSpec) -> dict[str, np.ndarray]:
+    return {b: seasonal_naive(s.history, len(s.actual)) for b, s in splits.items()}
+
+
+def score_all(splits: dict[str, HoldoutSplit], forecasts: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    return {b: score(splits[b].actual, forecasts[b], splits[b].history) for b in forecasts}

@@ -1,0 +1,239 @@
+"""`sovereign demo`: a joint forecast on an embedded alliance, end to end.
+
+Simulate (or take) dealer databases, give each its node directory, run the key ceremony,
+run the federated job on Flower's simulation runtime, compare with local-only, pooled and
+seasonal-naive forecasts on the same held-out months, and write summary.json + report.html.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from common.wire import DPSettings, HESettings, JobSpec
+from coordinator.rounds import CoordinatorPaths, JobResult, RoundReport
+from node_agent.agent import NodeAgent
+from sovereign import baselines
+from sovereign.federation import (
+    SetupError,
+    find_dealer_databases,
+    run_key_ceremony,
+    run_simulation,
+    setup_nodes,
+)
+from sovereign.report import write_report
+from sovereign.simulation.dealers import simulate_alliance
+
+METHODS = ("federated", "local", "central", "seasonal_naive")
+
+
+class DemoOptions(BaseModel):
+    branches: int = Field(default=20, ge=1, le=999)
+    rounds: int = Field(default=8, ge=1, le=500)
+    seed: int = 7
+    out: Path = Path("runs/demo")
+    data: Path | None = None
+    dp: bool = True
+    he: bool = True
+    epsilon: float = Field(default=8.0, gt=0, le=100)
+
+
+class RoundProgress:
+    """A progress bar per round, advanced as each node's reply arrives."""
+
+    def __init__(self, progress: Progress, console: Console) -> None:
+        self.progress = progress
+        self.console = console
+        self.task = None
+        self.eval_task = None
+        self.nodes = 0
+
+    def round_started(self, rnd: int, total_rounds: int, nodes: int) -> None:
+        self.nodes = nodes
+        self.task = self.progress.add_task(f"round {rnd}/{total_rounds}", total=nodes)
+
+    def reply_received(self, rnd: int, message) -> None:
+        if message.metadata.message_type == "evaluate":
+            if self.eval_task is None:
+                self.eval_task = self.progress.add_task("held-out evaluation on every node", total=self.nodes)
+            self.progress.advance(self.eval_task)
+        elif self.task is not None:
+            self.progress.advance(self.task)
+
+    def round_finished(self, report: RoundReport) -> None:
+        eps = f", ε ≤ {report.epsilon_max:.2f}" if report.epsilon_max is not None else ""
+        refused = f", {len(report.refused)} refused" if report.refused else ""
+        self.progress.update(
+            self.task,
+            description=f"round {report.round}: {len(report.contributors)} nodes, "
+            f"{report.bytes_received / 1e6:.1f} MB up{eps}{refused}",
+        )
+
+
+class Observers:
+    """Fan one job's events out to several observers (progress bar, audits)."""
+
+    def __init__(self, *observers) -> None:
+        self.observers = observers
+
+    def round_started(self, rnd: int, total_rounds: int, nodes: int) -> None:
+        for o in self.observers:
+            o.round_started(rnd, total_rounds, nodes)
+
+    def reply_received(self, rnd: int, message) -> None:
+        for o in self.observers:
+            o.reply_received(rnd, message)
+
+    def round_finished(self, report: RoundReport) -> None:
+        for o in self.observers:
+            o.round_finished(report)
+
+
+def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> dict:
+    """Run the whole demo; `observers` also see every round and every reply the coordinator gets."""
+    started = time.perf_counter()
+    out = opts.out
+    nodes_root, coordinator = out / "nodes", CoordinatorPaths(out / "coordinator")
+    for stale in (nodes_root, coordinator.root):
+        shutil.rmtree(stale, ignore_errors=True)
+    if opts.data is None:
+        dealers_dir = out / "dealers"
+        shutil.rmtree(dealers_dir, ignore_errors=True)
+        with console.status(f"simulating {opts.branches} dealerships"):
+            simulate_alliance(opts.branches, opts.seed, dealers_dir)
+    else:
+        dealers_dir = opts.data
+    dbs = find_dealer_databases(dealers_dir)
+    configs = setup_nodes(dbs, nodes_root)
+    job = JobSpec(
+        job_id=f"forecast-{uuid.uuid4().hex[:8]}", rounds=opts.rounds, seed=opts.seed,
+        dp=DPSettings(enabled=opts.dp, target_epsilon=opts.epsilon), he=HESettings(enabled=opts.he),
+    )
+    coordinator.root.mkdir(parents=True, exist_ok=True)
+    if job.he.enabled:
+        with console.status("key ceremony: one CKKS key set for the nodes, public context for the coordinator"):
+            run_key_ceremony(configs, coordinator, job)
+    console.print(
+        f"[bold]joint forecast[/] {job.job_id}: {len(configs)} dealerships, {job.rounds} rounds, "
+        f"DP {'on (ε ≤ %g, δ = %g)' % (job.dp.target_epsilon, job.dp.delta) if job.dp.enabled else 'off'}, "
+        f"HE {'CKKS' if job.he.enabled else 'off'}"
+    )
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=False,
+    )
+    with progress:
+        run_simulation(job, nodes_root, coordinator, len(configs), Observers(RoundProgress(progress, console), *observers))
+    if not coordinator.result.exists():
+        raise SetupError("the federated job produced no result; see the log above")
+    result = JobResult.model_validate_json(coordinator.result.read_text())
+
+    with console.status("baselines: local-only, pooled, seasonal naive"):
+        splits = {}
+        for config in configs:
+            try:
+                splits[config.branch_id] = NodeAgent(config).holdout(job)
+            except Exception as exc:  # a branch that cannot be read is reported, not fatal
+                console.print(f"[yellow]{config.branch_id}: left out of baselines: {exc}[/]")
+        fed = {e.branch_id: np.asarray(e.forecast) for e in result.evaluations if e.status == "ok"}
+        common_branches = sorted(set(fed) & set(splits))
+        splits = {b: splits[b] for b in common_branches}
+        forecasts = {
+            "federated": {b: fed[b] for b in common_branches},
+            "local": baselines.local_forecasts(splits, job),
+            "central": baselines.central_forecasts(splits, job),
+            "seasonal_naive": baselines.naive_forecasts(splits, job),
+        }
+        scores = {m: baselines.score_all(splits, forecasts[m]) for m in METHODS}
+
+    summary = build_summary(opts, job, result, scores, configs, coordinator, time.perf_counter() - started)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_report(out / "report.html", summary, splits, forecasts, result)
+    print_summary(console, summary, out)
+    return summary
+
+
+def build_summary(opts, job, result: JobResult, scores, configs, coordinator: CoordinatorPaths, seconds: float) -> dict:
+    def mean_of(metric: str) -> dict[str, float | None]:
+        return {
+            m: (round(float(np.mean([s[metric] for s in scores[m].values()])), 4) if scores[m] else None)
+            for m in METHODS
+        }
+
+    mase, smape = mean_of("mase"), mean_of("smape")
+    eps = [r.epsilon_max for r in result.rounds if r.epsilon_max is not None]
+    improvement = (1 - mase["federated"] / mase["local"]) if mase["federated"] and mase["local"] else None
+    refusals = {b: reason for r in result.rounds for b, reason in r.refused.items()}
+    return {
+        "job_id": job.job_id,
+        "branches": len(configs),
+        "branches_evaluated": len(scores["federated"]),
+        "rounds": job.rounds,
+        "horizon_months": job.horizon,
+        "holdout_months": job.holdout,
+        "dp": job.dp.enabled,
+        "he": {
+            "enabled": job.he.enabled,
+            "scheme": "CKKS" if job.he.enabled else None,
+            "poly_modulus_degree": job.he.params.poly_modulus_degree if job.he.enabled else None,
+            "coeff_mod_bit_sizes": list(job.he.params.coeff_mod_bit_sizes) if job.he.enabled else None,
+            "bytes_per_round": int(np.mean([r.bytes_received for r in result.rounds])) if result.rounds else 0,
+            "bytes_down_per_round": int(np.mean([r.bytes_sent for r in result.rounds])) if result.rounds else 0,
+        },
+        "mase": mase,
+        "smape": smape,
+        "federated_vs_local_mase_improvement": round(improvement, 4) if improvement is not None else None,
+        "epsilon": {
+            "max": round(max(eps), 4) if eps else None,
+            "target": job.dp.target_epsilon if job.dp.enabled else None,
+            "delta": job.dp.delta if job.dp.enabled else None,
+            "accountant": job.dp.accountant if job.dp.enabled else None,
+            "unit": "one training window (12 months of a branch's units plus the 6 that follow)",
+        },
+        "per_branch": {
+            b: {m: scores[m][b] for m in METHODS if b in scores[m]} for b in sorted(scores["federated"])
+        },
+        "refusals": refusals,
+        "final_model_digest": result.final_model_digest,
+        "lineage": {
+            "coordinator": coordinator.lineage_url,
+            "nodes": {c.branch_id: c.lineage_url for c in configs},
+        },
+        "seconds": round(seconds, 1),
+    }
+
+
+def print_summary(console: Console, summary: dict, out: Path) -> None:
+    table = Table(title=f"held-out accuracy, last {summary['holdout_months']} months, {summary['branches_evaluated']} branches")
+    table.add_column("forecast")
+    table.add_column("MASE (lower is better)", justify="right")
+    table.add_column("sMAPE %", justify="right")
+    labels = {
+        "federated": "federated (this job" + (", DP" if summary["dp"] else "") + (", HE" if summary["he"]["enabled"] else "") + ")",
+        "local": "each branch alone", "central": "all data pooled (upper bound)", "seasonal_naive": "same month last year",
+    }
+    for m in METHODS:
+        table.add_row(labels[m], _fmt(summary["mase"][m]), _fmt(summary["smape"][m]))
+    console.print(table)
+    imp = summary["federated_vs_local_mase_improvement"]
+    if imp is not None:
+        console.print(f"federated vs each branch alone: MASE {imp:+.0%} better" if imp >= 0 else f"federated vs each branch alone: MASE {-imp:.0%} worse")
+    if summary["epsilon"]["max"] is not None:
+        console.print(f"privacy: ε ≤ {summary['epsilon']['max']:.2f} at δ = {summary['epsilon']['delta']:g} per training window, every node")
+    if summary["refusals"]:
+        console.print(f"[yellow]{len(summary['refusals'])} node refusals[/] (see summary.json)")
+    console.print(f"wrote {out / 'summary.json'} and {out / 'report.html'} in {summary['seconds']:.0f}s")
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"

@@ -1,0 +1,92 @@
+"""Setting up an embedded alliance on one machine: node directories, the key ceremony,
+and a Flower simulation with one virtual SuperNode per dealership.
+
+Node-side files live under `<run>/nodes/<branch id>/`, coordinator-side files under
+`<run>/coordinator/`, as they would on separate machines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from common.wire import JobSpec
+from coordinator.rounds import CoordinatorPaths, JobObserver
+from coordinator.server_app import build_server_app
+from node_agent.config import NodeConfig, write_node_config
+
+
+class SetupError(RuntimeError):
+    """The embedded alliance could not be set up; the message says why in one line."""
+
+
+def find_dealer_databases(data_dir: Path) -> list[Path]:
+    if not data_dir.is_dir():
+        raise SetupError(f"--data {data_dir}: no such directory")
+    dbs = sorted(data_dir.glob("*.db"))
+    if not dbs:
+        raise SetupError(f"--data {data_dir}: no dealer databases (*.db) in it; write some with `sovereign simulate-dealers`")
+    return dbs
+
+
+def setup_nodes(dealer_dbs: list[Path], nodes_root: Path) -> list[NodeConfig]:
+    """One node directory per dealer database, and the simulation's partition index."""
+    configs = []
+    for db in dealer_dbs:
+        branch_id = db.stem
+        config = NodeConfig(branch_id=branch_id, db_url=f"sqlite:///{db.resolve()}", node_dir=nodes_root / branch_id)
+        write_node_config(config)
+        configs.append(config)
+    (nodes_root / "index.json").write_text(json.dumps({"nodes": [c.branch_id for c in configs]}, indent=2))
+    return configs
+
+
+def run_key_ceremony(configs: list[NodeConfig], coordinator: CoordinatorPaths, job: JobSpec) -> None:
+    """In a separate process, so the secret key never enters the coordinator's process."""
+    cmd = [
+        sys.executable, "-m", "node_agent.keys",
+        "--public", str(coordinator.public_context),
+        "--params", job.he.params.model_dump_json(),
+        *[str(c.he_secret_path) for c in configs],
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SetupError(f"key ceremony failed: {done.stderr.strip().splitlines()[-1] if done.stderr else done.returncode}")
+
+
+def run_simulation(
+    job: JobSpec, nodes_root: Path, coordinator: CoordinatorPaths, num_nodes: int, observer: JobObserver | None
+) -> None:
+    """Run the job on Flower's simulation runtime (Ray), one virtual SuperNode per branch."""
+    from flwr.simulation import run_simulation as flwr_run_simulation
+
+    from node_agent.client_app import app as client_app
+
+    os.environ["SOVEREIGN_NODES_ROOT"] = str(nodes_root.resolve())  # Ray workers inherit it
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    cpus = max(1, min(2, os.cpu_count() or 1))
+    backend_config = {
+        "init_args": {
+            "num_cpus": cpus, "include_dashboard": False, "logging_level": logging.ERROR,
+            "log_to_driver": False, "configure_logging": True,
+        },
+        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+    }
+    flwr_logger = logging.getLogger("flwr")
+    level = flwr_logger.level
+    flwr_logger.setLevel(logging.ERROR)
+    try:
+        flwr_run_simulation(
+            server_app=build_server_app(job, coordinator, observer),
+            client_app=client_app,
+            num_supernodes=num_nodes,
+            backend_config=backend_config,
+        )
+    finally:
+        flwr_logger.setLevel(level)
