@@ -30,7 +30,7 @@ class DPSettings(BaseModel):
     enabled: bool = True
     target_epsilon: float = Field(default=8.0, gt=0, le=100)
     delta: float = Field(default=1e-5, gt=0, lt=1)
-    max_grad_norm: float = Field(default=1.0, gt=0)
+    max_grad_norm: float = Field(default=0.3, gt=0)
     accountant: Literal["rdp", "prv"] = "rdp"
 
 
@@ -54,8 +54,8 @@ class JobSpec(BaseModel):
     lags: int = Field(default=12, ge=2, le=36)
     rounds: int = Field(default=8, ge=1, le=500)
     local_epochs: int = Field(default=2, ge=1, le=50)
-    batch_size: int = Field(default=8, ge=1, le=4096)
-    learning_rate: float = Field(default=0.05, gt=0, le=10)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    learning_rate: float = Field(default=0.1, gt=0, le=10)
     seed: int = 7
     dp: DPSettings = DPSettings()
     he: HESettings = HESettings()
@@ -100,14 +100,19 @@ class TrainInstruction(BaseModel):
     global_model: UpdatePayload | None = None
 
 
-class TrainReply(BaseModel):
-    """Node -> coordinator. A refusal carries a reason and no update."""
+class NodeReply(BaseModel):
+    """What every node reply says first: did it take part, and if not, why."""
 
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["ok", "refused"]
     branch_id: str
     reason: str | None = None
+
+
+class TrainReply(NodeReply):
+    """Node -> coordinator. A refusal carries a reason and no update."""
+
     update: UpdatePayload | None = None
     epsilon: float | None = None
     noise_multiplier: float | None = None
@@ -115,14 +120,9 @@ class TrainReply(BaseModel):
     quarantined: dict[str, int] = Field(default_factory=dict)
 
 
-class EvaluateReply(BaseModel):
+class EvaluateReply(NodeReply):
     """Node -> coordinator after the last round: held-out accuracy of the global model."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    status: Literal["ok", "refused"]
-    branch_id: str
-    reason: str | None = None
     mase: float | None = None
     smape: float | None = None
     months: list[str] = Field(default_factory=list)

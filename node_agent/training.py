@@ -9,9 +9,10 @@ planned once for the whole job (rounds x local steps) and then held fixed.
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +23,22 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from common.model import get_flat_weights
 from common.wire import JobSpec
+
+T = TypeVar("T")
+
+
+def _quiet(fn: Callable[..., T]) -> Callable[..., T]:
+    """Silence Opacus's known, harmless warnings: its non-cryptographic RNG (torchcsprng has
+    no build for this Python), backward hooks on input layers, and "optimal order is the
+    largest alpha" (the RDP bound is then conservative, not wrong)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,7 @@ def sample_rate(num_windows: int, job: JobSpec) -> float:
     return 1.0 / max(1, -(-num_windows // job.batch_size))
 
 
+@_quiet
 def plan_noise_multiplier(num_windows: int, job: JobSpec) -> float:
     """Sigma that keeps this node within the job's (epsilon, delta) after all rounds."""
     total_steps = job.rounds * steps_per_round(num_windows, job)
@@ -62,6 +80,7 @@ def _loader(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> DataLoa
     return DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen)
 
 
+@_quiet
 def train_dp_round(
     model: nn.Module,
     x: np.ndarray,
@@ -73,25 +92,6 @@ def train_dp_round(
     seed: int,
 ) -> RoundResult:
     """One round of DP-SGD; returns new weights and the job's cumulative epsilon so far."""
-    with warnings.catch_warnings():
-        # Opacus warns about its non-cryptographic RNG (torchcsprng has no build for this
-        # Python) and about backward hooks on input layers; both are known and harmless here.
-        warnings.simplefilter("ignore")
-        return _train_dp_round(
-            model, x, y, job, noise_multiplier=noise_multiplier, accountant_state=accountant_state, seed=seed
-        )
-
-
-def _train_dp_round(
-    model: nn.Module,
-    x: np.ndarray,
-    y: np.ndarray,
-    job: JobSpec,
-    *,
-    noise_multiplier: float,
-    accountant_state: dict[str, Any] | None,
-    seed: int,
-) -> RoundResult:
     torch.manual_seed(seed)
     work = copy.deepcopy(model)  # Opacus hooks the module it wraps; keep the caller's clean
     engine = PrivacyEngine(accountant=job.dp.accountant)

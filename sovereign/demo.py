@@ -8,6 +8,7 @@ seasonal-naive forecasts on the same held-out months, and write summary.json + r
 from __future__ import annotations
 
 import json
+from collections import Counter
 import shutil
 import time
 import uuid
@@ -21,7 +22,8 @@ from rich.table import Table
 
 from common.wire import DPSettings, HESettings, JobSpec
 from coordinator.rounds import CoordinatorPaths, JobResult, RoundReport
-from node_agent.agent import NodeAgent
+from node_agent.agent import NodeAgent, Refusal
+from node_agent.contract import ContractViolation
 from sovereign import baselines
 from sovereign.federation import (
     SetupError,
@@ -142,7 +144,7 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
         for config in configs:
             try:
                 splits[config.branch_id] = NodeAgent(config).holdout(job)
-            except Exception as exc:  # a branch that cannot be read is reported, not fatal
+            except (Refusal, ContractViolation) as exc:  # reported, not fatal
                 console.print(f"[yellow]{config.branch_id}: left out of baselines: {exc}[/]")
         fed = {e.branch_id: np.asarray(e.forecast) for e in result.evaluations if e.status == "ok"}
         common_branches = sorted(set(fed) & set(splits))
@@ -155,7 +157,8 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
         }
         scores = {m: baselines.score_all(splits, forecasts[m]) for m in METHODS}
 
-    summary = build_summary(opts, job, result, scores, configs, coordinator, time.perf_counter() - started)
+    history = {b: len(s.history) for b, s in splits.items()}
+    summary = build_summary(opts, job, result, scores, history, configs, coordinator, time.perf_counter() - started)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     write_report(out / "report.html", summary, splits, forecasts, result)
@@ -163,16 +166,25 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
     return summary
 
 
-def build_summary(opts, job, result: JobResult, scores, configs, coordinator: CoordinatorPaths, seconds: float) -> dict:
-    def mean_of(metric: str) -> dict[str, float | None]:
+YOUNG_MONTHS = 24  # branches with less training history than this are reported apart
+
+
+def build_summary(
+    opts, job, result: JobResult, scores, history: dict[str, int], configs, coordinator: CoordinatorPaths, seconds: float
+) -> dict:
+    def mean_of(metric: str, branches) -> dict[str, float | None]:
         return {
-            m: (round(float(np.mean([s[metric] for s in scores[m].values()])), 4) if scores[m] else None)
+            m: (round(float(np.mean([scores[m][b][metric] for b in branches])), 4) if branches else None)
             for m in METHODS
         }
 
-    mase, smape = mean_of("mase"), mean_of("smape")
+    def improvement(mase: dict) -> float | None:
+        return round(1 - mase["federated"] / mase["local"], 4) if mase["federated"] and mase["local"] else None
+
+    evaluated = sorted(scores["federated"])
+    young = [b for b in evaluated if history[b] < YOUNG_MONTHS]
+    mase, smape = mean_of("mase", evaluated), mean_of("smape", evaluated)
     eps = [r.epsilon_max for r in result.rounds if r.epsilon_max is not None]
-    improvement = (1 - mase["federated"] / mase["local"]) if mase["federated"] and mase["local"] else None
     refusals = {b: reason for r in result.rounds for b, reason in r.refused.items()}
     return {
         "job_id": job.job_id,
@@ -192,7 +204,13 @@ def build_summary(opts, job, result: JobResult, scores, configs, coordinator: Co
         },
         "mase": mase,
         "smape": smape,
-        "federated_vs_local_mase_improvement": round(improvement, 4) if improvement is not None else None,
+        "federated_vs_local_mase_improvement": improvement(mase),
+        "young_branches": {
+            "definition": f"under {YOUNG_MONTHS} months of training history",
+            "branches": young,
+            "mase": mean_of("mase", young),
+            "federated_vs_local_mase_improvement": improvement(mean_of("mase", young)) if young else None,
+        },
         "epsilon": {
             "max": round(max(eps), 4) if eps else None,
             "target": job.dp.target_epsilon if job.dp.enabled else None,
@@ -201,7 +219,7 @@ def build_summary(opts, job, result: JobResult, scores, configs, coordinator: Co
             "unit": "one training window (12 months of a branch's units plus the 6 that follow)",
         },
         "per_branch": {
-            b: {m: scores[m][b] for m in METHODS if b in scores[m]} for b in sorted(scores["federated"])
+            b: {"history_months": history[b], **{m: scores[m][b] for m in METHODS if b in scores[m]}} for b in evaluated
         },
         "refusals": refusals,
         "final_model_digest": result.final_model_digest,
@@ -227,11 +245,19 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
     console.print(table)
     imp = summary["federated_vs_local_mase_improvement"]
     if imp is not None:
-        console.print(f"federated vs each branch alone: MASE {imp:+.0%} better" if imp >= 0 else f"federated vs each branch alone: MASE {-imp:.0%} worse")
+        console.print(f"federated vs each branch alone: MASE {imp:+.0%} (positive: federated is better)")
+    young = summary["young_branches"]
+    if young["federated_vs_local_mase_improvement"] is not None:
+        console.print(
+            f"  for the {len(young['branches'])} young branches ({young['definition']}): "
+            f"{young['federated_vs_local_mase_improvement']:+.0%}"
+        )
     if summary["epsilon"]["max"] is not None:
         console.print(f"privacy: ε ≤ {summary['epsilon']['max']:.2f} at δ = {summary['epsilon']['delta']:g} per training window, every node")
     if summary["refusals"]:
-        console.print(f"[yellow]{len(summary['refusals'])} node refusals[/] (see summary.json)")
+        causes = Counter(reason.split(":")[0] for reason in summary["refusals"].values())
+        listed = ", ".join(f"{cause} ({n})" for cause, n in causes.most_common())
+        console.print(f"[yellow]{len(summary['refusals'])} branches sat out training:[/] {listed}; see summary.json")
     console.print(f"wrote {out / 'summary.json'} and {out / 'report.html'} in {summary['seconds']:.0f}s")
 
 

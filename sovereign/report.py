@@ -78,7 +78,7 @@ def privacy_plot(result) -> str:
 def write_report(path: Path, summary: dict, splits: dict, forecasts: dict, result) -> None:
     esc = html.escape
     rows = "".join(
-        f"<tr><td>{esc(b)}</td>" + "".join(
+        f"<tr><td>{esc(b)}</td><td>{v['history_months']}</td>" + "".join(
             f"<td>{v[m]['mase']:.3f}</td><td>{v[m]['smape']:.1f}</td>" if m in v else "<td>-</td><td>-</td>"
             for m in COLORS
         ) + "</tr>"
@@ -103,6 +103,12 @@ def write_report(path: Path, summary: dict, splits: dict, forecasts: dict, resul
         if he["enabled"] else "<p>Homomorphic encryption was <b>off</b>: updates travelled in plaintext.</p>"
     )
     imp = summary["federated_vs_local_mase_improvement"]
+    young = summary["young_branches"]
+    young_text = (
+        f"; for the {len(young['branches'])} branches with {esc(young['definition'])}: "
+        f"<b>{young['federated_vs_local_mase_improvement']:+.0%}</b>"
+        if young["federated_vs_local_mase_improvement"] is not None else ""
+    )
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>Sovereign joint forecast {esc(summary['job_id'])}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ddd;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head><body>
@@ -111,10 +117,10 @@ td,th{{border:1px solid #ddd;padding:3px 8px;text-align:right}}td:first-child{{t
 Accuracy is measured on each branch's last {summary['holdout_months']} months, which no model saw in training.
 MASE below 1 beats the seasonal-naive forecast's in-sample error; sMAPE is in percent.</p>
 <h2>Accuracy</h2><table><tr><th>forecast</th><th>mean MASE</th><th>mean sMAPE %</th></tr>{means}</table>
-<p>Federated vs each branch alone: <b>{'' if imp is None else f'{imp:+.0%}'}</b> MASE improvement.</p>
+<p>Federated vs each branch alone: <b>{'' if imp is None else f'{imp:+.0%}'}</b> MASE improvement{young_text}.</p>
 <img src="data:image/png;base64,{forecast_plot(splits, forecasts, pick_branches(splits))}">
 <h2>Per branch</h2><img src="data:image/png;base64,{accuracy_plot(summary['per_branch'])}">
-<table><tr><th rowspan=2>branch</th>{head}</tr><tr>{sub}</tr>{rows}</table>
+<table><tr><th rowspan=2>branch</th><th rowspan=2>months of history</th>{head}</tr><tr>{sub}</tr>{rows}</table>
 <h2>Privacy</h2>{privacy}{he_text}
 <h2>Lineage</h2><p>Coordinator: <code>{esc(summary['lineage']['coordinator'])}</code>; one store per node under <code>nodes/&lt;branch&gt;/lineage.db</code>.</p>
 <p>Run took {summary['seconds']} s.</p></body></html>"""

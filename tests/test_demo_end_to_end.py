@@ -47,7 +47,9 @@ def demo_run(tmp_path_factory, small_alliance):
     root = tmp_path_factory.mktemp("demo")
     dealers = root / "dealers"
     shutil.copytree(small_alliance, dealers)
-    engine = create_engine(f"sqlite:///{dealers / 'B001.db'}")
+    profiles = json.loads((dealers / "alliance.json").read_text())
+    canary_branch = min(profiles, key=lambda p: p["history_start"])["branch_id"]  # longest history: it trains
+    engine = create_engine(f"sqlite:///{dealers / f'{canary_branch}.db'}")
     with engine.begin() as conn:  # a valid sale whose customer is our canary
         conn.execute(
             text("UPDATE sales SET customer_name = :n, customer_national_id = :i WHERE sale_id = 3"),
@@ -62,7 +64,10 @@ def demo_run(tmp_path_factory, small_alliance):
         Console(file=console_text, width=120),
         observers=(recorder,),
     )
-    return {"summary": summary, "out": out, "dealers": dealers, "recorder": recorder, "console": console_text.getvalue()}
+    return {
+        "summary": summary, "out": out, "dealers": dealers, "recorder": recorder,
+        "console": console_text.getvalue(), "canary_branch": canary_branch,
+    }
 
 
 def test_summary_and_report_are_written(demo_run):
@@ -83,7 +88,7 @@ def test_summary_and_report_are_written(demo_run):
 def test_canary_pii_never_reaches_the_coordinator(demo_run):
     needles = [CANARY_NAME.encode(), CANARY_ID.encode()]
     # Positive control: the canary is really in the branch database.
-    raw_db = (demo_run["dealers"] / "B001.db").read_bytes()
+    raw_db = (demo_run["dealers"] / f"{demo_run['canary_branch']}.db").read_bytes()
     assert all(n in raw_db for n in needles)
     received = demo_run["recorder"].payloads
     assert len(received) >= 6 * 3  # two training rounds and one evaluation from every node
@@ -101,7 +106,7 @@ def test_coordinator_files_hold_no_secret_key(demo_run):
     out = demo_run["out"]
     public = load_context((out / "coordinator" / "he" / "public.ctx").read_bytes())
     assert not public.has_secret_key()
-    secret = load_context((out / "nodes" / "B001" / "he" / "secret.ctx").read_bytes())
+    secret = load_context((out / "nodes" / demo_run["canary_branch"] / "he" / "secret.ctx").read_bytes())
     enc = encrypt_vector(secret, [1.0, 2.0])
     with pytest.raises(PermissionError):
         decrypt_vector(public, EncryptedVector(length=2, chunks=enc.chunks))
@@ -109,6 +114,7 @@ def test_coordinator_files_hold_no_secret_key(demo_run):
 
 
 def test_lineage_traces_every_read_and_every_contribution(demo_run):
+    canary_branch = demo_run["canary_branch"]
     summary = demo_run["summary"]
     coordinator = LineageStore(summary["lineage"]["coordinator"])
     aggregations = coordinator.events(kind=EventKind.AGGREGATION)
@@ -118,5 +124,11 @@ def test_lineage_traces_every_read_and_every_contribution(demo_run):
         reads = store.events(job_id=summary["job_id"], kind=EventKind.DATA_READ)
         assert len(reads) >= 3 and all(r.content_hash and r.policy_hash for r in reads)
         emissions = store.events(job_id=summary["job_id"], kind=EventKind.EMISSION)
-        for agg, emission in zip(aggregations, emissions):
-            assert agg.details["contributors"][branch] == emission.details["digest"]
+        if branch in aggregations[0].details["contributors"]:
+            assert len(emissions) == 2
+            for agg, emission in zip(aggregations, emissions):
+                assert agg.details["contributors"][branch] == emission.details["digest"]
+        else:  # a branch that sat out says why, in its own lineage, and sent nothing
+            assert not emissions and store.events(job_id=summary["job_id"], kind=EventKind.REFUSAL)
+    assert canary_branch in aggregations[0].details["contributors"]  # the canary branch took part
+    assert len(aggregations[0].details["contributors"]) >= 4

@@ -91,27 +91,35 @@ def test_plan_is_deterministic_and_spans_an_order_of_magnitude(alliance: list[Br
 
 
 @pytest.mark.parametrize("n", [5, 7, 10, 30])
-def test_young_branches_have_14_to_20_months(n: int) -> None:
+def test_young_branches_have_9_to_15_months(n: int) -> None:
     profiles = plan_alliance(n, SEED)
-    young = [p for p in profiles if p.history_start > date(2020, 1, 1)]
+    young = [p for p in profiles if p.opening_date == p.history_start]
     assert len(young) >= 1
     assert len(young) == max(round(0.2 * n), 1)
     for p in young:
-        assert p.opening_date >= date(2024, 12, 1)
-        assert 14 <= len(history_months(p)) <= 20
+        assert p.opening_date >= date(2025, 8, 1)
+        assert 9 <= len(history_months(p)) <= 15
     for p in profiles:
         if p not in young:
             assert date(1995, 1, 1) <= p.opening_date <= date(2018, 12, 31)
-            assert len(history_months(p)) == 82  # 2020-01 .. 2026-10
+            # the whole export window (2020-01 .. 2026-10), or since a DMS migration
+            assert len(history_months(p)) == 82 or 29 <= len(history_months(p)) <= 76
+
+
+def test_some_established_branches_lost_history_to_a_dms_migration() -> None:
+    profiles = [p for p in plan_alliance(60, SEED) if p.opening_date < date(2019, 1, 1)]
+    migrated = [p for p in profiles if p.history_start > date(2020, 1, 1)]
+    assert 0.3 < len(migrated) / len(profiles) < 0.7
+    assert all(date(2020, 7, 1) <= p.history_start <= date(2024, 6, 1) for p in migrated)
 
 
 def test_young_branch_sales_stay_inside_its_history(alliance: list[BranchProfile]) -> None:
-    young = next(p for p in alliance if p.history_start > date(2020, 1, 1))
+    young = next(p for p in alliance if p.opening_date == p.history_start)
     valid, _ = _split(generate_sales(young, SEED))
     months = {r["sale_date"][:7] for r in valid}
     assert min(months) >= young.history_start.isoformat()[:7]
     assert max(months) == "2026-10"
-    assert 14 <= len(months) <= 20
+    assert 9 <= len(months) <= 15
 
 
 def test_as_of_mid_month_drops_the_incomplete_month(big_branch: BranchProfile) -> None:
@@ -293,6 +301,6 @@ def test_rejects_bad_row_rate(rate: float, alliance: list[BranchProfile]) -> Non
 
 def test_boundaries_are_accepted() -> None:
     assert len(plan_alliance(1, SEED)) == 1
-    assert plan_alliance(1, SEED)[0].history_start == date(2020, 1, 1)  # too few branches for a young one
+    assert plan_alliance(1, SEED)[0].opening_date < date(2019, 1, 1)  # too few branches for a young one
     p = plan_alliance(2, SEED)[0]
     assert generate_sales(p, SEED, bad_row_rate=0.2)

@@ -103,7 +103,11 @@ _TREND_REFERENCE = date(2023, 1, 1)  # base_units is the level here, mid DMS win
 _NOISE_SIGMA = 0.05  # month-level lognormal noise on expected demand before Poisson
 _MIN_BASE, _MAX_BASE = 6.0, 120.0
 _YOUNG_SHARE = 0.2
-_YOUNG_MONTHS = (14, 20)
+# Established branches that moved to their current DMS inside the export window keep only
+# the history since the migration (the old system's records did not come along).
+_MIGRATED_SHARE = 0.5
+_MIGRATION_WINDOW = (date(2020, 7, 1), date(2024, 6, 1))
+_YOUNG_MONTHS = (9, 15)  # "a few months": 3 to 9 months left to train on after a 6-month holdout
 
 # Seasonal effects: name -> (calendar month it hits, or None for the Lunar New Year ones).
 EFFECT_MONTHS: dict[str, int | None] = {
@@ -364,6 +368,9 @@ def plan_alliance(n_branches: int, seed: int, as_of: date = DEFAULT_AS_OF) -> li
     group_idx = rng.integers(0, len(_DEALER_GROUPS), size=n)
     city_u = rng.random(n)
     last_month = _last_complete_month(as_of)
+    # Drawn after every other plan draw, so adding migrations left the other draws unchanged.
+    migrated = rng.random(n) < _MIGRATED_SHARE
+    migration = rng.integers(_month_index(_MIGRATION_WINDOW[0]), _month_index(_MIGRATION_WINDOW[1]) + 1, size=n)
 
     profiles: list[BranchProfile] = []
     used_names: set[str] = set()
@@ -383,7 +390,7 @@ def plan_alliance(n_branches: int, seed: int, as_of: date = DEFAULT_AS_OF) -> li
             history_start = opening
         else:
             opening = date.fromordinal(int(old_open[i]))
-            history_start = DMS_WINDOW_START
+            history_start = _index_to_month(int(migration[i])) if migrated[i] else DMS_WINDOW_START
         profiles.append(
             BranchProfile(
                 branch_id=f"B{i + 1:03d}",
