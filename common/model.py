@@ -37,6 +37,9 @@ class Forecaster(nn.Module):
             nn.Linear(hidden, horizon),
         )
 
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Predict the ratio to the window scale; 1.0 means "like the recent average".
         return 1.0 + self.net(x)

@@ -91,8 +91,9 @@ def run_job(
         replies, refused, received = _exchange(grid, node_ids, instruction, "train", rnd, TrainReply, observer, reply_timeout)
         refused.update({r.branch_id: r.reason or "refused" for r in replies if r.status != "ok"})
         aggregate = strategy.aggregate_train(replies)
+        refused.update({b: f"update rejected: {why}" for b, why in aggregate.rejected.items()})
         sent = len(node_ids) * (global_model.nbytes() if global_model else 0)
-        if aggregate is not None:
+        if aggregate.payload is not None:
             global_model = aggregate.payload
             lineage.append(
                 LineageEvent(
@@ -106,7 +107,7 @@ def run_job(
             )
         eps = [r.epsilon for r in replies if r.status == "ok" and r.epsilon is not None]
         report = RoundReport(
-            round=rnd, contributors=sorted(aggregate.contributors) if aggregate else [], refused=refused,
+            round=rnd, contributors=sorted(aggregate.contributors), refused=refused,
             bytes_received=received, bytes_sent=sent, epsilon_max=max(eps) if eps else None,
             seconds=round(time.perf_counter() - started, 3),
         )

@@ -13,15 +13,17 @@ import numpy as np
 import tenseal as ts
 
 from common.he import EncryptedVector, sum_encrypted
+from common.model import build_model
 from common.wire import EvaluateReply, JobSpec, TrainInstruction, TrainReply, UpdatePayload
 
 
 @dataclass
 class Aggregate:
-    """One round's result: the summed payload and who contributed what."""
+    """One round's result: the summed payload, who contributed what, and who was left out."""
 
-    payload: UpdatePayload
+    payload: UpdatePayload | None
     contributors: dict[str, str] = field(default_factory=dict)  # branch id -> emission digest
+    rejected: dict[str, str] = field(default_factory=dict)  # branch id -> why its update was not summed
 
 
 class SecureFedAvg:
@@ -32,28 +34,51 @@ class SecureFedAvg:
             raise ValueError("refusing a context with a secret key: the coordinator must not decrypt")
         self.job = job
         self.public_context = public_context
+        # [n * w ..., n]: the model's parameter count is public (it follows from the job).
+        self.update_length = build_model(job.seed, lags=job.lags, horizon=job.horizon).num_parameters() + 1
 
     def configure_train(self, rnd: int, global_model: UpdatePayload | None) -> TrainInstruction:
         return TrainInstruction(job=self.job, round=rnd, global_model=global_model)
 
-    def aggregate_train(self, replies: list[TrainReply]) -> Aggregate | None:
-        """Sum the accepted updates; None when no node contributed."""
-        ok = [r for r in replies if r.status == "ok" and r.update is not None]
-        if not ok:
-            return None
+    def aggregate_train(self, replies: list[TrainReply]) -> Aggregate:
+        """Sum the well-formed updates; a malformed one is left out and named, never summed.
+
+        `payload` is None when no node contributed.
+        """
         expected = "CKKS" if self.job.he.enabled else "plain"
-        for r in ok:
-            if r.update.scheme != expected:
-                raise ValueError(f"node {r.branch_id} sent a {r.update.scheme} update to a {expected} job")
+        accepted, rejected = [], {}
+        for r in replies:
+            if r.status != "ok" or r.update is None:
+                continue
+            problem = self._check(r.update, expected)
+            if problem:
+                rejected[r.branch_id] = problem
+            else:
+                accepted.append(r)
+        if not accepted:
+            return Aggregate(payload=None, rejected=rejected)
         if expected == "CKKS":
             summed = sum_encrypted(
                 self.public_context,
-                [EncryptedVector(length=r.update.length, chunks=r.update.chunks) for r in ok],
+                [EncryptedVector(length=r.update.length, chunks=r.update.chunks) for r in accepted],
             )
             payload = UpdatePayload(scheme="CKKS", length=summed.length, chunks=summed.chunks)
         else:
-            payload = UpdatePayload.plain(np.sum([r.update.plain_values() for r in ok], axis=0))
-        return Aggregate(payload=payload, contributors={r.branch_id: r.update.digest() for r in ok})
+            payload = UpdatePayload.plain(np.sum([r.update.plain_values() for r in accepted], axis=0))
+        return Aggregate(payload=payload, contributors={r.branch_id: r.update.digest() for r in accepted}, rejected=rejected)
+
+    def _check(self, update: UpdatePayload, expected: str) -> str | None:
+        if update.scheme != expected:
+            return f"sent a {update.scheme} update to a {expected} job"
+        if update.length != self.update_length:
+            return f"update has {update.length} values, the job's model needs {self.update_length}"
+        if expected == "CKKS":
+            slots = self.job.he.params.slots
+            if len(update.chunks) != -(-update.length // slots):
+                return f"update has {len(update.chunks)} ciphertexts, {update.length} values need {-(-update.length // slots)}"
+        elif sum(len(c) for c in update.chunks) != 8 * update.length:
+            return "plain update's bytes do not match its length"
+        return None
 
     def configure_evaluate(self, rnd: int, global_model: UpdatePayload | None) -> TrainInstruction:
         return TrainInstruction(job=self.job, round=rnd, global_model=global_model)

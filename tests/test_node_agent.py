@@ -117,3 +117,24 @@ def test_node_config_errors_name_the_file(tmp_path):
     (tmp_path / "node.json").write_text('{"branch_id": "B 1", "db_url": "x"}')
     with pytest.raises(NodeConfigError, match="field 'branch_id'"):
         load_node_config(tmp_path)
+
+
+def test_client_app_refuses_a_malformed_instruction_and_records_it(node, monkeypatch):
+    from flwr.app import Context, Message
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from node_agent import client_app
+
+    for attr in ("_run_id", "_task_id", "_node_id"):  # what a Flower runtime sets per process
+        monkeypatch.setattr(TaskIdentity, attr, 1)
+
+    bad = to_record(TrainInstruction(job=job(), round=1))
+    bad["body"]["json"] = bad["body"]["json"].replace('"horizon": 6', '"horizon": "six"')
+    msg = Message(content=bad, dst_node_id=1, message_type="train")
+    ctx = Context(run_id=1, node_id=1, node_config={"node-dir": str(node.node_dir)}, state=RecordDict(), run_config={})
+    out = client_app.train(msg, ctx)
+    reply = from_record(out.content, TrainReply)
+    assert reply.status == "refused" and reply.update is None
+    assert "field 'job.horizon'" in reply.reason
+    refusals = NodeAgent(node).lineage.events(kind=EventKind.REFUSAL)
+    assert refusals and "job.horizon" in refusals[-1].details["reason"]
