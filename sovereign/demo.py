@@ -148,6 +148,9 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
                 console.print(f"[yellow]{config.branch_id}: left out of baselines: {exc}[/]")
         fed = {e.branch_id: np.asarray(e.forecast) for e in result.evaluations if e.status == "ok"}
         common_branches = sorted(set(fed) & set(splits))
+        if not common_branches:
+            reasons = sorted({r for rnd in result.rounds for r in rnd.refused.values()})
+            raise SetupError(f"no branch could take part; first refusal: {reasons[0] if reasons else 'none recorded'}")
         splits = {b: splits[b] for b in common_branches}
         forecasts = {
             "federated": {b: fed[b] for b in common_branches},

@@ -138,3 +138,14 @@ def test_client_app_refuses_a_malformed_instruction_and_records_it(node, monkeyp
     assert "field 'job.horizon'" in reply.reason
     refusals = NodeAgent(node).lineage.events(kind=EventKind.REFUSAL)
     assert refusals and "job.horizon" in refusals[-1].details["reason"]
+
+
+def test_a_database_that_is_not_one_is_refused_in_one_line(node):
+    db_path = node.db_url.removeprefix("sqlite:///")
+    with open(db_path, "wb") as f:
+        f.write(b"this is not a database, just bytes " * 100)
+    agent = NodeAgent(node)
+    reply = agent.train(TrainInstruction(job=job(), round=1))
+    assert reply.status == "refused" and reply.update is None
+    assert "cannot read table 'sales'" in reply.reason and "\n" not in reply.reason
+    assert agent.lineage.events(kind=EventKind.REFUSAL)
