@@ -68,5 +68,45 @@ def demo(
         fail(str(exc), 1)
 
 
+@app.command("deploy-local")
+def deploy_local(
+    nodes_root: Path = typer.Option(Path("runs/demo/nodes"), help="Node directories (made by `sovereign demo`)."),
+    coordinator_dir: Path = typer.Option(Path("runs/demo/coordinator"), help="Holds the alliance's public context."),
+    rounds: int = typer.Option(2, min=1, help="Federated rounds."),
+    out: Path = typer.Option(Path("runs/deploy"), help="TLS material, node keys, SuperLink state and logs."),
+) -> None:
+    """Run a job on Flower's deployment engine on this machine: a SuperLink with TLS and
+    SuperNode authentication, one authenticated SuperNode per node directory, `flwr run`."""
+    import json
+
+    from sovereign.deployment import DeploymentError, LocalDeployment, free_port
+
+    index = nodes_root / "index.json"
+    if not index.exists():
+        fail(f"--nodes-root {nodes_root}: no index.json; run `sovereign demo` first to set up node directories")
+    if not (coordinator_dir / "he" / "public.ctx").exists():
+        fail(f"--coordinator-dir {coordinator_dir}: no he/public.ctx; run `sovereign demo` first (key ceremony)")
+    branches = json.loads(index.read_text())["nodes"]
+    app_dir = Path(__file__).resolve().parents[1]
+    if not (app_dir / "pyproject.toml").exists():
+        fail("deploy-local needs a source checkout (the Flower app is built from its pyproject.toml)")
+    try:
+        with LocalDeployment(out, port=free_port()) as dep, console.status("starting SuperLink (TLS, node authentication)") as status:
+            dep.start_superlink()
+            for branch in branches:
+                status.update(f"registering and starting SuperNode {branch}")
+                dep.start_supernode(branch, dep.register(branch), nodes_root / branch, free_port())
+            status.update(f"flwr run: {rounds} rounds on {len(branches)} SuperNodes (logs in {out / 'logs'})")
+            dep.run(app_dir, {"coordinator-dir": str(coordinator_dir.resolve()), "rounds": rounds,
+                              "min-nodes": len(branches), "job-id": "deploy-local"})
+    except DeploymentError as exc:
+        fail(str(exc), 1)
+    result = json.loads((coordinator_dir / "result.json").read_text())
+    for r in result["rounds"]:
+        console.print(f"round {r['round']}: {len(r['contributors'])} nodes, {r['bytes_received'] / 1e6:.1f} MB up over TLS")
+    if result["metrics"]:
+        console.print(f"held-out MASE {result['metrics']['mase']:.3f}, sMAPE {result['metrics']['smape']:.1f}% over {int(result['metrics']['nodes'])} nodes")
+
+
 if __name__ == "__main__":
     app()
