@@ -38,3 +38,12 @@ def small_alliance(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dealers")
     simulate_alliance(6, 11, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def ckks_keys():
+    """(secret context, public context): what a node holds, and what the coordinator holds."""
+    from common.he import create_secret_context, load_context, public_context_bytes
+
+    secret = create_secret_context()
+    return secret, load_context(public_context_bytes(secret))

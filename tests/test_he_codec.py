@@ -7,26 +7,16 @@ import tenseal as ts
 from common.he import (
     CkksParams,
     EncryptedVector,
-    create_secret_context,
     decrypt_vector,
     encrypt_vector,
-    load_context,
-    public_context_bytes,
     sum_encrypted,
 )
 from common.wire import JobSpec
 from coordinator.strategy import SecureFedAvg
 
 
-@pytest.fixture(scope="module")
-def contexts():
-    secret = create_secret_context()
-    public = load_context(public_context_bytes(secret))
-    return secret, public
-
-
-def test_public_context_has_no_secret_key_and_cannot_decrypt(contexts):
-    secret, public = contexts
+def test_public_context_has_no_secret_key_and_cannot_decrypt(ckks_keys):
+    secret, public = ckks_keys
     assert secret.has_secret_key()
     assert not public.has_secret_key()
     enc = encrypt_vector(secret, np.arange(10.0))
@@ -37,8 +27,8 @@ def test_public_context_has_no_secret_key_and_cannot_decrypt(contexts):
         ts.ckks_vector_from(public, enc.chunks[0]).decrypt()
 
 
-def test_decrypted_sum_matches_plaintext_weighted_sum(contexts):
-    secret, public = contexts
+def test_decrypted_sum_matches_plaintext_weighted_sum(ckks_keys):
+    secret, public = ckks_keys
     rng = np.random.default_rng(3)
     length = 9_000  # longer than one ciphertext's 4096 slots: exercises chunking
     updates, weights = [rng.normal(size=length) for _ in range(12)], rng.integers(1, 200, size=12)
@@ -50,15 +40,15 @@ def test_decrypted_sum_matches_plaintext_weighted_sum(contexts):
     assert np.abs(summed[-1] - weights.sum()) < 1e-3
 
 
-def test_sum_refuses_mismatched_layouts(contexts):
-    secret, public = contexts
+def test_sum_refuses_mismatched_layouts(ckks_keys):
+    secret, public = ckks_keys
     a, b = encrypt_vector(secret, np.ones(5)), encrypt_vector(secret, np.ones(6))
     with pytest.raises(ValueError, match="layout"):
         sum_encrypted(public, [a, b])
 
 
-def test_strategy_refuses_a_context_that_could_decrypt(contexts):
-    secret, public = contexts
+def test_strategy_refuses_a_context_that_could_decrypt(ckks_keys):
+    secret, public = ckks_keys
     with pytest.raises(ValueError, match="secret key"):
         SecureFedAvg(job=JobSpec(job_id="j"), public_context=secret)
     with pytest.raises(ValueError, match="public context"):
@@ -66,8 +56,8 @@ def test_strategy_refuses_a_context_that_could_decrypt(contexts):
     SecureFedAvg(job=JobSpec(job_id="j"), public_context=public)
 
 
-def test_ciphertexts_are_not_the_plaintext(contexts):
-    secret, _ = contexts
+def test_ciphertexts_are_not_the_plaintext(ckks_keys):
+    secret, _ = ckks_keys
     values = np.full(100, 1234.5678)
     enc = encrypt_vector(secret, values)
     assert values.tobytes() not in b"".join(enc.chunks)

@@ -1,25 +1,11 @@
 """Secure FedAvg at the coordinator, with fake node replies (Flower's reply-builder style)."""
 
 import numpy as np
-import pytest
 
-from common.he import (
-    EncryptedVector,
-    create_secret_context,
-    decrypt_vector,
-    encrypt_vector,
-    load_context,
-    public_context_bytes,
-)
+from common.he import EncryptedVector, decrypt_vector, encrypt_vector
 from common.model import build_model, get_flat_weights
 from common.wire import HESettings, JobSpec, TrainReply, UpdatePayload
 from coordinator.strategy import SecureFedAvg
-
-
-@pytest.fixture(scope="module")
-def keys():
-    secret = create_secret_context()
-    return secret, load_context(public_context_bytes(secret))
 
 
 def weighted(n: int, seed: int) -> np.ndarray:
@@ -31,8 +17,8 @@ def reply(branch: str, payload: UpdatePayload | None, status: str = "ok") -> Tra
     return TrainReply(status=status, branch_id=branch, update=payload, reason=None if status == "ok" else "no")
 
 
-def test_encrypted_fedavg_equals_plain_weighted_average(keys):
-    secret, public = keys
+def test_encrypted_fedavg_equals_plain_weighted_average(ckks_keys):
+    secret, public = ckks_keys
     strategy = SecureFedAvg(job=JobSpec(job_id="j"), public_context=public)
     ups = {"B1": weighted(10, 1), "B2": weighted(30, 2)}
     agg = strategy.aggregate_train([reply(b, _ckks(secret, u)) for b, u in ups.items()] + [reply("B3", None, "refused")])
@@ -42,8 +28,8 @@ def test_encrypted_fedavg_equals_plain_weighted_average(keys):
     assert set(agg.contributors) == {"B1", "B2"} and not agg.rejected
 
 
-def test_malformed_updates_are_rejected_by_name_and_not_summed(keys):
-    secret, public = keys
+def test_malformed_updates_are_rejected_by_name_and_not_summed(ckks_keys):
+    secret, public = ckks_keys
     strategy = SecureFedAvg(job=JobSpec(job_id="j"), public_context=public)
     good = reply("B1", _ckks(secret, weighted(10, 1)))
     short = reply("B2", _ckks(secret, weighted(10, 1)[:-5]))
