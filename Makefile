@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/sovereign demo
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from flwr.app import Message
 from flwr.serverapp import Grid

@@ -3,7 +3,6 @@
 import uuid
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from lineage import EventKind, LineageEvent, LineageStore
 from node_agent.data import read_branch_dataset

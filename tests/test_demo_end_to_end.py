@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,11 @@ class Recorder:
                         self.payloads.append(v if isinstance(v, bytes) else str(v).encode())
 
 
+def _latest_ray_logs() -> str | None:
+    logs = Path(tempfile.gettempdir()) / "ray" / "session_latest" / "logs"
+    return str(logs.resolve()) if logs.exists() else None
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, small_alliance):
     root = tmp_path_factory.mktemp("demo")
@@ -67,6 +73,7 @@ def demo_run(tmp_path_factory, small_alliance):
     return {
         "summary": summary, "out": out, "dealers": dealers, "recorder": recorder,
         "console": console_text.getvalue(), "canary_branch": canary_branch,
+        "ray_logs": _latest_ray_logs(),
     }
 
 
@@ -100,6 +107,10 @@ def test_canary_pii_never_reaches_the_coordinator(demo_run):
         data = path.read_bytes()
         assert not any(n in data for n in needles), path
     assert not any(n.decode() in demo_run["console"] for n in needles)
+    # Nor in the runtime's own logs (Ray's session logs from this run).
+    ray_logs = [p for p in Path(demo_run["ray_logs"]).rglob("*") if p.is_file()] if demo_run["ray_logs"] else []
+    for path in ray_logs:
+        assert not any(n in path.read_bytes() for n in needles), path
 
 
 def test_coordinator_files_hold_no_secret_key(demo_run):

@@ -7,7 +7,7 @@ import pytest
 from flwr.app import ConfigRecord, RecordDict
 from sqlalchemy import create_engine, text
 
-from common.he import CkksParams, create_secret_context, public_context_bytes, secret_context_bytes
+from common.he import CkksParams, create_secret_context, secret_context_bytes
 from common.wire import (
     DPSettings,
     HESettings,
