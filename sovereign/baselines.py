@@ -2,6 +2,8 @@
 
 - local: the same model trained on one branch's data alone (no DP: the data never leaves,
   so this is the strongest thing a branch can do by itself);
+- local under DP: the same, with the job's privacy budget and schedule, i.e. what a branch
+  gets alone under the rules the alliance applies to the joint forecast;
 - central: the same model trained on all branches' data pooled (an upper bound no real
   alliance can run, since it needs every record in one place);
 - seasonal naive: the same month last year.
@@ -15,7 +17,7 @@ from common.metrics import score, seasonal_naive
 from common.model import build_model, forecast, make_windows
 from common.wire import JobSpec
 from node_agent.data import HoldoutSplit
-from node_agent.training import train_plain
+from node_agent.training import plan_noise_multiplier, train_dp_round, train_plain
 
 
 # One non-private recipe for both baselines, chosen for small data (small batches, many
@@ -38,6 +40,22 @@ def local_forecasts(splits: dict[str, HoldoutSplit], job: JobSpec) -> dict[str, 
         x, y, _ = _windows(split, job, history_start_month(split))
         model = build_model(job.seed, lags=job.lags, horizon=job.horizon)
         train_plain(model, x, y, **RECIPE, seed=job.seed)
+        out[branch] = forecast(model, split.history, split.target_month)[: len(split.actual)]
+    return out
+
+
+def local_dp_forecasts(splits: dict[str, HoldoutSplit], job: JobSpec) -> dict[str, np.ndarray]:
+    """Each branch alone under the job's DP settings: its rounds, epochs and epsilon budget."""
+    out = {}
+    for branch, split in splits.items():
+        x, y, _ = _windows(split, job, history_start_month(split))
+        model = build_model(job.seed, lags=job.lags, horizon=job.horizon)
+        if len(x):
+            sigma, state = plan_noise_multiplier(len(x), job), None
+            for rnd in range(job.rounds):
+                state = train_dp_round(
+                    model, x, y, job, noise_multiplier=sigma, accountant_state=state, seed=job.seed + rnd
+                ).accountant_state
         out[branch] = forecast(model, split.history, split.target_month)[: len(split.actual)]
     return out
 

@@ -35,7 +35,7 @@ from sovereign.federation import (
 from sovereign.report import write_report
 from sovereign.simulation.dealers import simulate_alliance
 
-METHODS = ("federated", "local", "central", "seasonal_naive")
+METHODS = ("federated", "local", "local_dp", "central", "seasonal_naive")
 
 
 class DemoOptions(BaseModel):
@@ -155,6 +155,7 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
         forecasts = {
             "federated": {b: fed[b] for b in common_branches},
             "local": baselines.local_forecasts(splits, job),
+            "local_dp": baselines.local_dp_forecasts(splits, job) if job.dp.enabled else {},
             "central": baselines.central_forecasts(splits, job),
             "seasonal_naive": baselines.naive_forecasts(splits, job),
         }
@@ -177,12 +178,12 @@ def build_summary(
 ) -> dict:
     def mean_of(metric: str, branches) -> dict[str, float | None]:
         return {
-            m: (round(float(np.mean([scores[m][b][metric] for b in branches])), 4) if branches else None)
+            m: (round(float(np.mean([scores[m][b][metric] for b in branches])), 4) if branches and scores[m] else None)
             for m in METHODS
         }
 
-    def improvement(mase: dict) -> float | None:
-        return round(1 - mase["federated"] / mase["local"], 4) if mase["federated"] and mase["local"] else None
+    def improvement(mase: dict, baseline: str = "local") -> float | None:
+        return round(1 - mase["federated"] / mase[baseline], 4) if mase["federated"] and mase[baseline] else None
 
     evaluated = sorted(scores["federated"])
     young = [b for b in evaluated if history[b] < YOUNG_MONTHS]
@@ -208,6 +209,7 @@ def build_summary(
         "mase": mase,
         "smape": smape,
         "federated_vs_local_mase_improvement": improvement(mase),
+        "federated_vs_local_dp_mase_improvement": improvement(mase, "local_dp"),
         "young_branches": {
             "definition": f"under {YOUNG_MONTHS} months of training history",
             "branches": young,
@@ -241,14 +243,18 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
     table.add_column("sMAPE %", justify="right")
     labels = {
         "federated": "federated (this job" + (", DP" if summary["dp"] else "") + (", HE" if summary["he"]["enabled"] else "") + ")",
-        "local": "each branch alone", "central": "all data pooled (upper bound)", "seasonal_naive": "same month last year",
+        "local": "each branch alone", "local_dp": "each branch alone, same DP budget", "central": "all data pooled (upper bound)", "seasonal_naive": "same month last year",
     }
     for m in METHODS:
-        table.add_row(labels[m], _fmt(summary["mase"][m]), _fmt(summary["smape"][m]))
+        if summary["mase"][m] is not None:
+            table.add_row(labels[m], _fmt(summary["mase"][m]), _fmt(summary["smape"][m]))
     console.print(table)
     imp = summary["federated_vs_local_mase_improvement"]
     if imp is not None:
         console.print(f"federated vs each branch alone: MASE {imp:+.0%} (positive: federated is better)")
+    imp_dp = summary["federated_vs_local_dp_mase_improvement"]
+    if imp_dp is not None:
+        console.print(f"federated vs each branch alone under the same DP budget: MASE {imp_dp:+.0%}")
     young = summary["young_branches"]
     if young["federated_vs_local_mase_improvement"] is not None:
         console.print(

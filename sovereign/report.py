@@ -14,7 +14,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-COLORS = {"federated": "#1f77b4", "local": "#d62728", "central": "#2ca02c", "seasonal_naive": "#7f7f7f"}
+COLORS = {
+    "federated": "#1f77b4", "local": "#d62728", "local_dp": "#ff7f0e", "central": "#2ca02c", "seasonal_naive": "#7f7f7f",
+}
 
 
 def _png(fig) -> str:
@@ -43,6 +45,8 @@ def forecast_plot(splits: dict, forecasts: dict, branches: list[str]) -> str:
         xf = np.arange(len(s.actual))
         ax.plot(np.concatenate([xh, xf]), np.concatenate([hist, s.actual]), color="black", lw=1.5, label="actual")
         for m, fc in forecasts.items():
+            if b not in fc:
+                continue
             ax.plot(xf, fc[b], color=COLORS[m], lw=1.2, ls="--" if m != "federated" else "-", label=m.replace("_", " "))
         ax.axvline(-0.5, color="#bbb", lw=0.8)
         ax.set_title(f"{b}  ({len(s.history)} months history)", fontsize=9)
@@ -87,7 +91,8 @@ def write_report(path: Path, summary: dict, splits: dict, forecasts: dict, resul
     head = "".join(f"<th colspan=2>{m.replace('_', ' ')}</th>" for m in COLORS)
     sub = "<th>MASE</th><th>sMAPE %</th>" * len(COLORS)
     means = "".join(
-        f"<tr><td>{m.replace('_', ' ')}</td><td>{summary['mase'][m]}</td><td>{summary['smape'][m]}</td></tr>" for m in COLORS
+        f"<tr><td>{m.replace('_', ' ')}</td><td>{summary['mase'][m]}</td><td>{summary['smape'][m]}</td></tr>"
+        for m in COLORS if summary["mase"][m] is not None
     )
     eps = summary["epsilon"]
     privacy = (
