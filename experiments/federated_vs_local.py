@@ -70,6 +70,7 @@ def main() -> None:
             "mase": mase,
             "smape": summary["smape"],
             "federated_vs_local": summary["federated_vs_local_mase_improvement"],
+            "federated_vs_local_dp": summary["federated_vs_local_dp_mase_improvement"],
             "central_vs_local": round(1 - mase["central"] / mase["local"], 4),
             "oracle_vs_local": round(1 - mase["oracle"] / mase["local"], 4),
             "young_branches": summary["young_branches"],
@@ -77,8 +78,8 @@ def main() -> None:
             "seconds": round(time.perf_counter() - started, 1),
         }
         runs.append(run)
-        print(json.dumps({k: run[k] for k in ("seed", "federated_vs_local", "central_vs_local", "oracle_vs_local")}), flush=True)
-    keys = ("federated_vs_local", "central_vs_local", "oracle_vs_local")
+        print(json.dumps({k: run[k] for k in ("seed", "federated_vs_local", "federated_vs_local_dp", "central_vs_local", "oracle_vs_local")}), flush=True)
+    keys = ("federated_vs_local", "federated_vs_local_dp", "central_vs_local", "oracle_vs_local")
     report = {
         "benchmark": "federated_vs_local",
         "branches": args.branches,
