@@ -3,8 +3,8 @@
 Nodes hold the secret context (one alliance key, shared node to node, never via the
 coordinator). The coordinator holds a *public* context: it can add ciphertexts but not
 decrypt them. Each node encrypts `[n_k * w_k ..., n_k]`; the coordinator sums; a node
-decrypts the sum and divides by its last slot, so even the per-node weights `n_k` stay
-hidden from the coordinator.
+decrypts the sum and divides by its last slot, so the updates reveal neither the model nor
+any node's weight `n_k` to the coordinator.
 
 Threat model (honest-but-curious coordinator): one shared secret key means a node that
 colludes with the coordinator could decrypt every node's update. Released decryptions are

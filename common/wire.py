@@ -111,12 +111,14 @@ class NodeReply(BaseModel):
 
 
 class TrainReply(NodeReply):
-    """Node -> coordinator. A refusal carries a reason and no update."""
+    """Node -> coordinator. A refusal carries a reason and no update.
+
+    Deliberately no step count or noise multiplier: both would reveal the branch's number of
+    training windows, which the encrypted weighting keeps from the coordinator. They stay in
+    the node's own lineage."""
 
     update: UpdatePayload | None = None
     epsilon: float | None = None
-    noise_multiplier: float | None = None
-    steps: int = 0
     quarantined: dict[str, int] = Field(default_factory=dict)
 
 

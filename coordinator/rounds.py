@@ -27,6 +27,7 @@ class RoundReport(BaseModel):
     round: int
     contributors: list[str]
     refused: dict[str, str] = Field(default_factory=dict)
+    quarantined: dict[str, dict[str, int]] = Field(default_factory=dict)  # branch -> reason -> rows
     bytes_received: int = 0
     bytes_sent: int = 0
     epsilon_max: float | None = None
@@ -108,6 +109,7 @@ def run_job(
         eps = [r.epsilon for r in replies if r.status == "ok" and r.epsilon is not None]
         report = RoundReport(
             round=rnd, contributors=sorted(aggregate.contributors), refused=refused,
+            quarantined={r.branch_id: r.quarantined for r in replies if r.quarantined},
             bytes_received=received, bytes_sent=sent, epsilon_max=max(eps) if eps else None,
             seconds=round(time.perf_counter() - started, 3),
         )

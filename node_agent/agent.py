@@ -76,7 +76,7 @@ class NodeAgent:
             return TrainReply(status="refused", branch_id=self.config.branch_id, reason=self.refuse(job, rnd, str(exc)))
         return TrainReply(
             status="ok", branch_id=self.config.branch_id, update=payload, epsilon=result.epsilon,
-            noise_multiplier=result.noise_multiplier, steps=result.steps, quarantined=data.quarantined,
+            quarantined=data.quarantined,
         )
 
     def evaluate(self, instruction: TrainInstruction) -> EvaluateReply:

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from common.metrics import score, seasonal_naive
@@ -34,9 +36,17 @@ def history_start_month(split: HoldoutSplit) -> int:
     return (split.target_month - 1 - len(split.history)) % 12 + 1
 
 
-def local_forecasts(splits: dict[str, HoldoutSplit], job: JobSpec) -> dict[str, np.ndarray]:
+Tick = Callable[[], None]
+
+
+def _noop() -> None:
+    pass
+
+
+def local_forecasts(splits: dict[str, HoldoutSplit], job: JobSpec, tick: Tick = _noop) -> dict[str, np.ndarray]:
     out = {}
     for branch, split in splits.items():
+        tick()
         x, y, _ = _windows(split, job, history_start_month(split))
         model = build_model(job.seed, lags=job.lags, horizon=job.horizon)
         train_plain(model, x, y, **RECIPE, seed=job.seed)
@@ -44,10 +54,11 @@ def local_forecasts(splits: dict[str, HoldoutSplit], job: JobSpec) -> dict[str, 
     return out
 
 
-def local_dp_forecasts(splits: dict[str, HoldoutSplit], job: JobSpec) -> dict[str, np.ndarray]:
+def local_dp_forecasts(splits: dict[str, HoldoutSplit], job: JobSpec, tick: Tick = _noop) -> dict[str, np.ndarray]:
     """Each branch alone under the job's DP settings: its rounds, epochs and epsilon budget."""
     out = {}
     for branch, split in splits.items():
+        tick()
         x, y, _ = _windows(split, job, history_start_month(split))
         model = build_model(job.seed, lags=job.lags, horizon=job.horizon)
         if len(x):

@@ -139,9 +139,14 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
         raise SetupError("the federated job produced no result; see the log above")
     result = JobResult.model_validate_json(coordinator.result.read_text())
 
-    with console.status("baselines: local-only, pooled, seasonal naive"):
+    baseline_progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+    )
+    with baseline_progress:
         splits = {}
+        reading = baseline_progress.add_task("baselines: held-out split on each node", total=len(configs))
         for config in configs:
+            baseline_progress.advance(reading)
             try:
                 splits[config.branch_id] = NodeAgent(config).holdout(job)
             except (Refusal, ContractViolation) as exc:  # reported, not fatal
@@ -152,10 +157,18 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
             reasons = sorted({r for rnd in result.rounds for r in rnd.refused.values()})
             raise SetupError(f"no branch could take part; first refusal: {reasons[0] if reasons else 'none recorded'}")
         splits = {b: splits[b] for b in common_branches}
+
+        def ticker(label: str):
+            task = baseline_progress.add_task(label, total=len(splits))
+            return lambda: baseline_progress.advance(task)
+
         forecasts = {
             "federated": {b: fed[b] for b in common_branches},
-            "local": baselines.local_forecasts(splits, job),
-            "local_dp": baselines.local_dp_forecasts(splits, job) if job.dp.enabled else {},
+            "local": baselines.local_forecasts(splits, job, ticker("baselines: each branch alone")),
+            "local_dp": (
+                baselines.local_dp_forecasts(splits, job, ticker("baselines: each branch alone under DP"))
+                if job.dp.enabled else {}
+            ),
             "central": baselines.central_forecasts(splits, job),
             "seasonal_naive": baselines.naive_forecasts(splits, job),
         }
@@ -227,6 +240,7 @@ def build_summary(
             b: {"history_months": history[b], **{m: scores[m][b] for m in METHODS if b in scores[m]}} for b in evaluated
         },
         "refusals": refusals,
+        "quarantined_rows": result.rounds[0].quarantined if result.rounds else {},
         "final_model_digest": result.final_model_digest,
         "lineage": {
             "coordinator": coordinator.lineage_url,

@@ -81,12 +81,16 @@ def test_summary_and_report_are_written(demo_run):
     out = demo_run["out"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["branches"] == 6 and summary["rounds"] == 2
+    assert len(summary["quarantined_rows"]) >= 4
     for method in ("federated", "local", "central", "seasonal_naive"):
         assert summary["mase"][method] > 0 and summary["smape"][method] > 0
     assert 0 < summary["epsilon"]["max"] <= 8.0 and summary["epsilon"]["delta"] == 1e-5
     assert summary["he"]["scheme"] == "CKKS" and summary["he"]["poly_modulus_degree"] == 8192
     assert summary["he"]["bytes_per_round"] > 100_000  # real ciphertexts, not floats
     assert set(summary["lineage"]["nodes"]) == {f"B00{i}" for i in range(1, 7)}
+    # Each training branch's impossible rows, counted per reason (the simulator plants them).
+    for counts in summary["quarantined_rows"].values():
+        assert {"unparseable_date", "future_sale_date", "negative_price", "duplicate_vin"} <= set(counts)
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "Joint forecast" in html
     assert "round 2" in demo_run["console"]
