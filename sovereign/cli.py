@@ -20,6 +20,15 @@ console = Console()
 err = Console(stderr=True)
 
 
+def _register_areas() -> None:
+    from sovereign.policy_cli import policy_app
+
+    app.add_typer(policy_app, name="policy")
+
+
+_register_areas()
+
+
 def fail(message: str, code: int = 2) -> None:
     err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)

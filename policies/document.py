@@ -1,0 +1,101 @@
+"""A branch's policy as its compliance officer writes it (YAML), and a job's request.
+
+Rules are ordered: the first rule whose match fits a field decides its treatment, like a
+firewall. A classified field no rule matches is denied; an unclassified field is denied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from policies.engine import FieldClass
+from policies.treatments import TreatmentSpec
+
+NEVER_RELEASED = {FieldClass.RESTRICTED}  # only drop or null, whatever a rule says
+
+
+class Match(BaseModel):
+    """Which fields, for which jobs, a rule applies to. Omitted keys match anything."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    fields: tuple[str, ...] | None = Field(default=None, alias="field")
+    classes: tuple[FieldClass, ...] | None = Field(default=None, alias="class")
+    purposes: tuple[str, ...] | None = Field(default=None, alias="purpose")
+    cross_border: bool | None = None
+    roles: tuple[str, ...] | None = Field(default=None, alias="recipient_role")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists(cls, data):
+        if isinstance(data, dict):
+            return {k: ([v] if isinstance(v, str) else v) for k, v in data.items()}
+        return data
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    match: Match = Match()
+    treatment: TreatmentSpec
+    reason: str | None = None
+    line: int | None = Field(default=None, exclude=True)  # where it stands in the file
+
+    @model_validator(mode="before")
+    @classmethod
+    def _treatment(cls, data):
+        if isinstance(data, dict) and "treatment" in data:
+            data = {**data, "treatment": parse_treatment(data["treatment"])}
+        return data
+
+
+class PolicyDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy: str = Field(min_length=1)
+    version: int = Field(ge=1)
+    jurisdiction: str = Field(pattern=r"^[A-Z]{2}$", description="ISO country of the node")
+    tables: dict[str, dict[str, FieldClass]]
+    rules: list[Rule]
+
+    def content_hash(self) -> str:
+        """Hash of what the policy says (not of its formatting or comments)."""
+        body = self.model_dump(mode="json")
+        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class JobRequest(BaseModel):
+    """What a job asks of a node: purpose, where results go, who receives them, which fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    purpose: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    destination: str = Field(pattern=r"^[A-Z]{2}$", description="ISO country the results go to")
+    recipient_role: str = "analyst"
+    fields: list[str] = Field(default_factory=list, description="table.field the job needs")
+
+
+def parse_treatment(raw) -> dict:
+    """`drop` | `{mask: {show_last: 4}}` | `{generalise: month}` | `{generalise: {to: bucket, width: 5000}}`."""
+    if isinstance(raw, str):
+        return {"kind": raw}
+    if isinstance(raw, dict) and len(raw) == 1:
+        (kind, params), = raw.items()
+        if params is None or (kind == "hash" and isinstance(params, str)):
+            return {"kind": kind}
+        if kind == "generalise" and isinstance(params, str):
+            return {"kind": kind, "to": params}
+        if isinstance(params, dict):
+            return {"kind": kind, **params}
+    if isinstance(raw, (dict, TreatmentSpec)):
+        return raw if isinstance(raw, dict) else raw.model_dump()
+    raise ValueError(f"cannot read treatment {raw!r}")
+
+
+Severity = Literal["error", "warning"]
