@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict
 
 from policies.document import NEVER_RELEASED, JobRequest, Match, PolicyDocument, Rule, Severity
 from policies.engine import FieldClass
-from policies.treatments import TreatmentSpec
+from policies.treatments import TreatmentSpec, apply
 
 DROP = TreatmentSpec(kind="drop")
 
@@ -80,6 +80,22 @@ def _explain(match: Match, job: JobRequest, home: str) -> str:
     if match.roles:
         parts.append(f"recipient {job.recipient_role}")
     return "matches " + (", ".join(parts) if parts else "every field")
+
+
+def release(decisions: list[FieldDecision], row: dict[str, object], *, table: str, key: bytes) -> dict[str, object]:
+    """One row as it may be used or sent: dropped fields removed, the others treated.
+
+    Fails closed: a column without a decision is left out, and restricted fields never pass,
+    whatever the decision says.
+    """
+    out = {}
+    by_field = {d.field: d for d in decisions if d.table == table}
+    for name, value in row.items():
+        decision = by_field.get(name)
+        if decision is None or decision.treatment.kind == "drop" or decision.field_class in NEVER_RELEASED:
+            continue
+        out[name] = apply(decision.treatment, value, key=key)
+    return out
 
 
 def check_request(decisions: list[FieldDecision], job: JobRequest) -> None:
