@@ -43,32 +43,36 @@ def _noop() -> None:
     pass
 
 
-def local_forecasts(splits: dict[str, HoldoutSplit], job: JobSpec, tick: Tick = _noop) -> dict[str, np.ndarray]:
-    out = {}
-    for branch, split in splits.items():
-        tick()
-        x, y, _ = _windows(split, job, history_start_month(split))
-        model = build_model(job.seed, lags=job.lags, horizon=job.horizon)
-        train_plain(model, x, y, **RECIPE, seed=job.seed)
-        out[branch] = forecast(model, split.history, split.target_month)[: len(split.actual)]
-    return out
-
-
-def local_dp_forecasts(splits: dict[str, HoldoutSplit], job: JobSpec, tick: Tick = _noop) -> dict[str, np.ndarray]:
-    """Each branch alone under the job's DP settings: its rounds, epochs and epsilon budget."""
+def _each_branch_alone(
+    splits: dict[str, HoldoutSplit], job: JobSpec, train: Callable[[object, np.ndarray, np.ndarray], None], tick: Tick
+) -> dict[str, np.ndarray]:
+    """One model per branch from its own windows only; a branch with none keeps the seeded init."""
     out = {}
     for branch, split in splits.items():
         tick()
         x, y, _ = _windows(split, job, history_start_month(split))
         model = build_model(job.seed, lags=job.lags, horizon=job.horizon)
         if len(x):
-            sigma, state = plan_noise_multiplier(len(x), job), None
-            for rnd in range(job.rounds):
-                state = train_dp_round(
-                    model, x, y, job, noise_multiplier=sigma, accountant_state=state, seed=job.seed + rnd
-                ).accountant_state
+            train(model, x, y)
         out[branch] = forecast(model, split.history, split.target_month)[: len(split.actual)]
     return out
+
+
+def local_forecasts(splits: dict[str, HoldoutSplit], job: JobSpec, tick: Tick = _noop) -> dict[str, np.ndarray]:
+    return _each_branch_alone(splits, job, lambda m, x, y: train_plain(m, x, y, **RECIPE, seed=job.seed), tick)
+
+
+def local_dp_forecasts(splits: dict[str, HoldoutSplit], job: JobSpec, tick: Tick = _noop) -> dict[str, np.ndarray]:
+    """Each branch alone under the job's DP settings: its rounds, epochs and epsilon budget."""
+
+    def train(model, x: np.ndarray, y: np.ndarray) -> None:
+        sigma, state = plan_noise_multiplier(len(x), job), None
+        for rnd in range(job.rounds):
+            state = train_dp_round(
+                model, x, y, job, noise_multiplier=sigma, accountant_state=state, seed=job.seed + rnd
+            ).accountant_state
+
+    return _each_branch_alone(splits, job, train, tick)
 
 
 def central_forecasts(splits: dict[str, HoldoutSplit], job: JobSpec) -> dict[str, np.ndarray]:
