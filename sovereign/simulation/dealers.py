@@ -79,7 +79,7 @@ DMS_WINDOW_START = date(2020, 1, 1)  # the DMS export window for established bra
 # Demand is only defined where every holiday is known (see LUNAR_NEW_YEAR).
 _FIRST_MONTH = date(2016, 1, 1)
 _LAST_MONTH = date(2030, 12, 1)
-_MIN_AS_OF = date(2021, 8, 31)  # so a 20-month young branch still opens inside the window
+_MIN_AS_OF = date(2021, 8, 31)  # so any young branch (at most 15 months) opens inside the window
 _MAX_AS_OF = date(2030, 12, 31)
 
 BAD_ROW_KINDS: tuple[str, ...] = ("negative_price", "future_date", "duplicate_vin", "bad_date")
