@@ -6,13 +6,11 @@ firewall. A classified field no rule matches is denied; an unclassified field is
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from policies.engine import FieldClass
+from policies.engine import FieldClass, canonical_hash
 from policies.treatments import TreatmentSpec
 
 NEVER_RELEASED = {FieldClass.RESTRICTED}  # only drop or null, whatever a rule says
@@ -64,9 +62,8 @@ class PolicyDocument(BaseModel):
     rules: list[Rule]
 
     def content_hash(self) -> str:
-        """Hash of what the policy says (not of its formatting or comments)."""
-        body = self.model_dump(mode="json")
-        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        """Hash of what the policy says (not of its formatting, comments or line numbers)."""
+        return canonical_hash(self)
 
 
 class JobRequest(BaseModel):

@@ -48,10 +48,15 @@ class PolicyDecision(BaseModel):
 _NEVER_READ = {FieldClass.PERSONAL, FieldClass.RESTRICTED}
 
 
+def canonical_hash(model: BaseModel) -> str:
+    """SHA-256 of a model's canonical JSON: the same content always hashes the same."""
+    canonical = json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def policy_hash(policy: Policy) -> str:
     """Content hash of the policy: every decision and lineage event cites it."""
-    canonical = json.dumps(policy.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return canonical_hash(policy)
 
 
 def evaluate(policy: Policy, table: str, columns: list[str], purpose: str) -> list[PolicyDecision]:
