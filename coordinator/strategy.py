@@ -73,9 +73,9 @@ class SecureFedAvg:
         if update.length != self.update_length:
             return f"update has {update.length} values, the job's model needs {self.update_length}"
         if expected == "CKKS":
-            slots = self.job.he.params.slots
-            if len(update.chunks) != -(-update.length // slots):
-                return f"update has {len(update.chunks)} ciphertexts, {update.length} values need {-(-update.length // slots)}"
+            needed = -(-update.length // self.job.he.params.slots)  # ceil: one ciphertext per slots values
+            if len(update.chunks) != needed:
+                return f"update has {len(update.chunks)} ciphertexts, {update.length} values need {needed}"
         elif sum(len(c) for c in update.chunks) != 8 * update.length:
             return "plain update's bytes do not match its length"
         return None

@@ -8,10 +8,10 @@ seasonal-naive forecasts on the same held-out months, and write summary.json + r
 from __future__ import annotations
 
 import json
-from collections import Counter
 import shutil
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
