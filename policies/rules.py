@@ -61,7 +61,7 @@ def _decide_field(policy: PolicyDocument, table: str, field: str, cls: FieldClas
     for rule in policy.rules:
         if _matches(rule.match, table, field, cls, job, policy.jurisdiction):
             treatment = rule.treatment
-            if cls in NEVER_RELEASED and treatment.kind not in ("drop", "null"):
+            if cls in NEVER_RELEASED and not treatment.withholds_value:
                 treatment = DROP  # lint refuses such a policy; evaluation fails closed regardless
             return FieldDecision(table=table, field=field, field_class=cls, treatment=treatment, rule=rule.id,
                                  reason=rule.reason or _explain(rule.match, job, policy.jurisdiction))
@@ -120,11 +120,11 @@ def lint(policy: PolicyDocument) -> list[Finding]:
         for name in rule.match.fields or ():
             if name not in known:
                 findings.append(Finding(severity="error", line=rule.line, message=f"rule {rule.id}: unknown field {name}"))
-            elif known[name] in NEVER_RELEASED and rule.treatment.kind not in ("drop", "null"):
+            elif known[name] in NEVER_RELEASED and not rule.treatment.withholds_value:
                 findings.append(Finding(severity="error", line=rule.line,
                                         message=f"rule {rule.id}: {name} is restricted and can only be dropped or nulled"))
         for cls in rule.match.classes or ():
-            if cls in NEVER_RELEASED and rule.treatment.kind not in ("drop", "null"):
+            if cls in NEVER_RELEASED and not rule.treatment.withholds_value:
                 findings.append(Finding(severity="error", line=rule.line,
                                         message=f"rule {rule.id}: restricted fields can only be dropped or nulled"))
         if rule.match in seen and seen[rule.match].treatment != rule.treatment:

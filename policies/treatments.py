@@ -44,8 +44,9 @@ class TreatmentSpec(BaseModel):
         return self
 
     @property
-    def releases_raw_value(self) -> bool:
-        return self.kind == "allow"
+    def withholds_value(self) -> bool:
+        """Drop and null let nothing of the value through: the only treatments for restricted fields."""
+        return self.kind in ("drop", "null")
 
     def describe(self) -> str:
         if self.kind == "mask":

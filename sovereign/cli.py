@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.markup import escape
+
+from sovereign.console import console, fail
 
 app = typer.Typer(
     help="Sovereign: privacy-preserving federated forecasting for dealer and branch networks.",
@@ -16,8 +16,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
 
 
 def _register_areas() -> None:
@@ -27,11 +25,6 @@ def _register_areas() -> None:
 
 
 _register_areas()
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
-    raise typer.Exit(code)
 
 
 @app.command("simulate-dealers")

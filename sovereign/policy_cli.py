@@ -9,14 +9,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sovereign.console import err, fail
+
 policy_app = typer.Typer(help="Check and explain a branch's data policy (YAML).", no_args_is_help=True)
+# A compliance table is read whole: give it room when the output is a file or a pipe.
 console = Console(width=160) if not Console().is_terminal else Console()
-err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
-    raise typer.Exit(code)
 
 
 @policy_app.command("lint")
@@ -28,7 +25,7 @@ def lint_cmd(file: Path = typer.Argument(..., help="The policy file.")) -> None:
     try:
         policy = load_policy(file)
     except PolicyFileError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     findings = lint(policy)
     for f in findings:
         where = f"{file}:{f.line}" if f.line else str(file)
@@ -51,7 +48,7 @@ def explain_cmd(
     try:
         policy, job = load_policy(policy_file), load_job_request(job_file)
     except PolicyFileError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     schema = {t: list(fields) for t, fields in policy.tables.items()}
     if db:
         from sqlalchemy import create_engine, inspect
@@ -61,7 +58,7 @@ def explain_cmd(
             engine = create_engine(db)
             schema = {t: [c["name"] for c in inspect(engine).get_columns(t)] for t in inspect(engine).get_table_names()}
         except SQLAlchemyError as exc:
-            _fail(f"--db: cannot read the database schema ({exc.__class__.__name__})")
+            fail(f"--db: cannot read the database schema ({exc.__class__.__name__})")
     decisions = decide(policy, schema, job)
     cross = "abroad" if job.destination != policy.jurisdiction else "at home"
     table = Table(title=f"{policy.policy} v{policy.version} for job {job.job_id}: {job.purpose}, "
@@ -78,5 +75,5 @@ def explain_cmd(
     try:
         check_request(decisions, job)
     except JobRefusal as exc:
-        _fail(f"refused: {exc}", 1)
+        fail(f"refused: {exc}", 1)
     console.print(f"job {job.job_id} may run here: every requested field is available (policy hash {policy.content_hash()[:16]})")
