@@ -48,6 +48,11 @@ class JobSpec(BaseModel):
 
     job_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     purpose: str = Field(default="forecasting", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    destination: str = Field(
+        default="JP", pattern=r"^[A-Z]{2}$",
+        description="ISO country the results go to (the coordinator's); a node in another country treats the job as cross-border",
+    )
+    recipient_role: str = Field(default="analyst", pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="who receives the results")
     target: Literal["monthly_units"] = "monthly_units"
     horizon: int = Field(default=6, ge=1, le=12)
     holdout: int = Field(default=6, ge=1, le=24)

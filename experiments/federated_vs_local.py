@@ -38,17 +38,19 @@ def oracle_mase(dealers: Path, per_branch: dict, seed: int, out: Path) -> dict[s
             continue
         months = [date(int(m[:4]), int(m[5:]), 1) for m in ev["months"]]
         expected = monthly_demand(profiles[ev["branch_id"]], months, seed)
-        history = _history(dealers / f"{ev['branch_id']}.db", len(months))
+        history = _history(out / "nodes" / ev["branch_id"], len(months))
         scores[ev["branch_id"]] = score(np.asarray(ev["actual"]), expected, history)["mase"]
     return scores
 
 
-def _history(db: Path, holdout: int) -> np.ndarray:
-    from node_agent.data import read_branch_dataset
-    from policies import default_dealer_policy
+def _history(node_dir: Path, holdout: int) -> np.ndarray:
+    """The branch's training months, read by its own agent under its own policy."""
+    from common.wire import JobSpec
+    from node_agent.agent import NodeAgent
+    from node_agent.config import load_node_config
 
-    data = read_branch_dataset(f"sqlite:///{db}", default_dealer_policy(), purpose="benchmark")
-    return data.series.units[:-holdout]
+    job = JobSpec(job_id="oracle-history", holdout=holdout)
+    return NodeAgent(load_node_config(node_dir)).holdout(job).history
 
 
 def main() -> None:

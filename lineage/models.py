@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 class EventKind(str, Enum):
     DATA_READ = "data_read"          # rows read from a branch dataset
     QUARANTINE = "quarantine"        # rows held back by the data contract, counted per reason
-    POLICY_DECISION = "policy_decision"
+    POLICY_DECISION = "policy_decision"  # every field's treatment for a job, with rule and policy hash
+    POLICY_CHANGE = "policy_change"  # the node's policy in force changed (new hash, previous hash)
     REFUSAL = "refusal"              # the node refused a job (contract, policy, bad message)
     TRAINING = "training"            # local steps, sampling rate, noise, epsilon spent
     EMISSION = "emission"            # what left the node: digest, bytes, destination

@@ -9,19 +9,22 @@ held-out accuracy ever leaves.
 from __future__ import annotations
 
 import hashlib
+import os
 from datetime import date
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
 from common.he import EncryptedVector, decrypt_vector, encrypt_vector, load_context
 from common.metrics import score
 from common.model import build_model, forecast, get_flat_weights, make_windows, set_flat_weights
-from common.wire import EvaluateReply, JobSpec, TrainInstruction, TrainReply, UpdatePayload
+from common.wire import EvaluateReply, JobSpec, NodeReply, TrainInstruction, TrainReply, UpdatePayload
 from lineage import EventKind, LineageEvent, LineageStore
 from node_agent.config import NodeConfig
 from node_agent.contract import ContractViolation
-from node_agent.data import BranchDataset, HoldoutSplit, holdout_split, read_branch_dataset
+from node_agent.data import BranchDataset, HoldoutSplit, fields_needed, holdout_split, read_branch_dataset
+from node_agent.egress import WITHHELD_REASON, EgressBlocked, check_reply, reason_may_leave
 from node_agent.ledger import JobPrivacyRecord, PrivacyLedger
 from node_agent.training import (
     plan_noise_multiplier,
@@ -30,20 +33,27 @@ from node_agent.training import (
     train_dp_round,
     train_plain,
 )
-from policies import Policy, default_dealer_policy, policy_hash
+from policies import JobRefusal, JobRequest, PolicyDocument, PolicyFileError, lint, load_policy
 
 MIN_TRAIN_WINDOWS = 1
+GOVERNANCE = "governance"  # the purpose and job id of events no job caused (a policy change)
 
 
 class Refusal(Exception):
     """This node will not take part in this step; the message is the one-line reason."""
 
 
+REFUSALS = (Refusal, ContractViolation, JobRefusal)
+
+
 class NodeAgent:
-    def __init__(self, config: NodeConfig, *, policy: Policy | None = None, today: date | None = None) -> None:
+    """One branch's agent. The branch policy is read from its file at every job step, so an
+    edit by the compliance officer applies to the next step and is recorded as a change."""
+
+    def __init__(self, config: NodeConfig, *, policy: PolicyDocument | None = None, today: date | None = None) -> None:
         self.config = config
-        self.policy = policy or default_dealer_policy()
-        self.policy_hash = policy_hash(self.policy)
+        self._fixed_policy = policy
+        self.policy_hash: str | None = policy.content_hash() if policy else None
         self.today = today
         self.lineage = LineageStore(config.lineage_url)
         self.ledger = PrivacyLedger(config.privacy_dir)
@@ -71,13 +81,13 @@ class NodeAgent:
                     "epsilon": result.epsilon, "delta": job.dp.delta if job.dp.enabled else None,
                 },
             )
-            payload = self._emit(job, rnd, result.weights, n=len(x))
-        except (Refusal, ContractViolation) as exc:
-            return TrainReply(status="refused", branch_id=self.config.branch_id, reason=self.refuse(job, rnd, str(exc)))
-        return TrainReply(
-            status="ok", branch_id=self.config.branch_id, update=payload, epsilon=result.epsilon,
-            quarantined=data.quarantined,
-        )
+            reply = TrainReply(
+                status="ok", branch_id=self.config.branch_id, update=self._emit(job, rnd, result.weights, n=len(x)),
+                epsilon=result.epsilon, quarantined=data.quarantined,
+            )
+        except REFUSALS as exc:
+            reply = TrainReply(status="refused", branch_id=self.config.branch_id, reason=self.refuse(job, rnd, str(exc)))
+        return self._egress(reply, job, rnd)
 
     def evaluate(self, instruction: TrainInstruction) -> EvaluateReply:
         """Held-out accuracy of the global model on this branch's last `holdout` months."""
@@ -86,8 +96,9 @@ class NodeAgent:
             data = self._read(job, rnd)
             self._split(data, job)
             model = self._global_model(instruction)
-        except (Refusal, ContractViolation) as exc:
-            return EvaluateReply(status="refused", branch_id=self.config.branch_id, reason=self.refuse(job, rnd, str(exc)))
+        except REFUSALS as exc:
+            reply = EvaluateReply(status="refused", branch_id=self.config.branch_id, reason=self.refuse(job, rnd, str(exc)))
+            return self._egress(reply, job, rnd)
         split = holdout_split(data.series, job.holdout, job.horizon)
         predicted = forecast(model, split.history, split.target_month)[: len(split.actual)]
         digest = hashlib.sha256(np.round(get_flat_weights(model), 6).tobytes()).hexdigest()
@@ -97,7 +108,7 @@ class NodeAgent:
             forecast=[round(float(v), 3) for v in predicted], model_digest=digest,
         )
         self._record(EventKind.EVALUATION, job, rnd, details={"mase": reply.mase, "smape": reply.smape, "model_digest": digest})
-        return reply
+        return self._egress(reply, job, rnd)
 
     def holdout(self, job: JobSpec) -> HoldoutSplit:
         """This branch's history and held-out months, read (and recorded) under its policy.
@@ -109,7 +120,8 @@ class NodeAgent:
         return holdout_split(data.series, job.holdout, job.horizon)
 
     def refuse(self, job: JobSpec | None, rnd: int | None, reason: str) -> str:
-        """Record a refusal in lineage and return the reason to send back."""
+        """Record a refusal in lineage and return the reason to send back (withheld if it
+        looks like it carries personal data: lineage keeps it, the coordinator does not get it)."""
         self.lineage.append(
             LineageEvent(
                 kind=EventKind.REFUSAL, actor=self.config.branch_id,
@@ -118,17 +130,67 @@ class NodeAgent:
                 policy_hash=self.policy_hash, details={"reason": reason},
             )
         )
-        return reason
+        return reason if reason_may_leave(reason) else WITHHELD_REASON
+
+    def policy(self) -> PolicyDocument:
+        """The branch policy in force now; a change since the last one used is recorded.
+
+        A policy file that is missing, malformed or fails lint refuses every job: the node
+        fails closed rather than guess what its compliance officer meant.
+        """
+        if self._fixed_policy is not None:
+            policy = self._fixed_policy
+        else:
+            path = self.config.policy_path
+            if not path.exists():
+                raise Refusal(f"{path}: no branch policy here; the node takes no job without one")
+            try:
+                policy = load_policy(path)
+            except PolicyFileError as exc:
+                raise Refusal(str(exc)) from None
+            errors = [f for f in lint(policy) if f.severity == "error"]
+            if errors:
+                line = f":{errors[0].line}" if errors[0].line else ""
+                raise Refusal(f"{path}{line}: {errors[0].message}")
+        digest, previous = policy.content_hash(), self._last_policy_hash()
+        if digest != previous:
+            self.lineage.append(LineageEvent(
+                kind=EventKind.POLICY_CHANGE, actor=self.config.branch_id, job_id=GOVERNANCE, purpose=GOVERNANCE,
+                dataset=self.config.dataset, policy_hash=digest,
+                details={"policy": policy.policy, "version": policy.version, "jurisdiction": policy.jurisdiction,
+                         "previous_hash": previous, "source": policy.source},
+            ))
+        self.policy_hash = digest
+        return policy
+
+    def _last_policy_hash(self) -> str | None:
+        changes = self.lineage.events(kind=EventKind.POLICY_CHANGE, actor=self.config.branch_id)
+        return changes[-1].policy_hash if changes else None
 
     # ----------------------------------------------------------------- steps
     def _read(self, job: JobSpec, rnd: int) -> BranchDataset:
+        policy = self.policy()
+        table = self.config.dataset
+        request = JobRequest(
+            job_id=job.job_id, purpose=job.purpose, destination=job.destination,
+            recipient_role=job.recipient_role, fields=fields_needed(job.target, table),
+        )
         data = read_branch_dataset(
-            self.config.db_url, self.policy, purpose=job.purpose, target=job.target,
-            today=self.today, table=self.config.dataset,
+            self.config.db_url, policy, request, key=self._policy_key, target=job.target,
+            today=self.today, table=table,
         )
         self._record(
-            EventKind.POLICY_DECISION, job, rnd,
-            details={"decisions": [d.model_dump(mode="json") for d in data.decisions]},
+            EventKind.POLICY_DECISION, job, rnd, fields=request.fields,
+            details={
+                "policy": policy.policy, "version": policy.version, "jurisdiction": policy.jurisdiction,
+                "destination": job.destination, "cross_border": job.destination != policy.jurisdiction,
+                "recipient_role": job.recipient_role,
+                "decisions": [
+                    {"field": d.name, "class": d.field_class.value if d.field_class else None,
+                     "treatment": d.treatment.describe(), "kind": d.treatment.kind, "rule": d.rule, "reason": d.reason}
+                    for d in data.decisions
+                ],
+            },
         )
         self._record(
             EventKind.DATA_READ, job, rnd, fields=data.fields_read, row_count=data.row_count,
@@ -207,6 +269,33 @@ class NodeAgent:
             },
         )
         return payload
+
+    def _egress(self, reply: NodeReply, job: JobSpec, rnd: int | None) -> NodeReply:
+        """Every reply passes the egress check; one that fails leaves as a refusal instead."""
+        try:
+            check_reply(reply, branch_id=self.config.branch_id)
+        except EgressBlocked as exc:
+            reason = self.refuse(job, rnd, f"egress check blocked the reply: {exc}")
+            return type(reply)(status="refused", branch_id=self.config.branch_id, reason=reason)
+        return reply
+
+    @cached_property
+    def _policy_key(self) -> bytes:
+        """The key of keyed-hash treatments, made on first use; it never leaves the node."""
+        path: Path = self.config.policy_key_path
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(32))
+            try:
+                os.link(tmp, path)  # atomic, and never replaces a key another process made first
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return path.read_bytes()
 
     @cached_property
     def _secret_context(self):

@@ -19,6 +19,7 @@ class NodeConfig(BaseModel):
     db_url: str = Field(min_length=1, description="SQLAlchemy URL of the branch DMS database")
     dataset: str = "sales"
     node_dir: Path
+    policy_file: Path = Field(default=Path("policy.yaml"), description="the branch's policy, relative to node_dir")
 
     @property
     def lineage_url(self) -> str:
@@ -31,6 +32,15 @@ class NodeConfig(BaseModel):
     @property
     def privacy_dir(self) -> Path:
         return self.node_dir / "privacy"
+
+    @property
+    def policy_path(self) -> Path:
+        return self.node_dir / self.policy_file
+
+    @property
+    def policy_key_path(self) -> Path:
+        """The node-held key of the policy's keyed-hash treatment; it never leaves the node."""
+        return self.node_dir / "keys" / "policy-hmac.key"
 
 
 def write_node_config(config: NodeConfig) -> Path:

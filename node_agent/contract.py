@@ -2,13 +2,21 @@
 
 A missing required column refuses the job. Rows with impossible values are quarantined,
 counted per reason, and never used or sent; nothing is dropped silently.
+
+Validation runs on rows *after* the branch policy has treated them, so it accepts the
+treated forms a policy may ask for: a date generalised to its month, a price generalised to
+a bucket, a VIN replaced by its keyed hash. `unusable_treatment` says which treatments leave
+too little for the contract to check (a VIN masked to its last digits cannot find duplicates).
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date
+
+from policies import TreatmentSpec
 
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "sales": ("sale_id", "sale_date", "vin", "list_price", "sale_price"),
@@ -21,6 +29,16 @@ NEGATIVE_PRICE = "negative_price"
 UNPARSEABLE_PRICE = "unparseable_price"
 MISSING_VALUE = "missing_value"
 DUPLICATE_VIN = "duplicate_vin"
+UNTREATABLE_VALUE = "untreatable_value"
+QUARANTINE_REASONS = (MISSING_VALUE, UNPARSEABLE_DATE, FUTURE_SALE_DATE, UNPARSEABLE_PRICE, NEGATIVE_PRICE,
+                      DUPLICATE_VIN, UNTREATABLE_VALUE)
+
+# The quarantine reason of a row whose value in this column its treatment could not handle.
+UNTREATABLE_REASON = {"sale_date": UNPARSEABLE_DATE, "list_price": UNPARSEABLE_PRICE, "sale_price": UNPARSEABLE_PRICE}
+
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+_NUMBER = r"-?\d+(?:\.\d+)?(?:e[+-]?\d+)?"
+_BUCKET = re.compile(rf"^({_NUMBER})-({_NUMBER})$")
 
 
 class ContractViolation(ValueError):
@@ -29,9 +47,50 @@ class ContractViolation(ValueError):
 
 @dataclass(frozen=True)
 class ValidSale:
-    sale_id: int
-    sale_date: date
-    vin: str
+    sale_id: str  # for ordering only; may be a keyed hash
+    sale_date: date  # the first of the month when the policy generalised dates to the month
+    vin: str  # or its keyed hash: equal VINs give equal hashes
+
+
+def _id_order(sale_id: str) -> tuple[int, int | str]:
+    """Numeric ids in number order, hashed ids after them in text order."""
+    return (0, int(sale_id)) if sale_id.isdigit() else (1, sale_id)
+
+
+def unusable_treatment(column: str, spec: TreatmentSpec) -> str | None:
+    """Why the contract cannot work with `column` treated as `spec`, or None when it can."""
+    if spec.kind == "allow":
+        return None
+    if column == "sale_date" and spec.kind == "generalise" and spec.to == "month":
+        return None
+    if column in ("vin", "sale_id") and spec.kind == "hash":
+        return None
+    if column in ("list_price", "sale_price") and spec.kind == "generalise" and spec.to == "bucket":
+        return None
+    needs = {
+        "sale_date": "the day or month of each sale",
+        "vin": "the VIN or its keyed hash, to find duplicate sales",
+        "sale_id": "a row identity (raw or keyed hash)",
+    }.get(column, "a number or a price bucket, to check prices")
+    return f"a monthly forecast needs {needs}; '{spec.describe()}' leaves too little"
+
+
+def parse_sale_date(value: object) -> date:
+    """A full ISO date, or a month `YYYY-MM` (read as its first day). Raises ValueError."""
+    text = str(value)
+    month = _MONTH.match(text)
+    if month:
+        return date(int(month[1]), int(month[2]), 1)
+    return date.fromisoformat(text)
+
+
+def price_floor(value: object) -> float:
+    """A price, or the lower bound of a price bucket `low-high`. Raises ValueError."""
+    if isinstance(value, str):
+        bucket = _BUCKET.match(value.strip())
+        if bucket:
+            return float(bucket[1])
+    return float(value)
 
 
 def check_columns(table: str, present: list[str]) -> None:
@@ -58,7 +117,7 @@ def validate_sales(rows: list[dict], today: date) -> tuple[list[ValidSale], Coun
             quarantined[MISSING_VALUE] += 1
             continue
         try:
-            sold = date.fromisoformat(str(row["sale_date"]))
+            sold = parse_sale_date(row["sale_date"])
         except ValueError:
             quarantined[UNPARSEABLE_DATE] += 1
             continue
@@ -66,15 +125,15 @@ def validate_sales(rows: list[dict], today: date) -> tuple[list[ValidSale], Coun
             quarantined[FUTURE_SALE_DATE] += 1
             continue
         try:
-            prices = (float(row["sale_price"]), float(row["list_price"]))
+            prices = (price_floor(row["sale_price"]), price_floor(row["list_price"]))
         except (TypeError, ValueError):
             quarantined[UNPARSEABLE_PRICE] += 1
             continue
         if min(prices) < 0:
             quarantined[NEGATIVE_PRICE] += 1
             continue
-        candidates.append(ValidSale(int(row["sale_id"]), sold, str(row["vin"]).strip().upper()))
-    candidates.sort(key=lambda s: (s.sale_date, s.sale_id))
+        candidates.append(ValidSale(str(row["sale_id"]), sold, str(row["vin"]).strip().upper()))
+    candidates.sort(key=lambda s: (s.sale_date, _id_order(s.sale_id)))
     seen: set[str] = set()
     valid = []
     for sale in candidates:

@@ -1,13 +1,16 @@
 """Reading a branch's sales under its policy and data contract, into a monthly series.
 
 The only place the node agent touches the branch database. It selects only the fields the
-job needs and the policy allows; personal fields are never selected, so they never enter
-this process's memory.
+job needs and the policy releases for this job, and treats every row as the policy says the
+moment it is fetched (a VIN becomes its keyed hash, a date its month...), before the data
+contract or feature building see it. Fields the policy drops are never selected, so they
+never enter this process's memory.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -15,8 +18,27 @@ import numpy as np
 from sqlalchemy import MetaData, Table, create_engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from node_agent.contract import REQUIRED_COLUMNS, ContractViolation, check_columns, validate_sales
-from policies import Policy, PolicyDecision, Treatment, evaluate
+from node_agent.contract import (
+    MISSING_VALUE,
+    REQUIRED_COLUMNS,
+    UNTREATABLE_REASON,
+    UNTREATABLE_VALUE,
+    ContractViolation,
+    check_columns,
+    unusable_treatment,
+    validate_sales,
+)
+from policies import (
+    FieldDecision,
+    FieldTreatmentError,
+    JobRefusal,
+    JobRequest,
+    PolicyDocument,
+    check_request,
+    decide,
+    release,
+    unclassified_columns,
+)
 
 # Fields a monthly-units forecast needs: the date to count by; VIN and prices for the contract.
 FIELDS_FOR_TARGET = {"monthly_units": REQUIRED_COLUMNS["sales"]}
@@ -45,7 +67,7 @@ class BranchDataset:
     valid_count: int
     content_hash: str
     quarantined: dict[str, int] = field(default_factory=dict)
-    decisions: list[PolicyDecision] = field(default_factory=list)
+    decisions: list[FieldDecision] = field(default_factory=list)
 
 
 def month_label(start: date, offset: int) -> str:
@@ -66,7 +88,7 @@ def monthly_units(sale_dates: list[date]) -> MonthlySeries:
 
 
 def content_hash(rows: list[dict], fields: list[str]) -> str:
-    """SHA-256 over the rows exactly as read, in a canonical order."""
+    """SHA-256 over the rows as released to the job, in a canonical order."""
     h = hashlib.sha256()
     for row in sorted(rows, key=lambda r: str(r.get("sale_id"))):
         h.update("\x1f".join(str(row.get(f)) for f in fields).encode())
@@ -74,13 +96,46 @@ def content_hash(rows: list[dict], fields: list[str]) -> str:
     return h.hexdigest()
 
 
-def read_branch_dataset(
-    db_url: str, policy: Policy, *, purpose: str, target: str = "monthly_units", today: date | None = None,
-    table: str = "sales",
-) -> BranchDataset:
-    """Check the schema and policy, read the permitted fields, validate, aggregate.
+def fields_needed(target: str, table: str = "sales") -> list[str]:
+    """`table.column` names a target needs: what a job asks of every node's policy."""
+    return [f"{table}.{c}" for c in FIELDS_FOR_TARGET[target]]
 
-    Raises `ContractViolation` (with table and column) when the dataset cannot be used.
+
+def plan_read(policy: PolicyDocument, columns: list[str], request: JobRequest, *, table: str) -> list[FieldDecision]:
+    """The policy's decision for every column, or `JobRefusal` naming file, line and field.
+
+    Refuses on schema drift (a column the policy does not classify: the compliance officer
+    must look at it first), on a requested field the policy withholds (restricted first), and
+    on a treatment that leaves too little for the data contract.
+    """
+    drift = unclassified_columns(policy, {table: columns})
+    if drift:
+        more = f" (and {len(drift) - 1} more)" if len(drift) > 1 else ""
+        raise JobRefusal(
+            f"{policy.where(table)}: {drift[0]}: the branch database has this column and the policy does not "
+            f"classify it{more} (schema drift); classify it, then the node takes jobs again"
+        )
+    decisions = decide(policy, {table: columns}, request)
+    try:
+        check_request(decisions, request)
+    except JobRefusal as exc:
+        raise JobRefusal(f"{policy.where(table)}: {exc}") from None
+    for decision in decisions:
+        if decision.name in request.fields:
+            why = unusable_treatment(decision.field, decision.treatment)
+            if why:
+                raise JobRefusal(f"{policy.where(table)}: {decision.name}: rule {decision.rule}: {why}")
+    return decisions
+
+
+def read_branch_dataset(
+    db_url: str, policy: PolicyDocument, request: JobRequest, *, key: bytes, target: str = "monthly_units",
+    today: date | None = None, table: str = "sales",
+) -> BranchDataset:
+    """Check schema and policy, read the released fields, treat, validate, aggregate.
+
+    Raises `ContractViolation` (table and column) when the dataset cannot be used and
+    `JobRefusal` (policy file, line and field) when the policy does not allow the job.
     """
     today = today or date.today()
     engine = create_engine(db_url)
@@ -92,31 +147,47 @@ def read_branch_dataset(
         if not columns:
             raise ContractViolation(f"table '{table}' does not exist in the branch database")
         check_columns(table, columns)
-        decisions = evaluate(policy, table, columns, purpose)
-        by_field = {d.field: d for d in decisions}
-        needed = list(FIELDS_FOR_TARGET[target])
-        for name in needed:
-            if by_field[name].treatment is not Treatment.ALLOW:
-                raise ContractViolation(
-                    f"policy '{policy.name}' v{policy.version} forbids field '{table}.{name}' "
-                    f"needed for target '{target}' (rule {by_field[name].rule})"
-                )
+        decisions = plan_read(policy, columns, request, table=table)
+        needed = [name.split(".", 1)[1] for name in request.fields]
         sales = Table(table, MetaData(), autoload_with=engine)
+        rows: list[dict] = []
+        quarantined: Counter[str] = Counter()
+        fetched = 0
         with engine.connect() as conn:
-            rows = [dict(r) for r in conn.execute(select(*[sales.c[n] for n in needed])).mappings()]
+            for raw in conn.execute(select(*[sales.c[n] for n in needed])).mappings():
+                fetched += 1
+                treated = _treat(dict(raw), decisions, table=table, key=key, quarantined=quarantined)
+                if treated is not None:
+                    rows.append(treated)
     finally:
         engine.dispose()
-    valid, quarantined = validate_sales(rows, today)
+    valid, invalid = validate_sales(rows, today)
+    quarantined.update(invalid)
     return BranchDataset(
         dataset=table,
         series=monthly_units([s.sale_date for s in valid]),
         fields_read=needed,
-        row_count=len(rows),
+        row_count=fetched,
         valid_count=len(valid),
         content_hash=content_hash(rows, needed),
         quarantined=dict(sorted(quarantined.items())),
         decisions=decisions,
     )
+
+
+def _treat(row: dict, decisions: list[FieldDecision], *, table: str, key: bytes, quarantined: Counter) -> dict | None:
+    """One fetched row as the policy releases it, or None (counted) when it must be quarantined."""
+    row = {k: (None if isinstance(v, str) and not v.strip() else v) for k, v in row.items()}
+    if any(v is None for v in row.values()):
+        quarantined[MISSING_VALUE] += 1
+        return None
+    if "vin" in row:
+        row["vin"] = str(row["vin"]).strip().upper()  # one car, one spelling: before any keyed hash
+    try:
+        return release(decisions, row, table=table, key=key)
+    except FieldTreatmentError as exc:
+        quarantined[UNTREATABLE_REASON.get(exc.field, UNTREATABLE_VALUE)] += 1
+        return None
 
 
 @dataclass(frozen=True)

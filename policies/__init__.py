@@ -1,28 +1,27 @@
-"""The policy engine: which fields of a branch dataset a job may read, and how.
+"""The policy engine: which fields of a branch dataset a job may use, and in what form.
 
-A pure library (no I/O in evaluation) and a leaf: it imports neither `coordinator` nor
-`node_agent`. This first version classifies fields and drops every personal, restricted
-or unclassified one; masking treatments come with the full engine.
+A leaf library (it imports neither `coordinator` nor `node_agent`). Evaluation is pure:
+`decide(policy, schema, job)` gives one `FieldDecision` per column, citing its rule, and
+`release` applies those decisions to a row. Only `loader` touches files.
 """
 
-from policies.engine import (
-    FieldClass,
-    Policy,
-    PolicyDecision,
-    Treatment,
-    allowed_fields,
-    default_dealer_policy,
-    evaluate,
-    policy_hash,
+from policies.document import FieldClass, JobRequest, Match, PolicyDocument, Rule, canonical_hash
+from policies.loader import PolicyFileError, load_job_request, load_policy
+from policies.rules import (
+    FieldDecision,
+    FieldTreatmentError,
+    Finding,
+    JobRefusal,
+    check_request,
+    decide,
+    lint,
+    release,
+    unclassified_columns,
 )
+from policies.treatments import TreatmentError, TreatmentSpec
 
 __all__ = [
-    "FieldClass",
-    "Policy",
-    "PolicyDecision",
-    "Treatment",
-    "allowed_fields",
-    "default_dealer_policy",
-    "evaluate",
-    "policy_hash",
+    "FieldClass", "FieldDecision", "FieldTreatmentError", "Finding", "JobRefusal", "JobRequest", "Match",
+    "PolicyDocument", "PolicyFileError", "Rule", "TreatmentError", "TreatmentSpec", "canonical_hash",
+    "check_request", "decide", "lint", "load_job_request", "load_policy", "release", "unclassified_columns",
 ]

@@ -6,14 +6,33 @@ firewall. A classified field no rule matches is denied; an unclassified field is
 
 from __future__ import annotations
 
+import hashlib
+import json
+from enum import Enum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from policies.engine import FieldClass, canonical_hash
 from policies.treatments import TreatmentSpec
 
+
+class FieldClass(str, Enum):
+    """Classification levels, from freely shareable to never read."""
+
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    CONFIDENTIAL = "confidential"
+    PERSONAL = "personal"
+    RESTRICTED = "restricted"
+
+
 NEVER_RELEASED = {FieldClass.RESTRICTED}  # only drop or null, whatever a rule says
+
+
+def canonical_hash(model: BaseModel) -> str:
+    """SHA-256 of a model's canonical JSON: the same content always hashes the same."""
+    canonical = json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class Match(BaseModel):
@@ -60,10 +79,19 @@ class PolicyDocument(BaseModel):
     jurisdiction: str = Field(pattern=r"^[A-Z]{2}$", description="ISO country of the node")
     tables: dict[str, dict[str, FieldClass]]
     rules: list[Rule]
+    # Where the policy came from, for error messages: not part of what it says (nor its hash).
+    source: str | None = Field(default=None, exclude=True)
+    table_lines: dict[str, int] = Field(default_factory=dict, exclude=True)
 
     def content_hash(self) -> str:
         """Hash of what the policy says (not of its formatting, comments or line numbers)."""
         return canonical_hash(self)
+
+    def where(self, table: str | None = None) -> str:
+        """`file:line` of a table's field map (or just the file), for one-line errors."""
+        line = self.table_lines.get(table) if table else None
+        where = self.source or f"policy {self.policy} v{self.version}"
+        return f"{where}:{line}" if line else where
 
 
 class JobRequest(BaseModel):

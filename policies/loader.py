@@ -76,6 +76,9 @@ def load_policy(path: Path) -> PolicyDocument:
         data = {**data, "rules": [
             {**r, "line": lines.get(("rules", i))} if isinstance(r, dict) else r for i, r in enumerate(data["rules"])
         ]}
+    if isinstance(data, dict):
+        tables = data.get("tables") if isinstance(data.get("tables"), dict) else {}
+        data = {**data, "source": str(path), "table_lines": {t: lines[("tables", t)] for t in tables if ("tables", t) in lines}}
     return _validate(path, PolicyDocument, data, lines)
 
 

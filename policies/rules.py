@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from policies.document import NEVER_RELEASED, JobRequest, Match, PolicyDocument, Rule, Severity
-from policies.engine import FieldClass
-from policies.treatments import TreatmentSpec, apply
+from policies.document import NEVER_RELEASED, FieldClass, JobRequest, Match, PolicyDocument, Rule, Severity
+from policies.treatments import TreatmentError, TreatmentSpec, apply
 
 DROP = TreatmentSpec(kind="drop")
 
@@ -22,6 +21,18 @@ class FieldDecision(BaseModel):
     treatment: TreatmentSpec
     rule: str
     reason: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.table}.{self.field}"
+
+
+class FieldTreatmentError(TreatmentError):
+    """A row whose value in `field` does not fit the field's treatment (the value is not quoted)."""
+
+    def __init__(self, field: str, cause: TreatmentError) -> None:
+        super().__init__(f"{field}: {cause}")
+        self.field = field
 
 
 class JobRefusal(ValueError):
@@ -86,7 +97,8 @@ def release(decisions: list[FieldDecision], row: dict[str, object], *, table: st
     """One row as it may be used or sent: dropped fields removed, the others treated.
 
     Fails closed: a column without a decision is left out, and restricted fields never pass,
-    whatever the decision says.
+    whatever the decision says. A value its treatment cannot handle raises
+    `FieldTreatmentError` naming the field (never the value).
     """
     out = {}
     by_field = {d.field: d for d in decisions if d.table == table}
@@ -94,13 +106,21 @@ def release(decisions: list[FieldDecision], row: dict[str, object], *, table: st
         decision = by_field.get(name)
         if decision is None or decision.treatment.kind == "drop" or decision.field_class in NEVER_RELEASED:
             continue
-        out[name] = apply(decision.treatment, value, key=key)
+        try:
+            out[name] = apply(decision.treatment, value, key=key)
+        except TreatmentError as exc:
+            raise FieldTreatmentError(name, exc) from None
     return out
+
+
+def unclassified_columns(policy: PolicyDocument, schema: dict[str, list[str]]) -> list[str]:
+    """`table.column` names the database has and the policy does not classify: schema drift."""
+    return [f"{t}.{c}" for t, columns in schema.items() for c in columns if c not in policy.tables.get(t, {})]
 
 
 def check_request(decisions: list[FieldDecision], job: JobRequest) -> None:
     """Refuse a job that needs a field the policy drops (restricted fields first)."""
-    by_name = {f"{d.table}.{d.field}": d for d in decisions}
+    by_name = {d.name: d for d in decisions}
     for name in job.fields:
         decision = by_name.get(name)
         if decision is None:

@@ -62,6 +62,13 @@ class TreatmentSpec(BaseModel):
         return self.kind
 
 
+class TreatmentError(ValueError):
+    """A value the treatment cannot be applied to (e.g. a date that is not one).
+
+    The message never quotes the value: it may be the very thing the treatment protects.
+    """
+
+
 def keyed_hash(value: Any, key: bytes) -> str:
     return hmac.new(key, str(value).encode(), hashlib.sha256).hexdigest()
 
@@ -87,7 +94,17 @@ def generalise_number(value: Any, width: float) -> str:
 
 
 def apply(spec: TreatmentSpec, value: Any, *, key: bytes) -> Any:
-    """The released form of one value. `drop` has no released form: callers remove the field."""
+    """The released form of one value. `drop` has no released form: callers remove the field.
+
+    Raises `TreatmentError` (without the value) when the value does not fit the treatment.
+    """
+    try:
+        return _apply(spec, value, key=key)
+    except (TypeError, ValueError, OverflowError):
+        raise TreatmentError(f"value cannot be treated: {spec.describe()}") from None
+
+
+def _apply(spec: TreatmentSpec, value: Any, *, key: bytes) -> Any:
     if value is None or spec.kind == "null":
         return None
     if spec.kind == "allow":

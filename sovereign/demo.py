@@ -22,8 +22,8 @@ from rich.table import Table
 
 from common.wire import DPSettings, HESettings, JobSpec
 from coordinator.rounds import CoordinatorPaths, JobResult, RoundReport
-from node_agent.agent import NodeAgent, Refusal
-from node_agent.contract import ContractViolation
+from node_agent.agent import REFUSALS, NodeAgent
+from node_agent.data import fields_needed
 from sovereign import baselines
 from sovereign.federation import (
     SetupError,
@@ -149,7 +149,7 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
             baseline_progress.advance(reading)
             try:
                 splits[config.branch_id] = NodeAgent(config).holdout(job)
-            except (Refusal, ContractViolation) as exc:  # reported, not fatal
+            except REFUSALS as exc:  # reported, not fatal
                 console.print(f"[yellow]{config.branch_id}: left out of baselines: {exc}[/]")
         fed = {e.branch_id: np.asarray(e.forecast) for e in result.evaluations if e.status == "ok"}
         common_branches = sorted(set(fed) & set(splits))
@@ -181,6 +181,29 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
     write_report(out / "report.html", summary, splits, forecasts, result)
     print_summary(console, summary, out)
     return summary
+
+
+def branch_policies(configs, job: JobSpec) -> dict[str, dict]:
+    """Each branch's declared policy and what it does to this job's fields (embedded demo only:
+    on a real alliance each branch's compliance officer reads this from the node's lineage)."""
+    from policies import JobRequest, PolicyFileError, decide, load_policy
+
+    out = {}
+    for config in configs:
+        try:
+            policy = load_policy(config.policy_path)
+        except PolicyFileError as exc:
+            out[config.branch_id] = {"error": str(exc)}
+            continue
+        request = JobRequest(job_id=job.job_id, purpose=job.purpose, destination=job.destination,
+                             recipient_role=job.recipient_role, fields=fields_needed(job.target, config.dataset))
+        schema = {config.dataset: [f.split(".", 1)[1] for f in request.fields]}
+        out[config.branch_id] = {
+            "policy": policy.policy, "version": policy.version, "jurisdiction": policy.jurisdiction,
+            "hash": policy.content_hash(), "cross_border": policy.jurisdiction != job.destination,
+            "treatments": {d.name: d.treatment.describe() for d in decide(policy, schema, request)},
+        }
+    return out
 
 
 YOUNG_MONTHS = 24  # branches with less training history than this are reported apart
@@ -240,6 +263,7 @@ def build_summary(
             b: {"history_months": history[b], **{m: scores[m][b] for m in METHODS if b in scores[m]}} for b in evaluated
         },
         "refusals": refusals,
+        "node_policies": branch_policies(configs, job),
         "quarantined_rows": result.rounds[0].quarantined if result.rounds else {},
         "final_model_digest": result.final_model_digest,
         "lineage": {
@@ -277,6 +301,11 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         )
     if summary["epsilon"]["max"] is not None:
         console.print(f"privacy: ε ≤ {summary['epsilon']['max']:.2f} at δ = {summary['epsilon']['delta']:g} per training window, every node")
+    kinds = Counter((p["policy"], p["cross_border"]) for p in summary["node_policies"].values() if "policy" in p)
+    console.print("branch policies: " + ", ".join(
+        f"{name} ×{n}" + (" (results go abroad: dates to month, prices bucketed, VINs keyed-hashed)" if abroad and name == "foreign-dealer" else "")
+        for (name, abroad), n in sorted(kinds.items())
+    ))
     if summary["refusals"]:
         causes = Counter(reason.split(":")[0] for reason in summary["refusals"].values())
         listed = ", ".join(f"{cause} ({n})" for cause, n in causes.most_common())

@@ -14,6 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
 from common.wire import JobSpec
 from coordinator.rounds import CoordinatorPaths, JobObserver
 from coordinator.server_app import build_server_app
@@ -33,13 +36,50 @@ def find_dealer_databases(data_dir: Path) -> list[Path]:
     return dbs
 
 
-def setup_nodes(dealer_dbs: list[Path], nodes_root: Path) -> list[NodeConfig]:
-    """One node directory per dealer database, and the simulation's partition index."""
+EXAMPLE_POLICIES = Path(__file__).resolve().parents[1] / "policies" / "examples"
+
+
+def branch_country(db_url: str) -> str | None:
+    """The country a dealer database declares in its `branch` table, if it has one."""
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT country FROM branch")).scalar()
+    except SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
+
+
+def example_policy_for(country: str | None, home: str, index: int) -> str:
+    """The policy an embedded branch declares, as its compliance officer would pick it.
+
+    Branches abroad declare the foreign-dealer policy (with their own jurisdiction); every
+    third branch at home, and any branch whose country is unknown, the strict one; the rest
+    the domestic one. The demo thereby runs all three example policies.
+    """
+    if country is None:
+        return EXAMPLE_POLICIES.joinpath("strict_dealer.yaml").read_text()
+    if country != home:
+        text_ = EXAMPLE_POLICIES.joinpath("foreign_dealer.yaml").read_text()
+        return (f"# policies/examples/foreign_dealer.yaml, declared by a branch in {country}.\n"
+                + text_.replace("\njurisdiction: KR\n", f"\njurisdiction: {country}\n"))
+    name = "strict_dealer.yaml" if index % 3 == 2 else "domestic_dealer.yaml"
+    return EXAMPLE_POLICIES.joinpath(name).read_text()
+
+
+def setup_nodes(dealer_dbs: list[Path], nodes_root: Path, *, home: str = "JP") -> list[NodeConfig]:
+    """One node directory per dealer database (config and branch policy), and the simulation's
+    partition index. `home` is the coordinator's country, where results go."""
     configs = []
+    at_home = 0
     for db in dealer_dbs:
         branch_id = db.stem
         config = NodeConfig(branch_id=branch_id, db_url=f"sqlite:///{db.resolve()}", node_dir=nodes_root / branch_id)
         write_node_config(config)
+        country = branch_country(config.db_url)
+        config.policy_path.write_text(example_policy_for(country, home, at_home))
+        at_home += country == home
         configs.append(config)
     (nodes_root / "index.json").write_text(json.dumps({"nodes": [c.branch_id for c in configs]}, indent=2))
     return configs

@@ -114,6 +114,17 @@ def write_report(path: Path, summary: dict, splits: dict, forecasts: dict, resul
         f"<b>{young['federated_vs_local_mase_improvement']:+.0%}</b>"
         if young["federated_vs_local_mase_improvement"] is not None else ""
     )
+    groups: dict[tuple, list[str]] = {}
+    for branch, p in summary.get("node_policies", {}).items():
+        if "policy" in p:
+            key = (p["policy"], p["version"], p["jurisdiction"], p["cross_border"], tuple(p["treatments"].items()))
+            groups.setdefault(key, []).append(branch)
+    policy_rows = "".join(
+        f"<tr><td>{esc(name)} v{version}</td><td>{esc(home)}</td><td>{'yes' if abroad else 'no'}</td>"
+        f"<td>{len(branches)}</td><td style='text-align:left'>"
+        + "<br>".join(f"{esc(field)}: {esc(how)}" for field, how in treatments) + "</td></tr>"
+        for (name, version, home, abroad, treatments), branches in sorted(groups.items())
+    )
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>Sovereign joint forecast {esc(summary['job_id'])}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ddd;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head><body>
@@ -126,6 +137,8 @@ MASE below 1 beats the seasonal-naive forecast's in-sample error; sMAPE is in pe
 <img src="data:image/png;base64,{forecast_plot(splits, forecasts, pick_branches(splits))}">
 <h2>Per branch</h2><img src="data:image/png;base64,{accuracy_plot(summary['per_branch'])}">
 <table><tr><th rowspan=2>branch</th><th rowspan=2>months of history</th>{head}</tr><tr>{sub}</tr>{rows}</table>
+<h2>Branch policies</h2><p>Each branch read only the fields below, treated as its own policy says, before anything else saw them.</p>
+<table><tr><th>policy</th><th>branch country</th><th>cross-border</th><th>branches</th><th>fields this job used, and how</th></tr>{policy_rows}</table>
 <h2>Privacy</h2>{privacy}{he_text}
 <h2>Lineage</h2><p>Coordinator: <code>{esc(summary['lineage']['coordinator'])}</code>; one store per node under <code>nodes/&lt;branch&gt;/lineage.db</code>.</p>
 <p>Run took {summary['seconds']} s.</p></body></html>"""

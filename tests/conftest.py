@@ -47,3 +47,21 @@ def ckks_keys():
 
     secret = create_secret_context()
     return secret, load_context(public_context_bytes(secret))
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "policies" / "examples"
+
+
+def example_policy(name: str = "domestic_dealer"):
+    from policies import load_policy
+
+    return load_policy(EXAMPLES / f"{name}.yaml")
+
+
+def forecast_request(**kw):
+    """What a monthly-units forecast asks of a branch's `sales` table."""
+    from node_agent.data import fields_needed
+    from policies import JobRequest
+
+    return JobRequest(**{"job_id": "test-job", "purpose": "forecasting", "destination": "JP",
+                         "fields": fields_needed("monthly_units"), **kw})

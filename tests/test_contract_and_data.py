@@ -8,7 +8,8 @@ from sqlalchemy import create_engine, text
 
 from node_agent.contract import ContractViolation, check_columns, validate_sales
 from node_agent.data import monthly_units, read_branch_dataset
-from policies import FieldClass, Policy, default_dealer_policy
+from policies import JobRefusal
+from tests.conftest import example_policy, forecast_request
 
 
 def _row(i, d="2024-03-05", vin=None, price=30000.0):
@@ -22,7 +23,7 @@ def test_quarantine_counts_each_reason_and_keeps_first_duplicate():
         {**_row(8), "vin": None},
     ]
     valid, quarantined = validate_sales(rows, today=date(2026, 11, 1))
-    assert [s.sale_id for s in valid] == [1]
+    assert [s.sale_id for s in valid] == ["1"]
     assert quarantined == Counter(
         unparseable_date=2, future_sale_date=1, negative_price=1, duplicate_vin=1,
         unparseable_price=1, missing_value=1,
@@ -42,10 +43,10 @@ def test_monthly_units_fills_empty_months_with_zero():
 
 
 def test_read_never_selects_personal_fields(small_alliance):
-    data = read_branch_dataset(f"sqlite:///{small_alliance / 'B001.db'}", default_dealer_policy(), purpose="forecasting")
+    data = read_branch_dataset(f"sqlite:///{small_alliance / 'B001.db'}", example_policy(), forecast_request(), key=b"k")
     personal = {"customer_name", "customer_phone", "customer_national_id", "customer_address", "customer_birth_date", "salesperson"}
     assert not personal & set(data.fields_read)
-    dropped = {d.field for d in data.decisions if d.treatment.value == "drop"}
+    dropped = {d.field for d in data.decisions if d.treatment.kind == "drop"}
     assert personal <= dropped
     assert data.row_count == data.valid_count + sum(data.quarantined.values())
     assert sum(data.quarantined.values()) >= 4  # the simulator injects bad rows; all are caught
@@ -53,10 +54,10 @@ def test_read_never_selects_personal_fields(small_alliance):
 
 
 def test_policy_forbidding_a_needed_field_refuses(small_alliance):
-    base = default_dealer_policy()
-    strict = Policy(name="strict", version=2, tables={"sales": {**base.tables["sales"], "vin": FieldClass.RESTRICTED}})
-    with pytest.raises(ContractViolation, match="forbids field 'sales.vin'"):
-        read_branch_dataset(f"sqlite:///{small_alliance / 'B001.db'}", strict, purpose="forecasting")
+    base = example_policy()
+    strict = base.model_copy(update={"tables": {**base.tables, "sales": {**base.tables["sales"], "vin": "restricted"}}})
+    with pytest.raises(JobRefusal, match="domestic_dealer.yaml:6: job test-job asks for restricted field sales.vin"):
+        read_branch_dataset(f"sqlite:///{small_alliance / 'B001.db'}", strict, forecast_request(), key=b"k")
 
 
 def test_dropped_column_is_refused_with_its_name(tmp_path):
@@ -65,4 +66,4 @@ def test_dropped_column_is_refused_with_its_name(tmp_path):
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE sales (sale_id INTEGER, vin TEXT, list_price REAL, sale_price REAL)"))
     with pytest.raises(ContractViolation, match="missing required column 'sale_date'"):
-        read_branch_dataset(url, default_dealer_policy(), purpose="forecasting")
+        read_branch_dataset(url, example_policy(), forecast_request(), key=b"k")

@@ -6,9 +6,8 @@ import pytest
 
 from lineage import EventKind, LineageEvent, LineageStore
 from node_agent.data import read_branch_dataset
-from policies import default_dealer_policy
 from sovereign.simulation.dealers import generate_sales, plan_alliance, write_branch_db
-from tests.conftest import service_url
+from tests.conftest import example_policy, forecast_request, service_url
 
 
 @pytest.mark.parametrize("service", ["postgresql", "mariadb"])
@@ -17,7 +16,7 @@ def test_branch_database_on_a_real_server(service):
     profile = plan_alliance(5, 4)[1]
     rows = generate_sales(profile, 4)
     write_branch_db(url, profile, rows)
-    data = read_branch_dataset(url, default_dealer_policy(), purpose="forecasting")
+    data = read_branch_dataset(url, example_policy(), forecast_request(), key=b"node-key")
     assert data.row_count == len(rows)
     assert data.valid_count + sum(data.quarantined.values()) == len(rows)
     assert {"unparseable_date", "future_sale_date", "negative_price", "duplicate_vin"} <= set(data.quarantined)

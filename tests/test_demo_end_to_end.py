@@ -147,3 +147,26 @@ def test_lineage_traces_every_read_and_every_contribution(demo_run):
             assert not emissions and store.events(job_id=summary["job_id"], kind=EventKind.REFUSAL)
     assert canary_branch in aggregations[0].details["contributors"]  # the canary branch took part
     assert len(aggregations[0].details["contributors"]) >= 4
+
+
+def test_each_branch_obeys_its_own_policy_across_the_border(demo_run):
+    """The demo's Japanese coordinator: Chinese and Korean branches run the foreign-dealer
+    policy with their own jurisdiction, so the same job reaches them as cross-border."""
+    summary = demo_run["summary"]
+    countries = {p["branch_id"]: p["country"] for p in json.loads((demo_run["dealers"] / "alliance.json").read_text())}
+    assert {"JP", "CN", "KR"} <= set(countries.values())
+    for branch, declared in summary["node_policies"].items():
+        abroad = countries[branch] != "JP"
+        assert declared["policy"] == ("foreign-dealer" if abroad else "domestic-dealer")
+        assert declared["jurisdiction"] == countries[branch] and declared["cross_border"] is abroad
+        assert declared["treatments"]["sales.vin"] == ("keyed hash (HMAC-SHA256, node key)" if abroad else "allow")
+        store = LineageStore(summary["lineage"]["nodes"][branch])
+        assert store.events(kind=EventKind.POLICY_CHANGE)[0].policy_hash == declared["hash"]
+        decisions = store.events(job_id=summary["job_id"], kind=EventKind.POLICY_DECISION)
+        assert len(decisions) >= 3 and all(e.policy_hash == declared["hash"] for e in decisions)
+        by_field = {d["field"]: d for d in decisions[0].details["decisions"]}
+        assert by_field["sales.vin"]["kind"] == ("hash" if abroad else "allow")
+        assert by_field["sales.sale_date"]["kind"] == ("generalise" if abroad else "allow")
+        assert by_field["sales.customer_national_id"]["kind"] == "drop"
+    html = (demo_run["out"] / "report.html").read_text()
+    assert "Branch policies" in html and "foreign-dealer v2" in html

@@ -21,6 +21,7 @@ from common.wire import (
 from lineage import EventKind
 from node_agent.agent import NodeAgent
 from node_agent.config import NodeConfig, NodeConfigError, load_node_config, write_node_config
+from tests.conftest import EXAMPLES
 
 
 @pytest.fixture
@@ -29,6 +30,7 @@ def node(tmp_path, small_alliance):
     shutil.copy(small_alliance / "B002.db", db)
     config = NodeConfig(branch_id="B002", db_url=f"sqlite:///{db}", node_dir=tmp_path / "node")
     write_node_config(config)
+    shutil.copy(EXAMPLES / "domestic_dealer.yaml", config.policy_path)
     ctx = create_secret_context(CkksParams())
     config.he_secret_path.parent.mkdir(parents=True)
     config.he_secret_path.write_bytes(secret_context_bytes(ctx))

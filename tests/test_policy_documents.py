@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from policies.document import JobRequest
-from policies.engine import FieldClass
+from policies.document import FieldClass
 from policies.loader import PolicyFileError, load_policy
 from policies.rules import JobRefusal, check_request, decide, lint
 from policies.treatments import TreatmentSpec, apply
