@@ -35,7 +35,7 @@ from policies import (
     JobRequest,
     PolicyDocument,
     check_request,
-    decide,
+    evaluate,
     release,
     unclassified_columns,
 )
@@ -115,7 +115,7 @@ def plan_read(policy: PolicyDocument, columns: list[str], request: JobRequest, *
             f"{policy.where(table)}: {drift[0]}: the branch database has this column and the policy does not "
             f"classify it{more} (schema drift); classify it, then the node takes jobs again"
         )
-    decisions = decide(policy, {table: columns}, request)
+    decisions = evaluate(policy, {table: columns}, request)
     try:
         check_request(decisions, request)
     except JobRefusal as exc:

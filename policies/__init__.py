@@ -1,7 +1,7 @@
 """The policy engine: which fields of a branch dataset a job may use, and in what form.
 
 A leaf library (it imports neither `coordinator` nor `node_agent`). Evaluation is pure:
-`decide(policy, schema, job)` gives one `FieldDecision` per column, citing its rule, and
+`evaluate(policy, schema, job)` gives one `FieldDecision` per column, citing its rule, and
 `release` applies those decisions to a row. Only `loader` touches files.
 """
 
@@ -13,7 +13,7 @@ from policies.rules import (
     Finding,
     JobRefusal,
     check_request,
-    decide,
+    evaluate,
     lint,
     release,
     unclassified_columns,
@@ -23,5 +23,5 @@ from policies.treatments import TreatmentError, TreatmentSpec
 __all__ = [
     "FieldClass", "FieldDecision", "FieldTreatmentError", "Finding", "JobRefusal", "JobRequest", "Match",
     "PolicyDocument", "PolicyFileError", "Rule", "TreatmentError", "TreatmentSpec", "canonical_hash",
-    "check_request", "decide", "lint", "load_job_request", "load_policy", "release", "unclassified_columns",
+    "check_request", "evaluate", "lint", "load_job_request", "load_policy", "release", "unclassified_columns",
 ]

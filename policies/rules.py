@@ -55,7 +55,7 @@ def _matches(match: Match, table: str, field: str, cls: FieldClass, job: JobRequ
     )
 
 
-def decide(policy: PolicyDocument, schema: dict[str, list[str]], job: JobRequest) -> list[FieldDecision]:
+def evaluate(policy: PolicyDocument, schema: dict[str, list[str]], job: JobRequest) -> list[FieldDecision]:
     """One decision per column of `schema` ({table: [columns]}) for this job."""
     decisions = []
     for table, columns in schema.items():

@@ -186,7 +186,7 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
 def branch_policies(configs, job: JobSpec) -> dict[str, dict]:
     """Each branch's declared policy and what it does to this job's fields (embedded demo only:
     on a real alliance each branch's compliance officer reads this from the node's lineage)."""
-    from policies import JobRequest, PolicyFileError, decide, load_policy
+    from policies import JobRequest, PolicyFileError, evaluate, load_policy
 
     out = {}
     for config in configs:
@@ -201,7 +201,7 @@ def branch_policies(configs, job: JobSpec) -> dict[str, dict]:
         out[config.branch_id] = {
             "policy": policy.policy, "version": policy.version, "jurisdiction": policy.jurisdiction,
             "hash": policy.content_hash(), "cross_border": policy.jurisdiction != job.destination,
-            "treatments": {d.name: d.treatment.describe() for d in decide(policy, schema, request)},
+            "treatments": {d.name: d.treatment.describe() for d in evaluate(policy, schema, request)},
         }
     return out
 

@@ -43,7 +43,7 @@ def explain_cmd(
 ) -> None:
     """Per field: its class, the treatment this job gets, the rule that decided, and why."""
     from policies.loader import PolicyFileError, load_job_request, load_policy
-    from policies.rules import JobRefusal, check_request, decide
+    from policies.rules import JobRefusal, check_request, evaluate, unclassified_columns
 
     try:
         policy, job = load_policy(policy_file), load_job_request(job_file)
@@ -59,7 +59,7 @@ def explain_cmd(
             schema = {t: [c["name"] for c in inspect(engine).get_columns(t)] for t in inspect(engine).get_table_names()}
         except SQLAlchemyError as exc:
             fail(f"--db: cannot read the database schema ({exc.__class__.__name__})")
-    decisions = decide(policy, schema, job)
+    decisions = evaluate(policy, schema, job)
     cross = "abroad" if job.destination != policy.jurisdiction else "at home"
     table = Table(title=f"{policy.policy} v{policy.version} for job {job.job_id}: {job.purpose}, "
                         f"results {cross} ({policy.jurisdiction} → {job.destination}), to {job.recipient_role}")
@@ -72,6 +72,12 @@ def explain_cmd(
         style = "bold" if name in requested else None
         table.add_row(name, d.field_class.value if d.field_class else "unclassified", d.treatment.describe(), d.rule, d.reason, style=style)
     console.print(table)
+    drift = unclassified_columns(policy, {t: c for t, c in schema.items() if t in policy.tables}) if db else []
+    for name in drift:
+        err.print(f"{policy.where(name.split('.')[0])}: {name}: in the database but not classified (schema drift); "
+                  "the node refuses every job until it is", soft_wrap=True, highlight=False)
+    if drift:
+        raise typer.Exit(1)
     try:
         check_request(decisions, job)
     except JobRefusal as exc:

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from policies.document import JobRequest
 from policies.document import FieldClass
 from policies.loader import PolicyFileError, load_policy
-from policies.rules import JobRefusal, check_request, decide, lint
+from policies.rules import JobRefusal, check_request, evaluate, lint
 from policies.treatments import TreatmentSpec, apply
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "policies" / "examples"
@@ -28,8 +28,8 @@ def test_examples_load_and_lint_clean(name):
 
 def test_cross_border_masks_at_the_foreign_dealer_only():
     request = job(fields=["sales.sale_date", "sales.vin"])
-    home = {d.field: d for d in decide(load_policy(EXAMPLES / "domestic_dealer.yaml"), SCHEMA, request)}
-    abroad = {d.field: d for d in decide(load_policy(EXAMPLES / "foreign_dealer.yaml"), SCHEMA, request)}
+    home = {d.field: d for d in evaluate(load_policy(EXAMPLES / "domestic_dealer.yaml"), SCHEMA, request)}
+    abroad = {d.field: d for d in evaluate(load_policy(EXAMPLES / "foreign_dealer.yaml"), SCHEMA, request)}
     assert home["sale_date"].treatment.kind == "allow"
     assert abroad["sale_date"].treatment == TreatmentSpec(kind="generalise", to="month")
     assert abroad["sale_date"].rule == "dates-to-month-abroad"
@@ -42,10 +42,10 @@ def test_cross_border_masks_at_the_foreign_dealer_only():
 
 def test_purpose_and_role_pick_the_treatment():
     policy = load_policy(EXAMPLES / "domestic_dealer.yaml")
-    dedup = {d.field: d for d in decide(policy, SCHEMA, job(purpose="deduplication"))}
+    dedup = {d.field: d for d in evaluate(policy, SCHEMA, job(purpose="deduplication"))}
     assert dedup["customer_phone"].treatment.kind == "hash"
     strict = load_policy(EXAMPLES / "strict_dealer.yaml")
-    as_marketing = {d.field: d for d in decide(strict, SCHEMA, job(recipient_role="marketing"))}
+    as_marketing = {d.field: d for d in evaluate(strict, SCHEMA, job(recipient_role="marketing"))}
     assert as_marketing["sale_date"].rule == "default-deny"
 
 
@@ -53,9 +53,9 @@ def test_job_asking_for_a_restricted_field_is_refused():
     policy = load_policy(EXAMPLES / "domestic_dealer.yaml")
     request = job(fields=["sales.sale_date", "sales.customer_national_id"])
     with pytest.raises(JobRefusal, match="restricted field sales.customer_national_id"):
-        check_request(decide(policy, SCHEMA, request), request)
+        check_request(evaluate(policy, SCHEMA, request), request)
     with pytest.raises(JobRefusal, match="unknown field sales.colour"):
-        check_request(decide(policy, SCHEMA, job(fields=["sales.colour"])), job(fields=["sales.colour"]))
+        check_request(evaluate(policy, SCHEMA, job(fields=["sales.colour"])), job(fields=["sales.colour"]))
 
 
 def _write(tmp_path, text: str) -> Path:
@@ -108,7 +108,7 @@ def test_lint_catches_unknown_fields_contradictions_and_released_restricted_fiel
     assert any(line == 10 and "restricted" in m for line, m in messages)
     assert any(line == 16 and "contradicts rule r3 (line 13)" in m for line, m in messages)
     # Evaluation fails closed even on a policy lint would refuse.
-    decisions = {d.field: d for d in decide(policy, {"sales": ["customer_national_id"]}, job())}
+    decisions = {d.field: d for d in evaluate(policy, {"sales": ["customer_national_id"]}, job())}
     assert decisions["customer_national_id"].treatment.kind == "drop"
 
 
@@ -142,3 +142,26 @@ def test_policy_cli_lint_and_explain(tmp_path):
     refused = runner.invoke(app, ["policy", "explain", "--policy", str(EXAMPLES / "domestic_dealer.yaml"), "--job", str(job_file)])
     assert refused.exit_code == 1 and "refused: job j1 asks for restricted field" in refused.output
     assert FieldClass.RESTRICTED.value in refused.output
+
+
+def test_policy_explain_on_a_real_database_flags_schema_drift(tmp_path, small_alliance):
+    import shutil
+
+    from sqlalchemy import create_engine, text
+
+    from sovereign.cli import app
+
+    db = tmp_path / "branch.db"
+    shutil.copy(small_alliance / "B001.db", db)
+    args = ["policy", "explain", "--policy", str(EXAMPLES / "domestic_dealer.yaml"),
+            "--job", str(EXAMPLES / "jobs" / "monthly_forecast.yaml"), "--db", f"sqlite:///{db}"]
+    runner = CliRunner()
+    assert runner.invoke(app, args).exit_code == 0
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE sales ADD COLUMN loyalty_tier TEXT"))
+    engine.dispose()
+    drifted = runner.invoke(app, args)
+    assert drifted.exit_code == 1
+    assert "domestic_dealer.yaml:6: sales.loyalty_tier: in the database but not classified (schema drift)" in drifted.output
+    assert "Traceback" not in drifted.output

@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policies.document import JobRequest, PolicyDocument
-from policies.rules import decide, release
+from policies.rules import evaluate, release
 
 CLASSES = ["public", "internal", "confidential", "personal", "restricted"]
 TREATMENTS = ["allow", "drop", "redact", "null", {"hash": "node-key"}, {"mask": {"show_last": 2}},
@@ -41,7 +41,7 @@ def scenario(draw):
 @given(scenario())
 def test_protected_values_never_leave(case):
     policy, job, classes = case
-    decisions = decide(policy, {"t": FIELDS}, job)
+    decisions = evaluate(policy, {"t": FIELDS}, job)
     row = {f: f"CANARY-{f}-7731" for f in FIELDS}
     out = release(decisions, row, table="t", key=b"node-key")
     text = repr(out)
