@@ -18,9 +18,8 @@ from sqlalchemy import create_engine, text
 from common.wire import DPSettings, HESettings, JobSpec, TrainInstruction, to_record
 from node_agent.agent import NodeAgent
 from node_agent.config import NodeConfig, write_node_config
-from policies import FieldClass
+from tests.policy_strategies import CLASSES, PURPOSES, ROLES, rule_dicts
 
-CLASSES = [c.value for c in FieldClass]
 REQUIRED = ["sale_id", "sale_date", "vin", "list_price", "sale_price"]
 PERSONAL = ["customer_name", "customer_phone", "customer_national_id"]
 EXTRA = ["loyalty_tier", "trade_in_notes"]
@@ -51,25 +50,12 @@ def scenario(draw):
         if choice is not None:
             classes[c] = choice
     rules = list(FORECAST_FRIENDLY) if draw(st.integers(0, 3)) else []
-    for i in range(draw(st.integers(0, 6))):
-        match = {}
-        if draw(st.booleans()):
-            match["field"] = [f"sales.{draw(st.sampled_from(columns))}"]
-        if draw(st.booleans()):
-            match["class"] = draw(st.lists(st.sampled_from(CLASSES), min_size=1, max_size=3, unique=True))
-        if draw(st.booleans()):
-            match["purpose"] = [draw(st.sampled_from(["forecasting", "statistics"]))]
-        if draw(st.booleans()):
-            match["cross_border"] = draw(st.booleans())
-        if draw(st.booleans()):
-            match["recipient_role"] = [draw(st.sampled_from(["analyst", "marketing"]))]
-        rules.append({"id": f"r{i}", "match": match, "treatment": draw(st.sampled_from(TREATMENTS))})
+    rules += draw(rule_dicts([f"sales.{c}" for c in columns], TREATMENTS, max_rules=6))
     if draw(st.booleans()):
         rules = rules[len(FORECAST_FRIENDLY):] + rules[: len(FORECAST_FRIENDLY)]  # friendly rules last
     policy = {"policy": "random", "version": 1, "jurisdiction": "JP", "tables": {"sales": classes}, "rules": rules}
-    job = {"purpose": draw(st.sampled_from(["forecasting", "statistics"])),
-           "destination": draw(st.sampled_from(["JP", "KR"])),
-           "recipient_role": draw(st.sampled_from(["analyst", "marketing"]))}
+    job = {"purpose": draw(st.sampled_from(PURPOSES)), "destination": draw(st.sampled_from(["JP", "KR"])),
+           "recipient_role": draw(st.sampled_from(ROLES))}
     return columns, policy, job
 
 
@@ -105,7 +91,7 @@ def protected(column: str, policy: dict, decisions: dict) -> bool:
     return cls in (None, "restricted") or (cls == "personal" and untreated)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(scenario())
 def test_protected_values_never_leave_the_node_agent(case):
     columns, policy, job_kw = case

@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 
 from policies.document import JobRequest, PolicyDocument
 from policies.rules import evaluate, release
+from tests.policy_strategies import CLASSES, rule_dicts
 
-CLASSES = ["public", "internal", "confidential", "personal", "restricted"]
 TREATMENTS = ["allow", "drop", "redact", "null", {"hash": "node-key"}, {"mask": {"show_last": 2}},
               {"generalise": {"to": "prefix", "keep": 2}}]
 FIELDS = [f"c{i}" for i in range(8)]
@@ -16,18 +16,7 @@ FIELDS = [f"c{i}" for i in range(8)]
 @st.composite
 def scenario(draw):
     classes = {f: draw(st.sampled_from(CLASSES + [None])) for f in FIELDS}
-    rules = []
-    for i in range(draw(st.integers(0, 8))):
-        match = {}
-        if draw(st.booleans()):
-            match["field"] = [f"t.{draw(st.sampled_from(FIELDS))}"]
-        if draw(st.booleans()):
-            match["class"] = draw(st.lists(st.sampled_from(CLASSES), min_size=1, max_size=3, unique=True))
-        if draw(st.booleans()):
-            match["purpose"] = [draw(st.sampled_from(["forecasting", "statistics"]))]
-        if draw(st.booleans()):
-            match["cross_border"] = draw(st.booleans())
-        rules.append({"id": f"r{i}", "match": match, "treatment": draw(st.sampled_from(TREATMENTS))})
+    rules = draw(rule_dicts([f"t.{f}" for f in FIELDS], TREATMENTS, max_rules=8, roles=False))
     policy = PolicyDocument.model_validate({
         "policy": "p", "version": 1, "jurisdiction": "JP",
         "tables": {"t": {f: c for f, c in classes.items() if c is not None}}, "rules": rules,
