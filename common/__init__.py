@@ -1,2 +1,2 @@
 """What both sides of the federation share: the forecasting model, the encrypted-update
-codec and the wire schemas. Nothing in here reads branch data or holds a secret key."""
+codec, the wire schemas, and writing key files safely. Nothing in here reads branch data."""

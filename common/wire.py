@@ -115,6 +115,16 @@ class NodeReply(BaseModel):
     reason: str | None = None
 
 
+class LineageHead(BaseModel):
+    """Where the node's lineage chain stood when it replied: the coordinator keeps it, so
+    the node's newest events cannot later be deleted without it showing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seq: int = Field(ge=1)
+    event_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class TrainReply(NodeReply):
     """Node -> coordinator. A refusal carries a reason and no update.
 
@@ -125,6 +135,7 @@ class TrainReply(NodeReply):
     update: UpdatePayload | None = None
     epsilon: float | None = None
     quarantined: dict[str, int] = Field(default_factory=dict)
+    lineage_head: LineageHead | None = None
 
 
 class EvaluateReply(NodeReply):

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from common.he import load_context
 from common.wire import EvaluateReply, JobSpec, TrainReply, WireError, from_record, to_record
 from coordinator.strategy import SecureFedAvg
-from lineage import EventKind, LineageEvent, LineageStore
+from lineage import EventKind, LineageEvent, LineageStore, Signer
 
 ACTOR = "coordinator"
 
@@ -66,6 +66,16 @@ class CoordinatorPaths:
     def result(self) -> Path:
         return self.root / "result.json"
 
+    @property
+    def lineage_key_dir(self) -> Path:
+        """The coordinator's Ed25519 lineage signing key (its public half beside it)."""
+        return self.root / "keys"
+
+    @property
+    def node_lineage_keys(self) -> Path:
+        """Each node's lineage public key, `<branch>.pub`, registered when the node joined."""
+        return self.root / "node-lineage-keys"
+
 
 def run_job(
     grid: Grid,
@@ -81,6 +91,7 @@ def run_job(
     public = load_context(paths.public_context.read_bytes()) if job.he.enabled else None
     strategy = SecureFedAvg(job=job, public_context=public)
     lineage = LineageStore(paths.lineage_url)
+    signer = Signer.load_or_create(ACTOR, paths.lineage_key_dir)
     node_ids = _wait_for_nodes(grid, min_nodes, node_wait_seconds)
     result = JobResult(job=job)
     global_model = None
@@ -96,15 +107,19 @@ def run_job(
         sent = len(node_ids) * (global_model.nbytes() if global_model else 0)
         if aggregate.payload is not None:
             global_model = aggregate.payload
+            heads = {r.branch_id: [r.lineage_head.seq, r.lineage_head.event_hash]
+                     for r in replies if r.branch_id in aggregate.contributors and r.lineage_head}
             lineage.append(
                 LineageEvent(
                     kind=EventKind.AGGREGATION, actor=ACTOR, job_id=job.job_id, round=rnd, purpose=job.purpose,
+                    digest=global_model.digest(), model_version=model_version(job, rnd),
                     details={
                         "contributors": aggregate.contributors, "scheme": global_model.scheme,
-                        "model_version": f"{job.job_id}/r{rnd}", "digest": global_model.digest(),
-                        "refused": refused,
+                        "previous_model_version": model_version(job, rnd - 1) if rnd > 1 else None,
+                        "node_heads": heads, "refused": refused,
                     },
-                )
+                ),
+                signer,
             )
         eps = [r.epsilon for r in replies if r.status == "ok" and r.epsilon is not None]
         report = RoundReport(
@@ -122,9 +137,24 @@ def run_job(
         evals, _, _ = _exchange(grid, node_ids, instruction, "evaluate", job.rounds, EvaluateReply, observer, reply_timeout)
         result.evaluations = sorted(evals, key=lambda r: r.branch_id)
         result.metrics = strategy.aggregate_evaluate(evals)
+        lineage.append(
+            LineageEvent(
+                kind=EventKind.MODEL_RELEASE, actor=ACTOR, job_id=job.job_id, round=job.rounds, purpose=job.purpose,
+                digest=result.final_model_digest, model_version=model_version(job, job.rounds),
+                details={"rounds": job.rounds, "released_to": job.recipient_role, "destination": job.destination,
+                         "metrics": result.metrics,
+                         "evaluated_by": sorted(e.branch_id for e in result.evaluations if e.status == "ok")},
+            ),
+            signer,
+        )
     paths.result.write_text(result.model_dump_json(indent=2))
     lineage.close()
     return result
+
+
+def model_version(job: JobSpec, rnd: int) -> str:
+    """The global model after round `rnd` of a job: what lineage and identity cards call it."""
+    return f"{job.job_id}/r{rnd}"
 
 
 def _wait_for_nodes(grid: Grid, min_nodes: int, deadline_seconds: float) -> list[int]:

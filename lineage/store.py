@@ -1,86 +1,367 @@
-"""A SQLAlchemy-backed lineage store: SQLite embedded, any SQLAlchemy URL otherwise."""
+"""The lineage store: append-only, hash-chained, signed; SQLite by default, any SQLAlchemy URL.
+
+One store per node and one for the coordinator; a store may also hold many actors' chains
+(a shared PostgreSQL store), each chain appended under a lock on its head row. The schema is
+created and upgraded by Alembic (`lineage/migrations`). Indexed columns serve the compliance
+queries; `verify` checks every chain, every signature, and that the field index still says
+what the events say.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from datetime import timezone
+import math
+import numbers
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import (
-    JSON,
+    BigInteger,
     Column,
-    DateTime,
     Integer,
     MetaData,
     String,
     Table,
     Text,
     create_engine,
+    event,
+    func,
     insert,
     select,
+    update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
 
-from lineage.models import EventKind, LineageEvent
+from lineage.chain import ChainFault, ChainReport, compute_hash, verify_chain
+from lineage.models import GENESIS, EventKind, LineageEvent, format_time
+from lineage.signing import Ed25519PublicKey, Signer, key_id, load_public_key, public_pem
+
+SCHEMA_REVISION = "0001_signed_chain"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "lineage_alembic_version"
+APPEND_ATTEMPTS = 20
 
 metadata = MetaData()
-
-lineage_events = Table(
-    "lineage_events",
-    metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("event_id", String(32), nullable=False, unique=True),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
-    Column("kind", String(32), nullable=False, index=True),
-    Column("actor", String(128), nullable=False, index=True),
-    Column("job_id", String(128), nullable=False, index=True),
-    Column("round", Integer),
-    Column("purpose", String(64), nullable=False),
-    Column("dataset", String(256)),
-    Column("fields", JSON, nullable=False),
-    Column("row_count", Integer),
-    Column("content_hash", String(64)),
-    Column("policy_hash", String(64)),
-    Column("details", Text, nullable=False),
+events_table = Table(
+    "lineage_chain_events", metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("actor", String(128)), Column("seq", Integer), Column("event_id", String(32)),
+    Column("recorded_at", String(32)), Column("kind", String(32)), Column("job_id", String(128)),
+    Column("round", Integer), Column("purpose", String(64)), Column("dataset", String(256)),
+    Column("fields", Text), Column("row_count", Integer), Column("content_hash", String(64)),
+    Column("policy_hash", String(64)), Column("digest", String(64)), Column("model_version", String(128)),
+    Column("details", Text), Column("prev_hash", String(64)), Column("event_hash", String(64)),
+    Column("signer", String(32)), Column("signature", String(128)),
 )
+fields_table = Table(
+    "lineage_chain_fields", metadata,
+    Column("event_id", String(32)), Column("field", String(256)), Column("actor", String(128)),
+    Column("kind", String(32)), Column("job_id", String(128)),
+)
+heads_table = Table("lineage_chain_heads", metadata, Column("actor", String(128)), Column("seq", Integer),
+                    Column("event_hash", String(64)))
+signers_table = Table("lineage_chain_signers", metadata, Column("key_id", String(32)), Column("actor", String(128)),
+                      Column("public_key", Text))
+
+_COLUMNS = [c.name for c in events_table.columns if c.name != "id"]
+
+
+class LineageStoreError(RuntimeError):
+    """The store cannot be opened or written; the message says why in one line."""
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    """WAL (readers never block the writer), and write transactions that take the lock up
+    front (BEGIN IMMEDIATE), so two writers queue instead of failing half-way."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # we say BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=60000", "foreign_keys=ON"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("writer") else "BEGIN")
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the store's schema to the newest Alembic revision (a no-op when it is there)."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    if current == SCHEMA_REVISION:
+        return
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with _writer(engine) as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+@contextmanager
+def _writer(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as conn:
+        conn.info["writer"] = True
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            conn.info.pop("writer", None)
 
 
 class LineageStore:
-    """Append and query lineage events. One store per node and one for the coordinator."""
+    """Append and query lineage events; verify the chains they form."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._engine: Engine = create_engine(url)
-        metadata.create_all(self._engine)
+        self._engine: Engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        if self._engine.dialect.name == "sqlite":
+            _sqlite_pragmas(self._engine)
+        try:
+            upgrade(self._engine)
+        except Exception as exc:  # noqa: BLE001 - any failure here means "cannot open"
+            self._engine.dispose()
+            raise LineageStoreError(f"cannot open lineage store {url}: {exc.__class__.__name__}: {exc}".splitlines()[0]) from None
+        self._known_signers: set[str] = set()
 
-    def append(self, event: LineageEvent) -> LineageEvent:
-        row = event.model_dump(mode="python")
-        row["kind"] = event.kind.value
-        row["details"] = json.dumps(event.details, sort_keys=True, default=str)
-        with self._engine.begin() as conn:
-            conn.execute(insert(lineage_events), [row])
-        return event
+    # ------------------------------------------------------------------ writing
+    def append(self, event: LineageEvent, signer: Signer) -> LineageEvent:
+        """Seal `event` into `signer.actor`'s chain (next seq, link, hash, signature) and store it."""
+        return self.append_many([event], signer)[0]
 
+    def append_many(self, events: list[LineageEvent], signer: Signer) -> list[LineageEvent]:
+        """Seal and store several events of one actor in one transaction (the fast path)."""
+        for event_ in events:
+            if event_.actor != signer.actor:
+                raise ValueError(f"event of actor {event_.actor!r} cannot be signed by {signer.actor!r}")
+        self._register(signer)
+        for attempt in range(APPEND_ATTEMPTS):
+            try:
+                with _writer(self._engine) as conn:
+                    return self._append_locked(conn, events, signer)
+            except (IntegrityError, OperationalError):  # a concurrent writer took the head: take the new one
+                if attempt == APPEND_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _append_locked(self, conn: Connection, events: list[LineageEvent], signer: Signer) -> list[LineageEvent]:
+        head = conn.execute(
+            select(heads_table.c.seq, heads_table.c.event_hash).where(heads_table.c.actor == signer.actor).with_for_update()
+        ).first()
+        if head is None:
+            conn.execute(insert(heads_table).values(actor=signer.actor, seq=0, event_hash=GENESIS))
+            seq, prev = 0, GENESIS
+        else:
+            seq, prev = head
+        sealed = []
+        for event_ in events:
+            seq += 1
+            linked = event_.model_copy(update={"seq": seq, "prev_hash": prev, "signer": signer.key_id,
+                                               "details": plain_json(event_.details)})
+            digest = compute_hash(linked)
+            sealed.append(linked.model_copy(update={"event_hash": digest, "signature": signer.sign(bytes.fromhex(digest))}))
+            prev = digest
+        conn.execute(insert(events_table), [_to_row(e) for e in sealed])
+        field_rows = [{"event_id": e.event_id, "field": f, "actor": e.actor, "kind": e.kind.value, "job_id": e.job_id}
+                      for e in sealed for f in dict.fromkeys(e.fields)]
+        if field_rows:
+            conn.execute(insert(fields_table), field_rows)
+        conn.execute(update(heads_table).where(heads_table.c.actor == signer.actor).values(seq=seq, event_hash=prev))
+        return sealed
+
+    def _register(self, signer: Signer) -> None:
+        """Record the signer's public key in the store (informational: verify trusts keys given to it)."""
+        if signer.key_id in self._known_signers:
+            return
+        with _writer(self._engine) as conn:
+            known = conn.execute(select(signers_table.c.key_id).where(signers_table.c.key_id == signer.key_id)).first()
+            if known is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(signers_table).values(key_id=signer.key_id, actor=signer.actor,
+                                                                  public_key=public_pem(signer.public_key)))
+                except IntegrityError:
+                    pass  # registered concurrently
+        self._known_signers.add(signer.key_id)
+
+    # ------------------------------------------------------------------ querying
     def events(
-        self, *, job_id: str | None = None, kind: EventKind | None = None, actor: str | None = None
+        self, *, actor: str | None = None, job_id: str | None = None, kind: EventKind | None = None,
+        dataset: str | None = None, field: str | None = None, purpose: str | None = None,
+        since: datetime | None = None, until: datetime | None = None, digest: str | None = None,
+        model_version: str | None = None, limit: int | None = None,
     ) -> list[LineageEvent]:
-        query = select(lineage_events).order_by(lineage_events.c.seq)
-        if job_id is not None:
-            query = query.where(lineage_events.c.job_id == job_id)
+        """Events matching every filter given, oldest first. Each filter is served by an index."""
+        query = select(events_table)
+        for column, value in (("actor", actor), ("job_id", job_id), ("dataset", dataset), ("purpose", purpose),
+                              ("digest", digest), ("model_version", model_version)):
+            if value is not None:
+                query = query.where(events_table.c[column] == value)
         if kind is not None:
-            query = query.where(lineage_events.c.kind == kind.value)
-        if actor is not None:
-            query = query.where(lineage_events.c.actor == actor)
+            query = query.where(events_table.c.kind == EventKind(kind).value)
+        if since is not None:
+            query = query.where(events_table.c.recorded_at >= format_time(since))
+        if until is not None:
+            query = query.where(events_table.c.recorded_at < format_time(until))
+        if field is not None:
+            matching = select(fields_table.c.event_id).where(fields_table.c.field == field)
+            if actor is not None:
+                matching = matching.where(fields_table.c.actor == actor)
+            query = query.where(events_table.c.event_id.in_(matching))
+        query = query.order_by(events_table.c.recorded_at, events_table.c.actor, events_table.c.seq)
+        if limit is not None:
+            query = query.limit(limit)
         with self._engine.connect() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [self._to_event(dict(r)) for r in rows]
+            return [_from_row(r) for r in conn.execute(query).mappings()]
+
+    def jobs_using_field(self, field: str, *, actor: str | None = None) -> list[str]:
+        """Which jobs read field `table.column` (at node `actor`)?"""
+        query = select(fields_table.c.job_id).where(fields_table.c.field == field,
+                                                    fields_table.c.kind == EventKind.DATA_READ.value)
+        if actor is not None:
+            query = query.where(fields_table.c.actor == actor)
+        with self._engine.connect() as conn:
+            return sorted({r[0] for r in conn.execute(query.distinct())})
+
+    def emissions(self, actor: str, job_id: str) -> list[LineageEvent]:
+        """What left node `actor` in job `job_id`: every reply it sent, with digest and bytes."""
+        return self.events(actor=actor, job_id=job_id, kind=EventKind.EMISSION)
+
+    def actors(self) -> list[str]:
+        with self._engine.connect() as conn:
+            chained = {r[0] for r in conn.execute(select(heads_table.c.actor))}
+            chained |= {r[0] for r in conn.execute(select(events_table.c.actor).distinct())}
+        return sorted(chained)
+
+    def head(self, actor: str) -> tuple[int, str]:
+        """(seq, hash) of the actor's newest event: what it publishes so truncation shows."""
+        with self._engine.connect() as conn:
+            row = conn.execute(select(heads_table.c.seq, heads_table.c.event_hash).where(heads_table.c.actor == actor)).first()
+        return (row[0], row[1]) if row else (0, GENESIS)
+
+    def count(self) -> int:
+        with self._engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(events_table)).scalar_one()
+
+    def stored_public_keys(self) -> dict[str, Ed25519PublicKey]:
+        """The keys the store itself lists: a fallback only, since whoever edits rows can edit these."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(signers_table.c.actor, signers_table.c.public_key)).all()
+        return {actor: load_public_key(pem) for actor, pem in rows}
+
+    # ------------------------------------------------------------------ verifying
+    def verify(
+        self, keys: dict[str, Ed25519PublicKey] | None = None, *, actors: Iterable[str] | None = None,
+        anchors: dict[str, list[tuple[int, str]]] | None = None,
+    ) -> list[ChainReport]:
+        """Check each actor's chain against its public key (from `keys`, else the store's own list).
+
+        Also catches a head row ahead of the chain (newest events deleted) and a field index
+        that no longer matches the events (edited to hide or invent a field use).
+        """
+        given = dict(keys or {})
+        keys = {**self.stored_public_keys(), **given}
+        reports = []
+        for actor in (list(actors) if actors is not None else self.actors()):
+            public = keys.get(actor)
+            if public is None:
+                reports.append(ChainReport.model_validate({
+                    "actor": actor, "events": 0, "head_seq": 0, "head_hash": GENESIS,
+                    "fault": {"actor": actor, "seq": None, "event_id": None, "problem": "unknown_signer",
+                              "message": f"{actor}: no public key to verify its signatures against"}}))
+                continue
+            head_seq, head_hash = self.head(actor)
+            published = list((anchors or {}).get(actor, []))
+            if head_seq:
+                published.append((head_seq, head_hash))
+            report = verify_chain(actor, self._chain(actor), public, key_id(public), anchors=published,
+                                  lookup_by_hash=lambda h, a=actor: self._seq_of(a, h))
+            if report.ok:
+                report = self._check_field_index(actor, report)
+            reports.append(report.model_copy(update={"key_source": "given" if actor in given else "store"}))
+        return reports
+
+    def _chain(self, actor: str) -> Iterator[LineageEvent]:
+        query = select(events_table).where(events_table.c.actor == actor).order_by(events_table.c.seq)
+        with self._engine.connect() as conn:
+            for row in conn.execution_options(yield_per=5000).execute(query).mappings():
+                yield _from_row(row)
+
+    def _seq_of(self, actor: str, event_hash: str | None) -> int | None:
+        if event_hash is None:
+            return None
+        with self._engine.connect() as conn:
+            return conn.execute(select(events_table.c.seq).where(events_table.c.actor == actor,
+                                                                 events_table.c.event_hash == event_hash)).scalar()
+
+    def _check_field_index(self, actor: str, report: ChainReport) -> ChainReport:
+        """Order-free fingerprints of (event, field) pairs, from the events and from the index."""
+        from_events, from_index = 0, 0
+        with self._engine.connect() as conn:
+            rows = conn.execution_options(yield_per=5000).execute(
+                select(events_table.c.event_id, events_table.c.fields).where(events_table.c.actor == actor))
+            for event_id, fields in rows:
+                for f in dict.fromkeys(json.loads(fields)):
+                    from_events ^= _pair(event_id, f)
+            index = conn.execution_options(yield_per=5000).execute(
+                select(fields_table.c.event_id, fields_table.c.field).where(fields_table.c.actor == actor))
+            for event_id, f in index:
+                from_index ^= _pair(event_id, f)
+        if from_events == from_index:
+            return report
+        return report.model_copy(update={"fault": ChainFault(
+            actor=actor, seq=None, event_id=None, problem="edited",
+            message=f"{actor}: the field index no longer matches the events' fields (index rows edited, added or deleted)")})
 
     def close(self) -> None:
         self._engine.dispose()
 
-    @staticmethod
-    def _to_event(row: dict) -> LineageEvent:
-        row.pop("seq", None)
-        row["details"] = json.loads(row["details"])
-        if row["recorded_at"].tzinfo is None:  # SQLite drops the zone; we always store UTC
-            row["recorded_at"] = row["recorded_at"].replace(tzinfo=timezone.utc)
-        return LineageEvent(**row)
+
+def plain_json(value):
+    """`value` as JSON will give it back (numpy numbers to floats, NaN and infinities to
+    strings, unknown objects to their text), so the hash of what is stored is the hash sealed."""
+    if isinstance(value, dict):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):  # int and numpy integers
+        return int(value)
+    if isinstance(value, numbers.Real):  # float and numpy floats
+        number = float(value)
+        return number if math.isfinite(number) else str(number)
+    return str(value)
+
+
+def _pair(event_id: str, field: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{event_id}\x1f{field}".encode()).digest()[:16], "big")
+
+
+def _to_row(event_: LineageEvent) -> dict:
+    row = event_.model_dump(mode="python", include=set(_COLUMNS))
+    row["kind"] = event_.kind.value
+    row["recorded_at"] = format_time(event_.recorded_at)
+    row["fields"] = json.dumps(event_.fields, ensure_ascii=False)
+    row["details"] = json.dumps(event_.details, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    return row
+
+
+def _from_row(row) -> LineageEvent:
+    data = {c: row[c] for c in _COLUMNS}
+    data["fields"] = json.loads(data["fields"])
+    data["details"] = json.loads(data["details"])
+    data["recorded_at"] = datetime.fromisoformat(data["recorded_at"].replace("Z", "+00:00"))
+    return LineageEvent.model_construct(**{**data, "kind": EventKind(data["kind"])})

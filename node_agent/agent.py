@@ -12,15 +12,15 @@ import hashlib
 import os
 from datetime import date
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 
+from common.files import create_secret_once
 from common.he import EncryptedVector, decrypt_vector, encrypt_vector, load_context
 from common.metrics import score
 from common.model import build_model, forecast, get_flat_weights, make_windows, set_flat_weights
-from common.wire import EvaluateReply, JobSpec, NodeReply, TrainInstruction, TrainReply, UpdatePayload
-from lineage import EventKind, LineageEvent, LineageStore
+from common.wire import EvaluateReply, JobSpec, LineageHead, NodeReply, TrainInstruction, TrainReply, UpdatePayload
+from lineage import EventKind, LineageEvent, LineageStore, Signer
 from node_agent.config import NodeConfig
 from node_agent.contract import ContractViolation
 from node_agent.data import BranchDataset, HoldoutSplit, fields_needed, holdout_split, read_branch_dataset
@@ -56,6 +56,7 @@ class NodeAgent:
         self.policy_hash: str | None = policy.content_hash() if policy else None
         self.today = today
         self.lineage = LineageStore(config.lineage_url)
+        self.signer = Signer.load_or_create(config.branch_id, config.lineage_key_dir)
         self.ledger = PrivacyLedger(config.privacy_dir)
 
     # ----------------------------------------------------------------- public actions
@@ -81,12 +82,13 @@ class NodeAgent:
                     "epsilon": result.epsilon, "delta": job.dp.delta if job.dp.enabled else None,
                 },
             )
+            update, emitted = self._emit(job, rnd, result.weights, n=len(x))
             reply = TrainReply(
-                status="ok", branch_id=self.config.branch_id, update=self._emit(job, rnd, result.weights, n=len(x)),
-                epsilon=result.epsilon, quarantined=data.quarantined,
+                status="ok", branch_id=self.config.branch_id, update=update, epsilon=result.epsilon,
+                quarantined=data.quarantined, lineage_head=LineageHead(seq=emitted.seq, event_hash=emitted.event_hash),
             )
         except REFUSALS as exc:
-            reply = TrainReply(status="refused", branch_id=self.config.branch_id, reason=self.refuse(job, rnd, str(exc)))
+            return self.refused(TrainReply, job, rnd, str(exc))
         return self._egress(reply, job, rnd)
 
     def evaluate(self, instruction: TrainInstruction) -> EvaluateReply:
@@ -97,8 +99,7 @@ class NodeAgent:
             self._split(data, job)
             model = self._global_model(instruction)
         except REFUSALS as exc:
-            reply = EvaluateReply(status="refused", branch_id=self.config.branch_id, reason=self.refuse(job, rnd, str(exc)))
-            return self._egress(reply, job, rnd)
+            return self.refused(EvaluateReply, job, rnd, str(exc))
         split = holdout_split(data.series, job.holdout, job.horizon)
         predicted = forecast(model, split.history, split.target_month)[: len(split.actual)]
         digest = hashlib.sha256(np.round(get_flat_weights(model), 6).tobytes()).hexdigest()
@@ -119,17 +120,15 @@ class NodeAgent:
         self._split(data, job)
         return holdout_split(data.series, job.holdout, job.horizon)
 
+    def refused(self, reply_type: type[NodeReply], job: JobSpec | None, rnd: int | None, reason: str) -> NodeReply:
+        """The refusal reply to send, recorded (refusal and emission) like every other reply."""
+        reply = reply_type(status="refused", branch_id=self.config.branch_id, reason=self.refuse(job, rnd, reason))
+        return self._egress(reply, job, rnd)
+
     def refuse(self, job: JobSpec | None, rnd: int | None, reason: str) -> str:
         """Record a refusal in lineage and return the reason to send back (withheld if it
         looks like it carries personal data: lineage keeps it, the coordinator does not get it)."""
-        self.lineage.append(
-            LineageEvent(
-                kind=EventKind.REFUSAL, actor=self.config.branch_id,
-                job_id=job.job_id if job else "unknown", round=rnd,
-                purpose=job.purpose if job else "unknown", dataset=self.config.dataset,
-                policy_hash=self.policy_hash, details={"reason": reason},
-            )
-        )
+        self._record(EventKind.REFUSAL, job, rnd, details={"reason": reason})
         return reason if reason_may_leave(reason) else WITHHELD_REASON
 
     def policy(self) -> PolicyDocument:
@@ -159,7 +158,7 @@ class NodeAgent:
                 dataset=self.config.dataset, policy_hash=digest,
                 details={"policy": policy.policy, "version": policy.version, "jurisdiction": policy.jurisdiction,
                          "previous_hash": previous, "source": policy.source},
-            ))
+            ), self.signer)
         self.policy_hash = digest
         return policy
 
@@ -192,8 +191,14 @@ class NodeAgent:
                 ],
             },
         )
+        if not self.lineage.events(actor=self.config.branch_id, job_id=job.job_id, kind=EventKind.JOB_APPROVAL):
+            self._record(
+                EventKind.JOB_APPROVAL, job, rnd, fields=request.fields,
+                details={"approved_by": f"policy {policy.policy} v{policy.version}", "purpose": job.purpose,
+                         "destination": job.destination, "recipient_role": job.recipient_role},
+            )
         self._record(
-            EventKind.DATA_READ, job, rnd, fields=data.fields_read, row_count=data.row_count,
+            EventKind.DATA_READ, job, rnd, fields=request.fields, row_count=data.row_count,
             content_hash=data.content_hash, details={"valid_rows": data.valid_count},
         )
         if data.quarantined:
@@ -253,49 +258,48 @@ class NodeAgent:
         self.ledger.put(record)
         return result, record
 
-    def _emit(self, job: JobSpec, rnd: int, weights: np.ndarray, *, n: int) -> UpdatePayload:
-        """The only bytes that leave the node during training: `[n * w, n]`, encrypted."""
+    def _emit(self, job: JobSpec, rnd: int, weights: np.ndarray, *, n: int) -> tuple[UpdatePayload, LineageEvent]:
+        """The only bytes that leave the node during training: `[n * w, n]`, encrypted.
+
+        Returns the update and its emission event, whose place in the chain goes back with the
+        reply: the coordinator records it, so the node's chain cannot later lose its tail unseen.
+        """
         weighted = np.concatenate([weights * n, [float(n)]])
         if job.he.enabled:
             enc = encrypt_vector(self._secret_context, weighted)
             payload = UpdatePayload(scheme="CKKS", length=enc.length, chunks=enc.chunks)
         else:
             payload = UpdatePayload.plain(weighted)
-        self._record(
-            EventKind.EMISSION, job, rnd,
-            details={
-                "destination": "coordinator", "scheme": payload.scheme,
-                "bytes": payload.nbytes(), "digest": payload.digest(),
-            },
+        emitted = self._record(
+            EventKind.EMISSION, job, rnd, digest=payload.digest(),
+            details={"destination": "coordinator", "message": "train", "status": "ok", "scheme": payload.scheme,
+                     "bytes": payload.nbytes()},
         )
-        return payload
+        return payload, emitted
 
-    def _egress(self, reply: NodeReply, job: JobSpec, rnd: int | None) -> NodeReply:
-        """Every reply passes the egress check; one that fails leaves as a refusal instead."""
+    def _egress(self, reply: NodeReply, job: JobSpec | None, rnd: int | None) -> NodeReply:
+        """Every reply passes the egress check; one that fails leaves as a refusal instead
+        (after a blocked update, lineage shows its emission event followed by that refusal).
+        Every reply that leaves is recorded as an emission."""
         try:
             check_reply(reply, branch_id=self.config.branch_id)
         except EgressBlocked as exc:
             reason = self.refuse(job, rnd, f"egress check blocked the reply: {exc}")
-            return type(reply)(status="refused", branch_id=self.config.branch_id, reason=reason)
+            reply = type(reply)(status="refused", branch_id=self.config.branch_id, reason=reason)
+        if getattr(reply, "update", None) is None:  # a training update recorded its own emission
+            body = reply.model_dump_json(exclude_none=True)
+            self._record(EventKind.EMISSION, job, rnd, digest=hashlib.sha256(body.encode()).hexdigest(), details={
+                "destination": "coordinator", "message": "evaluate" if isinstance(reply, EvaluateReply) else "train",
+                "status": reply.status, "bytes": len(body),
+                "fields_sent": sorted(k for k, v in reply.model_dump(exclude_none=True).items() if v not in ([], {})),
+            })
         return reply
 
     @cached_property
     def _policy_key(self) -> bytes:
         """The key of keyed-hash treatments, made on first use; it never leaves the node."""
-        path: Path = self.config.policy_key_path
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(os.urandom(32))
-            try:
-                os.link(tmp, path)  # atomic, and never replaces a key another process made first
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink()
-        return path.read_bytes()
+        create_secret_once(self.config.policy_key_path, os.urandom(32))
+        return self.config.policy_key_path.read_bytes()
 
     @cached_property
     def _secret_context(self):
@@ -304,10 +308,12 @@ class NodeAgent:
             raise Refusal(f"no alliance key at {path}; encrypted jobs cannot run on this node")
         return load_context(path.read_bytes())
 
-    def _record(self, kind: EventKind, job: JobSpec, rnd: int | None, **fields) -> None:
-        self.lineage.append(
+    def _record(self, kind: EventKind, job: JobSpec | None, rnd: int | None, **fields) -> LineageEvent:
+        return self.lineage.append(
             LineageEvent(
-                kind=kind, actor=self.config.branch_id, job_id=job.job_id, round=rnd,
-                purpose=job.purpose, dataset=self.config.dataset, policy_hash=self.policy_hash, **fields,
-            )
+                kind=kind, actor=self.config.branch_id, job_id=job.job_id if job else "unknown", round=rnd,
+                purpose=job.purpose if job else "unknown", dataset=self.config.dataset, policy_hash=self.policy_hash,
+                **fields,
+            ),
+            self.signer,
         )

@@ -56,8 +56,7 @@ def _handle(msg: Message, context: Context, action: str) -> Message:
     try:
         instruction = from_record(msg.content, TrainInstruction)
     except WireError as exc:
-        reason = agent.refuse(None, None, f"malformed instruction: {exc}")
-        return Message(content=to_record(reply_type(status="refused", branch_id=agent.config.branch_id, reason=reason)), reply_to=msg)
+        return Message(content=to_record(agent.refused(reply_type, None, None, f"malformed instruction: {exc}")), reply_to=msg)
     reply = agent.train(instruction) if action == "train" else agent.evaluate(instruction)
     return Message(content=to_record(reply), reply_to=msg)
 

@@ -38,6 +38,11 @@ class NodeConfig(BaseModel):
         return self.node_dir / self.policy_file
 
     @property
+    def lineage_key_dir(self) -> Path:
+        """Where the node's Ed25519 lineage signing key lives (its public half beside it)."""
+        return self.node_dir / "keys"
+
+    @property
     def policy_key_path(self) -> Path:
         """The node-held key of the policy's keyed-hash treatment; it never leaves the node."""
         return self.node_dir / "keys" / "policy-hmac.key"

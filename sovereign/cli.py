@@ -19,9 +19,11 @@ app = typer.Typer(
 
 
 def _register_areas() -> None:
+    from sovereign.lineage_cli import lineage_app
     from sovereign.policy_cli import policy_app
 
     app.add_typer(policy_app, name="policy")
+    app.add_typer(lineage_app, name="lineage")
 
 
 _register_areas()

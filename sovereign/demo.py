@@ -28,6 +28,7 @@ from sovereign import baselines
 from sovereign.federation import (
     SetupError,
     find_dealer_databases,
+    register_lineage_keys,
     run_key_ceremony,
     run_simulation,
     setup_nodes,
@@ -116,6 +117,7 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
         dealers_dir = opts.data
     dbs = find_dealer_databases(dealers_dir)
     configs = setup_nodes(dbs, nodes_root)
+    register_lineage_keys(configs, coordinator)
     job = JobSpec(
         job_id=f"forecast-{uuid.uuid4().hex[:8]}", rounds=opts.rounds, seed=opts.seed,
         dp=DPSettings(enabled=opts.dp, target_epsilon=opts.epsilon), he=HESettings(enabled=opts.he),

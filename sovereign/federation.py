@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from common.wire import JobSpec
 from coordinator.rounds import CoordinatorPaths, JobObserver
+from lineage.signing import Signer, public_pem
 from coordinator.server_app import build_server_app
 from node_agent.config import NodeConfig, write_node_config
 
@@ -83,6 +84,15 @@ def setup_nodes(dealer_dbs: list[Path], nodes_root: Path, *, home: str = "JP") -
         configs.append(config)
     (nodes_root / "index.json").write_text(json.dumps({"nodes": [c.branch_id for c in configs]}, indent=2))
     return configs
+
+
+def register_lineage_keys(configs: list[NodeConfig], coordinator: CoordinatorPaths) -> None:
+    """Each node makes its lineage signing key (node side) and hands the coordinator its
+    public half: what an auditor later verifies that node's lineage against."""
+    coordinator.node_lineage_keys.mkdir(parents=True, exist_ok=True)
+    for config in configs:
+        signer = Signer.load_or_create(config.branch_id, config.lineage_key_dir)
+        (coordinator.node_lineage_keys / f"{config.branch_id}.pub").write_text(public_pem(signer.public_key))
 
 
 def run_key_ceremony(configs: list[NodeConfig], coordinator: CoordinatorPaths, job: JobSpec) -> None:

@@ -138,13 +138,16 @@ def test_lineage_traces_every_read_and_every_contribution(demo_run):
         store = LineageStore(url)
         reads = store.events(job_id=summary["job_id"], kind=EventKind.DATA_READ)
         assert len(reads) >= 3 and all(r.content_hash and r.policy_hash for r in reads)
-        emissions = store.events(job_id=summary["job_id"], kind=EventKind.EMISSION)
+        emissions = store.emissions(branch, summary["job_id"])
+        updates = [e for e in emissions if e.details["message"] == "train" and e.details["status"] == "ok"]
+        assert [e.details["message"] for e in emissions].count("evaluate") == 1  # every reply that left is recorded
         if branch in aggregations[0].details["contributors"]:
-            assert len(emissions) == 2
-            for agg, emission in zip(aggregations, emissions):
-                assert agg.details["contributors"][branch] == emission.details["digest"]
-        else:  # a branch that sat out says why, in its own lineage, and sent nothing
-            assert not emissions and store.events(job_id=summary["job_id"], kind=EventKind.REFUSAL)
+            assert len(updates) == 2
+            for agg, emission in zip(aggregations, updates):
+                assert agg.details["contributors"][branch] == emission.digest
+                assert agg.details["node_heads"][branch] == [emission.seq, emission.event_hash]
+        else:  # a branch that sat out says why, in its own lineage, and sent no update
+            assert not updates and store.events(job_id=summary["job_id"], kind=EventKind.REFUSAL)
     assert canary_branch in aggregations[0].details["contributors"]  # the canary branch took part
     assert len(aggregations[0].details["contributors"]) >= 4
 

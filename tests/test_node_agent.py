@@ -47,13 +47,16 @@ def test_train_sends_only_an_encrypted_update_and_records_lineage(node):
     assert reply.status == "ok", reply.reason
     assert reply.update.scheme == "CKKS" and reply.update.length > 1000
     kinds = [e.kind for e in agent.lineage.events(job_id="test-job")]
-    assert kinds[:3] == [EventKind.POLICY_DECISION, EventKind.DATA_READ, EventKind.QUARANTINE]
+    assert kinds[:4] == [EventKind.POLICY_DECISION, EventKind.JOB_APPROVAL, EventKind.DATA_READ, EventKind.QUARANTINE]
     assert EventKind.TRAINING in kinds and kinds[-1] == EventKind.EMISSION
     read = agent.lineage.events(kind=EventKind.DATA_READ)[0]
-    assert read.fields == ["sale_id", "sale_date", "vin", "list_price", "sale_price"]
+    assert read.fields == ["sales.sale_id", "sales.sale_date", "sales.vin", "sales.list_price", "sales.sale_price"]
     assert read.row_count > 0 and len(read.content_hash) == 64 and read.purpose == "forecasting"
     emission = agent.lineage.events(kind=EventKind.EMISSION)[0]
-    assert emission.details["digest"] == reply.update.digest()
+    assert emission.digest == reply.update.digest()
+    assert (reply.lineage_head.seq, reply.lineage_head.event_hash) == (emission.seq, emission.event_hash)
+    report, = agent.lineage.verify({"B002": agent.signer.public_key})
+    assert report.ok and report.head_seq == emission.seq
 
 
 def test_epsilon_composes_across_rounds_and_survives_restart(node):

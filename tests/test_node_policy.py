@@ -94,8 +94,10 @@ def _refused_and_recorded(config: NodeConfig, reply, *fragments: str) -> None:
     assert reply.status == "refused" and reply.update is None
     for fragment in fragments:
         assert fragment in reply.reason, reply.reason
-    last = NodeAgent(config).lineage.events()[-1]  # the refusal is recorded, and nothing was emitted after it
-    assert last.kind is EventKind.REFUSAL and last.details["reason"] == reply.reason
+    # The refusal is recorded, then the refusal reply as the only thing that left: no update.
+    refusal, sent = NodeAgent(config).lineage.events()[-2:]
+    assert refusal.kind is EventKind.REFUSAL and refusal.details["reason"] == reply.reason
+    assert sent.kind is EventKind.EMISSION and (sent.details["message"], sent.details["status"]) == ("train", "refused")
 
 
 def test_schema_drift_refuses_naming_policy_file_line_and_column(tmp_path, small_alliance):

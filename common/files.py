@@ -1,0 +1,29 @@
+"""Writing secret files (keys) safely: owner-only, atomic, and never over a key that exists."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def create_secret_once(path: Path, data: bytes) -> bool:
+    """Write `data` to `path` (mode 0600) unless a file is already there; True if written.
+
+    Atomic against a concurrent writer: the first one wins and every caller then reads the
+    same key.
+    """
+    path = Path(path)
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
