@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
@@ -130,7 +130,7 @@ def _since(value: str | None, option: str) -> datetime | None:
         moment = datetime.fromisoformat(value)
     except ValueError:
         fail(f"{option} {value}: not an ISO date or time (e.g. 2026-11-23 or 2026-11-23T10:00)")
-    return moment if moment.tzinfo else moment.astimezone()
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)  # lineage keeps UTC
 
 
 @lineage_app.command("events")
@@ -143,8 +143,8 @@ def events_cmd(
     dataset: str = typer.Option(None, help="Only events about this dataset (e.g. sales)."),
     field_name: str = typer.Option(None, "--field", help="Only events that name this field (e.g. sales.vin)."),
     purpose: str = typer.Option(None, help="Only events of jobs with this purpose."),
-    since: str = typer.Option(None, help="From this time (ISO 8601)."),
-    until: str = typer.Option(None, help="Before this time (ISO 8601)."),
+    since: str = typer.Option(None, help="From this time (ISO 8601; UTC unless it names a zone)."),
+    until: str = typer.Option(None, help="Before this time (ISO 8601; UTC unless it names a zone)."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines instead of a table."),
 ) -> None:
     """List lineage events matching every filter given, oldest first."""

@@ -41,3 +41,50 @@ def test_lineage_store_on_a_real_server(service):
     report, = store.verify({actor: signer.public_key}, actors=[actor])
     assert report.ok and report.events == 2, report.fault
     store.close()
+
+
+def test_127_nodes_append_at_once_to_a_postgresql_store():
+    """127 simulated nodes, each with its own connection pool, append to one PostgreSQL store
+    at once; every one of them also appends to a single shared chain, so appends to one
+    chain really race. Every event is stored exactly once and every chain verifies."""
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import create_engine, select
+
+    from lineage.store import events_table
+
+    url = service_url("postgresql")
+    LineageStore(url).close()  # schema in place before the rush
+    run = uuid.uuid4().hex[:6]
+    nodes = [Signer.generate(f"N{run}-{i:03d}") for i in range(127)]
+    shared = Signer.generate(f"S{run}")
+    per_node = 8
+
+    def node_work(signer: Signer) -> list[str]:
+        store = LineageStore(url)
+        try:
+            ids = [store.append(LineageEvent(kind=EventKind.DATA_READ, actor=signer.actor, job_id=f"conc-{run}", round=k,
+                                             purpose="forecasting", dataset="sales", fields=["sales.sale_date"],
+                                             row_count=k), signer).event_id for k in range(per_node)]
+            ids.append(store.append(LineageEvent(kind=EventKind.EMISSION, actor=shared.actor, job_id=f"conc-{run}",
+                                                 purpose="forecasting", details={"from": signer.actor}), shared).event_id)
+            return ids
+        finally:
+            store.close()
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        written = [i for ids in pool.map(node_work, nodes) for i in ids]
+    assert len(written) == len(set(written)) == 127 * (per_node + 1)
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        stored = Counter(r[0] for r in conn.execute(
+            select(events_table.c.event_id).where(events_table.c.job_id == f"conc-{run}")))
+    engine.dispose()
+    assert set(stored) == set(written) and set(stored.values()) == {1}  # each present, once
+    store = LineageStore(url)
+    reports = store.verify({s.actor: s.public_key for s in [*nodes, shared]}, actors=[s.actor for s in [*nodes, shared]])
+    assert all(r.ok for r in reports), next(r.fault for r in reports if not r.ok)
+    assert {r.events for r in reports if r.actor != shared.actor} == {per_node}
+    assert next(r for r in reports if r.actor == shared.actor).events == 127
+    store.close()

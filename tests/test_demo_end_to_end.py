@@ -173,3 +173,110 @@ def test_each_branch_obeys_its_own_policy_across_the_border(demo_run):
         assert by_field["sales.customer_national_id"]["kind"] == "drop"
     html = (demo_run["out"] / "report.html").read_text()
     assert "Branch policies" in html and "foreign-dealer v2" in html
+
+
+def test_every_store_of_the_run_verifies_and_a_tampered_copy_is_caught(demo_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from sovereign.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["lineage", "verify", "--run", str(demo_run["out"])])
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.count("verified") == 7 and "unanchored" not in ok.output  # coordinator + 6 nodes, published keys
+    copy = tmp_path / "run"
+    shutil.copytree(demo_run["out"], copy)
+    branch = demo_run["canary_branch"]
+    engine = create_engine(f"sqlite:///{copy / 'nodes' / branch / 'lineage.db'}")
+    with engine.begin() as conn:  # hide how many rows a read used
+        seq = conn.execute(text("SELECT min(seq) FROM lineage_chain_events WHERE kind = 'data_read'")).scalar()
+        conn.execute(text("UPDATE lineage_chain_events SET row_count = 1 WHERE seq = :s"), {"s": seq})
+    engine.dispose()
+    edited = runner.invoke(app, ["lineage", "verify", "--run", str(copy)])
+    assert edited.exit_code == 1 and f"{branch} event {seq} (data_read" in edited.output and "(edited)" in edited.output
+
+
+def test_a_node_deleting_its_newest_events_is_caught_by_the_coordinators_anchors(demo_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from sovereign.cli import app
+
+    copy = tmp_path / "run"
+    shutil.copytree(demo_run["out"], copy)
+    branch = demo_run["canary_branch"]
+    engine = create_engine(f"sqlite:///{copy / 'nodes' / branch / 'lineage.db'}")
+    with engine.begin() as conn:  # delete everything from the last update it sent, and fix the head row
+        last = conn.execute(text("SELECT max(seq) FROM lineage_chain_events WHERE kind = 'emission' AND digest IN "
+                                 "(SELECT digest FROM lineage_chain_events WHERE kind = 'emission' "
+                                 "AND details LIKE '%\"scheme\"%')")).scalar()
+        conn.execute(text("DELETE FROM lineage_chain_fields WHERE event_id IN "
+                          "(SELECT event_id FROM lineage_chain_events WHERE seq >= :s)"), {"s": last})
+        conn.execute(text("DELETE FROM lineage_chain_events WHERE seq >= :s"), {"s": last})
+        conn.execute(text("UPDATE lineage_chain_heads SET seq = :p, event_hash = "
+                          "(SELECT event_hash FROM lineage_chain_events WHERE seq = :p)"), {"p": last - 1})
+    engine.dispose()
+    result = CliRunner().invoke(app, ["lineage", "verify", "--run", str(copy)])
+    assert result.exit_code == 1 and f"published a head at event {last}" in result.output
+
+
+def test_model_identity_card_traces_every_emission_to_datasets_and_fields(demo_run):
+    from lineage.identity import build_card
+
+    summary = demo_run["summary"]
+    coordinator = LineageStore(summary["lineage"]["coordinator"])
+    nodes = {b: LineageStore(url) for b, url in summary["lineage"]["nodes"].items()}
+    card = build_card(coordinator, nodes)  # the newest released model
+    assert card.complete, card.missing
+    assert card.released and card.digest == summary["final_model_digest"] and card.model_version.endswith("/r2")
+    aggregations = coordinator.events(kind=EventKind.AGGREGATION)
+    assert [r.round for r in card.rounds] == [1, 2]
+    behind = {(node, digest) for a in aggregations for node, digest in a.details["contributors"].items()}
+    listed = {(node, link.digest) for node, c in card.nodes.items() for link in c.emissions if link.found}
+    assert listed == behind  # every node emission behind the model, each found in its node's chain
+    for node, contribution in card.nodes.items():
+        assert contribution.datasets == ["sales"]
+        assert contribution.fields == sorted(["sales.sale_id", "sales.sale_date", "sales.vin", "sales.list_price", "sales.sale_price"])
+        assert contribution.reads and all(r.content_hash and r.policy_hash for r in contribution.reads)
+        abroad = summary["node_policies"][node]["cross_border"]
+        assert contribution.treatments["sales.vin"] == ("keyed hash (HMAC-SHA256, node key)" if abroad else "allow")
+    # A model version that was never made is a one-line error, not an empty card.
+    from typer.testing import CliRunner
+
+    from sovereign.cli import app
+
+    missing = CliRunner().invoke(app, ["lineage", "card", "--run", str(demo_run["out"]), "--model", "nope/r9"])
+    assert missing.exit_code == 2 and "no model version or digest 'nope/r9'" in missing.output
+
+
+def test_openlineage_export_validates_against_the_spec(demo_run, tmp_path):
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from typer.testing import CliRunner
+
+    from sovereign.cli import app
+
+    spec_dir = Path(__file__).parent / "data" / "openlineage"
+    spec = json.loads((spec_dir / "OpenLineage.json").read_text())
+    facet = json.loads((spec_dir / "SchemaDatasetFacet.json").read_text())
+    registry = Registry().with_resources([(s["$id"], Resource.from_contents(s)) for s in (spec, facet)])
+    run_event = Draft202012Validator(spec, registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    schema_facet = Draft202012Validator({"$ref": facet["$id"] + "#/$defs/SchemaDatasetFacet"}, registry=registry,
+                                        format_checker=Draft202012Validator.FORMAT_CHECKER)
+    out = tmp_path / "openlineage.json"
+    job_id = demo_run["summary"]["job_id"]
+    result = CliRunner().invoke(app, ["lineage", "export", "--run", str(demo_run["out"]), "--job", job_id, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    events = json.loads(out.read_text())
+    assert len(events) == 2 * 7  # START and COMPLETE/FAIL for the coordinator and every node
+    for event in events:
+        errors = sorted(run_event.iter_errors(event), key=lambda e: e.path)
+        assert not errors, (event["job"], errors[0].message)
+        for dataset in event.get("inputs", []):
+            if "schema" in dataset.get("facets", {}):
+                assert not list(schema_facet.iter_errors(dataset["facets"]["schema"]))
+    coordinator_done = next(e for e in events if e["job"]["namespace"].endswith("/coordinator") and e["eventType"] == "COMPLETE")
+    assert any(o["name"].startswith("model/") for o in coordinator_done["outputs"])
+    assert len(coordinator_done["inputs"]) >= 4  # the node emissions it summed
+    # The validator is not a rubber stamp: a broken event fails it.
+    broken = {**events[0], "run": {"runId": "not-a-uuid"}}
+    assert list(run_event.iter_errors(broken))
