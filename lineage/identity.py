@@ -95,10 +95,12 @@ def _find_model(coordinator: LineageStore, model: str | None) -> LineageEvent:
         if not releases:
             raise CardError("the coordinator's lineage records no released model")
         return releases[-1]
-    for query in ({"model_version": model}, {"digest": model}):
-        found = [e for e in coordinator.events(**query) if e.kind in (EventKind.AGGREGATION, EventKind.MODEL_RELEASE)]
-        if found:
-            return found[-1]
+    found = coordinator.events(model_version=model)
+    for kind in (EventKind.AGGREGATION, EventKind.MODEL_RELEASE):
+        found = found or coordinator.events(kind=kind, digest=model)
+    found = [e for e in found if e.kind in (EventKind.AGGREGATION, EventKind.MODEL_RELEASE)]
+    if found:
+        return found[-1]
     raise CardError(f"no model version or digest {model!r} in the coordinator's lineage")
 
 

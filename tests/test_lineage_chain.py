@@ -115,7 +115,7 @@ def test_an_inserted_row_is_named(store, tmp_path):
 def test_deleting_the_newest_events_is_caught_by_the_published_head(store):
     store_, signer, engine = store
     head = store_.head(ACTOR)
-    sql(engine, "DELETE FROM lineage_chain_fields WHERE event_id IN (SELECT event_id FROM lineage_chain_events WHERE seq > 17)")
+    sql(engine, "DELETE FROM lineage_chain_fields WHERE seq > 17")
     sql(engine, "DELETE FROM lineage_chain_events WHERE seq > 17")
     assert fault(store_, signer).problem == "truncated"  # the head row still says 20
     sql(engine, "UPDATE lineage_chain_heads SET seq = 17, event_hash = "
@@ -145,3 +145,22 @@ def test_a_swapped_signing_key_fails_against_the_published_key(store):
     assert report.ok and report.key_source == "store"  # self-consistent against its own listed key
     report, = copy.verify({ACTOR: signer.public_key})
     assert report.fault.problem == "unknown_signer" and report.fault.seq == 1
+
+
+def test_the_schema_is_made_by_alembic_and_is_at_its_head(tmp_path):
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from lineage.store import MIGRATIONS, SCHEMA_REVISION
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION
+    store = LineageStore(f"sqlite:///{tmp_path / 'fresh.db'}")
+    engine = create_engine(store.url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM lineage_alembic_version")).scalar() == SCHEMA_REVISION
+        indexes = {r[1] for r in conn.execute(text("PRAGMA index_list('lineage_chain_events')"))}
+    assert {"ix_lineage_chain_actor_job_kind", "ix_lineage_chain_time", "ix_lineage_chain_model_version"} <= indexes
+    LineageStore(store.url).close()  # opening again is a no-op, not a second migration
+    engine.dispose()

@@ -40,30 +40,30 @@ def upgrade() -> None:
         sa.Column("event_hash", sa.String(64), nullable=False),
         sa.Column("signer", sa.String(32), nullable=False),
         sa.Column("signature", sa.String(128), nullable=False),
+        # (actor, seq) is each event's identity: the chain's order, and what the field index points at.
         sa.UniqueConstraint("actor", "seq", name="uq_lineage_chain_actor_seq"),
-        sa.UniqueConstraint("event_id", name="uq_lineage_chain_event_id"),
     )
+    # One index per compliance question. Keys that grow with time or sequence, so that an
+    # append touches few pages (random keys such as hashes are deliberately not indexed).
     for name, columns in {
-        "ix_lineage_chain_actor_job_kind": ["actor", "job_id", "kind"],
-        "ix_lineage_chain_job_kind": ["job_id", "kind"],
-        "ix_lineage_chain_actor_time": ["actor", "recorded_at"],
-        "ix_lineage_chain_time": ["recorded_at"],
-        "ix_lineage_chain_dataset": ["dataset", "actor"],
-        "ix_lineage_chain_purpose_time": ["purpose", "recorded_at"],
-        "ix_lineage_chain_kind_time": ["kind", "recorded_at"],
-        "ix_lineage_chain_digest": ["digest"],
-        "ix_lineage_chain_model_version": ["model_version"],
-        "ix_lineage_chain_event_hash": ["event_hash"],
+        "ix_lineage_chain_actor_job_kind": ["actor", "job_id", "kind"],   # what left node N in job J
+        "ix_lineage_chain_job_kind": ["job_id", "kind"],                  # by job
+        "ix_lineage_chain_actor_time": ["actor", "recorded_at"],          # by node, over time
+        "ix_lineage_chain_time": ["recorded_at"],                         # by time range
+        "ix_lineage_chain_dataset": ["dataset", "actor", "recorded_at"],  # by dataset
+        "ix_lineage_chain_purpose_time": ["purpose", "recorded_at"],      # by purpose
+        "ix_lineage_chain_kind_time": ["kind", "recorded_at"],            # releases, aggregations
+        "ix_lineage_chain_model_version": ["model_version"],              # what made model version V
     }.items():
         op.create_index(name, "lineage_chain_events", columns)
     op.create_table(
         "lineage_chain_fields",
-        sa.Column("event_id", sa.String(32), nullable=False),
-        sa.Column("field", sa.String(256), nullable=False),
         sa.Column("actor", sa.String(128), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("field", sa.String(256), nullable=False),
         sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("job_id", sa.String(128), nullable=False),
-        sa.PrimaryKeyConstraint("event_id", "field", name="pk_lineage_chain_fields"),
+        sa.PrimaryKeyConstraint("actor", "seq", "field", name="pk_lineage_chain_fields"),
     )
     op.create_index("ix_lineage_chain_field_actor", "lineage_chain_fields", ["field", "actor", "kind", "job_id"])
     op.create_table(
