@@ -17,11 +17,11 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 import torch
 from opacus import PrivacyEngine
-from opacus.accountants.utils import get_noise_multiplier
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from common.model import get_flat_weights
+from common.privacy import noise_multiplier
 from common.wire import JobSpec
 
 T = TypeVar("T")
@@ -59,19 +59,10 @@ def sample_rate(num_windows: int, job: JobSpec) -> float:
     return 1.0 / max(1, -(-num_windows // job.batch_size))
 
 
-@_quiet
 def plan_noise_multiplier(num_windows: int, job: JobSpec) -> float:
     """Sigma that keeps this node within the job's (epsilon, delta) after all rounds."""
     total_steps = job.rounds * steps_per_round(num_windows, job)
-    return float(
-        get_noise_multiplier(
-            target_epsilon=job.dp.target_epsilon,
-            target_delta=job.dp.delta,
-            sample_rate=sample_rate(num_windows, job),
-            steps=total_steps,
-            accountant=job.dp.accountant,
-        )
-    )
+    return noise_multiplier(job.dp.target_epsilon, job.dp.delta, sample_rate(num_windows, job), total_steps, job.dp.accountant)
 
 
 def _loader(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> DataLoader:
