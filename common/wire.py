@@ -32,6 +32,9 @@ class DPSettings(BaseModel):
     delta: float = Field(default=1e-5, gt=0, lt=1)
     max_grad_norm: float = Field(default=0.3, gt=0)
     accountant: Literal["rdp", "prv"] = "rdp"
+    noise_multiplier: float | None = Field(
+        default=None, gt=0, description="fix sigma instead of planning it; a node refuses it if it cannot meet target_epsilon",
+    )
 
 
 class HESettings(BaseModel):
@@ -133,7 +136,10 @@ class TrainReply(NodeReply):
     the node's own lineage."""
 
     update: UpdatePayload | None = None
-    epsilon: float | None = None
+    epsilon: float | None = None  # spent so far in this job; this and the plan are rounded to 0.01, since
+    planned_epsilon: float | None = None  # their exact values would hint at the node's number of windows
+    customer_epsilon: float | None = None  # epsilon for one customer's sale, by group privacy over its windows
+    customer_delta: float | None = None
     quarantined: dict[str, int] = Field(default_factory=dict)
     lineage_head: LineageHead | None = None
 

@@ -31,6 +31,9 @@ class RoundReport(BaseModel):
     bytes_received: int = 0
     bytes_sent: int = 0
     epsilon_max: float | None = None
+    epsilon_by_node: dict[str, tuple[float | None, float | None]] = Field(default_factory=dict)  # planned, spent so far
+    customer_epsilon_max: float | None = None
+    customer_delta_max: float | None = None
     seconds: float = 0.0
 
 
@@ -121,11 +124,16 @@ def run_job(
                 ),
                 signer,
             )
-        eps = [r.epsilon for r in replies if r.status == "ok" and r.epsilon is not None]
+        ok = [r for r in replies if r.status == "ok"]
+        eps = [r.epsilon for r in ok if r.epsilon is not None]
+        customer = [(r.customer_epsilon, r.customer_delta) for r in ok if r.customer_epsilon is not None]
         report = RoundReport(
             round=rnd, contributors=sorted(aggregate.contributors), refused=refused,
             quarantined={r.branch_id: r.quarantined for r in replies if r.quarantined},
             bytes_received=received, bytes_sent=sent, epsilon_max=max(eps) if eps else None,
+            epsilon_by_node={r.branch_id: (r.planned_epsilon, r.epsilon) for r in ok if r.epsilon is not None},
+            customer_epsilon_max=max(c[0] for c in customer) if customer else None,
+            customer_delta_max=max(c[1] for c in customer if c[1] is not None) if customer else None,
             seconds=round(time.perf_counter() - started, 3),
         )
         result.rounds.append(report)

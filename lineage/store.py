@@ -15,7 +15,6 @@ import math
 import numbers
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -28,7 +27,6 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
-    event,
     func,
     insert,
     select,
@@ -37,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from common.db import tune_sqlite, writer
 from lineage.chain import ChainFault, ChainReport, compute_hash, verify_chain
 from lineage.models import GENESIS, EventKind, LineageEvent, format_time
 from lineage.signing import Ed25519PublicKey, Signer, key_id, load_public_key, public_pem
@@ -75,23 +74,6 @@ class LineageStoreError(RuntimeError):
     """The store cannot be opened or written; the message says why in one line."""
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
-    """WAL (readers never block the writer), and write transactions that take the lock up
-    front (BEGIN IMMEDIATE), so two writers queue instead of failing half-way."""
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None  # we say BEGIN ourselves
-        cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=60000", "cache_size=-65536"):
-            cursor.execute(f"PRAGMA {pragma}")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("writer") else "BEGIN")
-
-
 def upgrade(engine: Engine) -> None:
     """Bring the store's schema to the newest Alembic revision (a no-op when it is there)."""
     from alembic import command
@@ -104,20 +86,9 @@ def upgrade(engine: Engine) -> None:
         return
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with _writer(engine) as conn:
+    with writer(engine) as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
-
-
-@contextmanager
-def _writer(engine: Engine) -> Iterator[Connection]:
-    with engine.connect() as conn:
-        conn.info["writer"] = True
-        try:
-            with conn.begin():
-                yield conn
-        finally:
-            conn.info.pop("writer", None)
 
 
 class LineageStore:
@@ -125,9 +96,7 @@ class LineageStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._engine: Engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
-        if self._engine.dialect.name == "sqlite":
-            _sqlite_pragmas(self._engine)
+        self._engine: Engine = tune_sqlite(create_engine(url, pool_pre_ping=not url.startswith("sqlite")))
         try:
             upgrade(self._engine)
         except Exception as exc:  # noqa: BLE001 - any failure here means "cannot open"
@@ -148,7 +117,7 @@ class LineageStore:
         self._register(signer)
         for attempt in range(APPEND_ATTEMPTS):
             try:
-                with _writer(self._engine) as conn:
+                with writer(self._engine) as conn:
                     return self._append_locked(conn, events, signer)
             except (IntegrityError, OperationalError):  # a concurrent writer took the head: take the new one
                 if attempt == APPEND_ATTEMPTS - 1:
@@ -185,7 +154,7 @@ class LineageStore:
         """Record the signer's public key in the store (informational: verify trusts keys given to it)."""
         if signer.key_id in self._known_signers:
             return
-        with _writer(self._engine) as conn:
+        with writer(self._engine) as conn:
             known = conn.execute(select(signers_table.c.key_id).where(signers_table.c.key_id == signer.key_id)).first()
             if known is None:
                 try:

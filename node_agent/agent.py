@@ -18,6 +18,7 @@ import numpy as np
 from common.files import create_secret_once
 from common.he import EncryptedVector, decrypt_vector, encrypt_vector, load_context
 from common.metrics import score
+from common.privacy import epsilon, epsilon_spent, group_privacy, windows_per_month
 from common.model import build_model, forecast, get_flat_weights, make_windows, set_flat_weights
 from common.wire import EvaluateReply, JobSpec, LineageHead, NodeReply, TrainInstruction, TrainReply, UpdatePayload
 from lineage import EventKind, LineageEvent, LineageStore, Signer
@@ -25,7 +26,7 @@ from node_agent.config import NodeConfig
 from node_agent.contract import ContractViolation
 from node_agent.data import BranchDataset, HoldoutSplit, fields_needed, holdout_split, read_branch_dataset
 from node_agent.egress import WITHHELD_REASON, EgressBlocked, check_reply, reason_may_leave
-from node_agent.ledger import JobPrivacyRecord, PrivacyLedger
+from node_agent.ledger import Budget, BudgetRefusal, JobSpend, PrivacyLedger, round_allowed, standing
 from node_agent.training import (
     plan_noise_multiplier,
     sample_rate,
@@ -57,7 +58,8 @@ class NodeAgent:
         self.today = today
         self.lineage = LineageStore(config.lineage_url)
         self.signer = Signer.load_or_create(config.branch_id, config.lineage_key_dir)
-        self.ledger = PrivacyLedger(config.privacy_dir)
+        config.privacy_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = PrivacyLedger(config.ledger_url)
 
     # ----------------------------------------------------------------- public actions
     def train(self, instruction: TrainInstruction) -> TrainReply:
@@ -72,19 +74,24 @@ class NodeAgent:
                     f"{job.horizon}-month window"
                 )
             model = self._global_model(instruction)
-            result, record = self._train(model, x, y, job, rnd)
+            result, spend = self._train(model, x, y, job, rnd)
+            customer = self._customer_privacy(job, len(x), result.epsilon)
             self._record(
                 EventKind.TRAINING, job, rnd,
                 details={
                     "windows": len(x), "steps": result.steps, "dp": job.dp.enabled,
                     "noise_multiplier": result.noise_multiplier,
-                    "sample_rate": record.sample_rate if record else None,
+                    "sample_rate": spend.sample_rate if spend else None,
                     "epsilon": result.epsilon, "delta": job.dp.delta if job.dp.enabled else None,
+                    "planned_epsilon": spend.planned_epsilon if spend else None, **customer,
                 },
             )
             update, emitted = self._emit(job, rnd, result.weights, n=len(x))
             reply = TrainReply(
-                status="ok", branch_id=self.config.branch_id, update=update, epsilon=result.epsilon,
+                status="ok", branch_id=self.config.branch_id, update=update,
+                epsilon=round(result.epsilon, 2) if result.epsilon is not None else None,
+                planned_epsilon=round(spend.planned_epsilon, 2) if spend else None,
+                customer_epsilon=customer.get("customer_epsilon"), customer_delta=customer.get("customer_delta"),
                 quarantined=data.quarantined, lineage_head=LineageHead(seq=emitted.seq, event_hash=emitted.event_hash),
             )
         except REFUSALS as exc:
@@ -238,25 +245,93 @@ class NodeAgent:
     def _train(self, model, x, y, job: JobSpec, rnd: int):
         seed = job.seed * 100_003 + rnd * 1_009 + int(hashlib.sha256(self.config.branch_id.encode()).hexdigest()[:6], 16)
         if not job.dp.enabled:
+            if not self.config.accept_non_private_jobs:
+                raise Refusal("this node takes only differentially private jobs (node.json: accept_non_private_jobs is false)")
             result = train_plain(
                 model, x, y, epochs=job.local_epochs, batch_size=job.batch_size,
                 learning_rate=job.learning_rate, seed=seed,
             )
             return result, None
-        record = self.ledger.get(job.job_id) or JobPrivacyRecord(
-            job_id=job.job_id, noise_multiplier=plan_noise_multiplier(len(x), job),
-            sample_rate=sample_rate(len(x), job), planned_steps=job.rounds * steps_per_round(len(x), job),
-            accountant=job.dp.accountant, delta=job.dp.delta,
-        )
+        spend, budget = self._admit(job, len(x), rnd)
+        steps = steps_per_round(len(x), job)
+        after = epsilon_spent([*spend.history, [spend.noise_multiplier, spend.sample_rate, steps]], spend.delta, spend.accountant)
+        why = round_allowed(spend, after, budget, self.ledger.spends(self.config.dataset))
+        if why:
+            spend = spend.model_copy(update={"status": "stopped", "reason": why})
+            self.ledger.record(spend)
+            self._record_spend(job, rnd, spend, budget, "stopped")
+            raise Refusal(why)
         result = train_dp_round(
-            model, x, y, job, noise_multiplier=record.noise_multiplier,
-            accountant_state=record.accountant_state(), seed=seed,
+            model, x, y, job, noise_multiplier=spend.noise_multiplier,
+            accountant_state=spend.accountant_state(), seed=seed,
         )
-        record = record.model_copy(update={
+        spend = spend.model_copy(update={
             "history": [list(h) for h in result.accountant_state["history"]], "epsilon": result.epsilon,
+            "status": "complete" if rnd >= job.rounds else "running",
         })
-        self.ledger.put(record)
-        return result, record
+        self.ledger.record(spend)
+        self._record_spend(job, rnd, spend, budget, "spent")
+        return result, spend
+
+    @staticmethod
+    def _customer_privacy(job: JobSpec, windows: int, window_epsilon: float | None) -> dict:
+        """What the window-level epsilon means for one customer: their sale moves one month's
+        total, which sits in up to lags + horizon training windows (group privacy over them)."""
+        if window_epsilon is None:
+            return {}
+        group = windows_per_month(job.lags, job.horizon, windows)
+        eps, delta = group_privacy(window_epsilon, job.dp.delta, group)
+        return {"customer_group_size": group, "customer_epsilon": round(eps, 4), "customer_delta": min(delta, 1.0)}
+
+    def _admit(self, job: JobSpec, windows: int, rnd: int) -> tuple[JobSpend, Budget]:
+        """The job's spend record at this node: made at its first round after the preflight
+        checks (budget set, delta below 1/records, a fixed sigma that meets the target, room
+        left in the budget), and reserved in the ledger in the same transaction."""
+        dataset = self.config.dataset
+        budget = self.config.budgets.get(dataset)
+        if budget is None:
+            raise Refusal(f"{self.config.node_dir / 'node.json'}: no privacy budget for dataset '{dataset}' "
+                          f"(set budgets.{dataset}.epsilon and .delta); DP jobs are refused until there is one")
+        changed, previous = self.ledger.note_budget(dataset, budget)
+        if changed:
+            self._record(EventKind.BUDGET_CHANGE, None, None, details={
+                "dataset": dataset, "change": "budget set", "epsilon": budget.epsilon, "delta": budget.delta,
+                "previous": previous.model_dump() if previous else None})
+        spend = self.ledger.get(dataset, job.job_id)
+        if spend is not None:
+            if spend.status != "running":
+                raise Refusal(f"job {job.job_id} is {spend.status} at this node" + (f": {spend.reason}" if spend.reason else ""))
+            return spend, budget
+        if job.dp.delta >= 1 / windows:
+            raise Refusal(f"δ = {job.dp.delta:g} is not below 1/records (1/{windows} training windows here): "
+                          "it would allow publishing a record outright")
+        q, planned_steps = sample_rate(windows, job), job.rounds * steps_per_round(windows, job)
+        if job.dp.noise_multiplier is not None:
+            sigma = job.dp.noise_multiplier
+            planned = epsilon(q, sigma, planned_steps, job.dp.delta, job.dp.accountant)
+            if planned > job.dp.target_epsilon * 1.0001:
+                raise Refusal(f"noise σ = {sigma:g} cannot meet ε = {job.dp.target_epsilon:g} in the planned "
+                              f"{planned_steps} steps here (it gives ε = {planned:.3g}); raise σ or ε, or plan fewer rounds")
+        else:
+            sigma = plan_noise_multiplier(windows, job)
+            planned = epsilon(q, sigma, planned_steps, job.dp.delta, job.dp.accountant)
+        plan = JobSpend(dataset=dataset, job_id=job.job_id, accountant=job.dp.accountant, delta=job.dp.delta,
+                        noise_multiplier=sigma, sample_rate=q, planned_steps=planned_steps, planned_epsilon=planned)
+        try:
+            spend = self.ledger.reserve(plan, budget)
+        except BudgetRefusal as exc:
+            raise Refusal(str(exc)) from None
+        self._record_spend(job, rnd, spend, budget, "reserved")
+        return spend, budget
+
+    def _record_spend(self, job: JobSpec, rnd: int, spend: JobSpend, budget: Budget, change: str) -> None:
+        now = standing(self.config.dataset, budget, self.ledger.spends(self.config.dataset))
+        self._record(EventKind.BUDGET_CHANGE, job, rnd, details={
+            "dataset": self.config.dataset, "change": change, "job_status": spend.status,
+            "job_planned_epsilon": spend.planned_epsilon, "job_epsilon": spend.epsilon, "delta": spend.delta,
+            "committed_epsilon": now.committed_epsilon, "remaining_epsilon": now.remaining_epsilon,
+            "budget_epsilon": budget.epsilon, "reason": spend.reason,
+        })
 
     def _emit(self, job: JobSpec, rnd: int, weights: np.ndarray, *, n: int) -> tuple[UpdatePayload, LineageEvent]:
         """The only bytes that leave the node during training: `[n * w, n]`, encrypted.

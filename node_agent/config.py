@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from node_agent.ledger import Budget
+
 
 class NodeConfigError(ValueError):
     """The node's configuration file is missing or malformed."""
@@ -20,6 +22,8 @@ class NodeConfig(BaseModel):
     dataset: str = "sales"
     node_dir: Path
     policy_file: Path = Field(default=Path("policy.yaml"), description="the branch's policy, relative to node_dir")
+    budgets: dict[str, Budget] = Field(default_factory=dict, description="total (epsilon, delta) each dataset may spend")
+    accept_non_private_jobs: bool = Field(default=False, description="take jobs without DP (they spend no budget, protect nothing)")
 
     @property
     def lineage_url(self) -> str:
@@ -32,6 +36,10 @@ class NodeConfig(BaseModel):
     @property
     def privacy_dir(self) -> Path:
         return self.node_dir / "privacy"
+
+    @property
+    def ledger_url(self) -> str:
+        return f"sqlite:///{(self.privacy_dir / 'ledger.db').resolve()}"
 
     @property
     def policy_path(self) -> Path:

@@ -39,7 +39,8 @@ def check_reply(reply: NodeReply, *, branch_id: str) -> None:
     if reply.reason is not None and not reason_may_leave(reply.reason):
         raise EgressBlocked("field 'reason' is not one short line free of personal-data shapes")
     if isinstance(reply, TrainReply):
-        _finite("epsilon", [reply.epsilon])
+        for name in ("epsilon", "planned_epsilon", "customer_epsilon", "customer_delta"):
+            _finite(name, [getattr(reply, name)])
         for key, count in reply.quarantined.items():
             if key not in QUARANTINE_REASONS or not isinstance(count, int) or count < 0:
                 raise EgressBlocked("field 'quarantined' holds a key that is not a quarantine reason")

@@ -116,7 +116,7 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
     else:
         dealers_dir = opts.data
     dbs = find_dealer_databases(dealers_dir)
-    configs = setup_nodes(dbs, nodes_root)
+    configs = setup_nodes(dbs, nodes_root, accept_non_private=not opts.dp)
     register_lineage_keys(configs, coordinator)
     job = JobSpec(
         job_id=f"forecast-{uuid.uuid4().hex[:8]}", rounds=opts.rounds, seed=opts.seed,
@@ -259,7 +259,10 @@ def build_summary(
             "target": job.dp.target_epsilon if job.dp.enabled else None,
             "delta": job.dp.delta if job.dp.enabled else None,
             "accountant": job.dp.accountant if job.dp.enabled else None,
-            "unit": "one training window (12 months of a branch's units plus the 6 that follow)",
+            "unit": f"one training window ({job.lags} months of a branch's units plus the {job.horizon} that follow)",
+            "per_node": {b: {"planned": p, "spent": a} for b, (p, a) in (result.rounds[-1].epsilon_by_node.items()
+                                                                        if result.rounds else [])},
+            "customer": _customer(result, job),
         },
         "per_branch": {
             b: {"history_months": history[b], **{m: scores[m][b] for m in METHODS if b in scores[m]}} for b in evaluated
@@ -273,6 +276,24 @@ def build_summary(
             "nodes": {c.branch_id: c.lineage_url for c in configs},
         },
         "seconds": round(seconds, 1),
+    }
+
+
+def _customer(result: JobResult, job: JobSpec) -> dict | None:
+    """The window-level guarantee restated for one customer (one sale moves one month's
+    total, which sits in up to lags + horizon windows): group privacy, as the nodes report it."""
+    last = result.rounds[-1] if result.rounds else None
+    if last is None or last.customer_epsilon_max is None:
+        return None
+    delta = last.customer_delta_max
+    return {
+        "unit": "one customer's sale (one month of one branch)",
+        "windows_per_month": job.lags + job.horizon,
+        "epsilon": round(last.customer_epsilon_max, 2),
+        "delta": delta,
+        "meaningful": delta is not None and delta < 1e-3,
+        "note": "group privacy over the windows that hold the sale's month: (k·ε, k·e^((k-1)ε)·δ); "
+                "a delta near 1 means the window-level guarantee says little about one customer",
     }
 
 
@@ -303,6 +324,10 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         )
     if summary["epsilon"]["max"] is not None:
         console.print(f"privacy: ε ≤ {summary['epsilon']['max']:.2f} at δ = {summary['epsilon']['delta']:g} per training window, every node")
+        customer = summary["epsilon"]["customer"]
+        if customer:
+            console.print(f"  for one customer's sale (in up to {customer['windows_per_month']} windows): ε ≤ {customer['epsilon']:g}, "
+                          f"δ ≤ {customer['delta']:.2g}" + ("" if customer["meaningful"] else " — weak: see summary.json epsilon.customer"))
     kinds = Counter((p["policy"], p["cross_border"]) for p in summary["node_policies"].values() if "policy" in p)
     console.print("branch policies: " + ", ".join(
         f"{name} ×{n}" + (" (results go abroad: dates to month, prices bucketed, VINs keyed-hashed)" if abroad and name == "foreign-dealer" else "")

@@ -22,6 +22,7 @@ from coordinator.rounds import CoordinatorPaths, JobObserver
 from lineage.signing import Signer, public_pem
 from coordinator.server_app import build_server_app
 from node_agent.config import NodeConfig, write_node_config
+from node_agent.ledger import Budget
 
 
 class SetupError(RuntimeError):
@@ -69,14 +70,21 @@ def example_policy_for(country: str | None, home: str, index: int) -> str:
     return EXAMPLE_POLICIES.joinpath(name).read_text()
 
 
-def setup_nodes(dealer_dbs: list[Path], nodes_root: Path, *, home: str = "JP") -> list[NodeConfig]:
-    """One node directory per dealer database (config and branch policy), and the simulation's
-    partition index. `home` is the coordinator's country, where results go."""
+DEFAULT_BUDGET = Budget(epsilon=32.0, delta=1e-4)  # four jobs at the default epsilon 8
+
+
+def setup_nodes(
+    dealer_dbs: list[Path], nodes_root: Path, *, home: str = "JP", budget: Budget = DEFAULT_BUDGET,
+    accept_non_private: bool = False,
+) -> list[NodeConfig]:
+    """One node directory per dealer database (config, privacy budget and branch policy), and
+    the simulation's partition index. `home` is the coordinator's country, where results go."""
     configs = []
     at_home = 0
     for db in dealer_dbs:
         branch_id = db.stem
-        config = NodeConfig(branch_id=branch_id, db_url=f"sqlite:///{db.resolve()}", node_dir=nodes_root / branch_id)
+        config = NodeConfig(branch_id=branch_id, db_url=f"sqlite:///{db.resolve()}", node_dir=nodes_root / branch_id,
+                            budgets={"sales": budget}, accept_non_private_jobs=accept_non_private)
         write_node_config(config)
         country = branch_country(config.db_url)
         config.policy_path.write_text(example_policy_for(country, home, at_home))

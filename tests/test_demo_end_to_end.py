@@ -85,6 +85,11 @@ def test_summary_and_report_are_written(demo_run):
     for method in ("federated", "local", "central", "seasonal_naive"):
         assert summary["mase"][method] > 0 and summary["smape"][method] > 0
     assert 0 < summary["epsilon"]["max"] <= 8.0 and summary["epsilon"]["delta"] == 1e-5
+    per_node = summary["epsilon"]["per_node"]  # planned and spent, for every node that trained
+    assert per_node and all(7.9 <= p["planned"] <= 8.0 and 7.5 < p["spent"] <= 8.0 for p in per_node.values())
+    customer = summary["epsilon"]["customer"]  # what the window-level epsilon means for one customer's sale
+    assert customer["windows_per_month"] == 18 and customer["epsilon"] == pytest.approx(18 * summary["epsilon"]["max"], rel=0.01)
+    assert customer["meaningful"] is False
     assert summary["he"]["scheme"] == "CKKS" and summary["he"]["poly_modulus_degree"] == 8192
     assert summary["he"]["bytes_per_round"] > 100_000  # real ciphertexts, not floats
     assert set(summary["lineage"]["nodes"]) == {f"B00{i}" for i in range(1, 7)}

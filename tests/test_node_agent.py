@@ -21,6 +21,7 @@ from common.wire import (
 from lineage import EventKind
 from node_agent.agent import NodeAgent
 from node_agent.config import NodeConfig, NodeConfigError, load_node_config, write_node_config
+from node_agent.ledger import Budget
 from tests.conftest import EXAMPLES
 
 
@@ -28,7 +29,8 @@ from tests.conftest import EXAMPLES
 def node(tmp_path, small_alliance):
     db = tmp_path / "B002.db"
     shutil.copy(small_alliance / "B002.db", db)
-    config = NodeConfig(branch_id="B002", db_url=f"sqlite:///{db}", node_dir=tmp_path / "node")
+    config = NodeConfig(branch_id="B002", db_url=f"sqlite:///{db}", node_dir=tmp_path / "node",
+                        budgets={"sales": Budget(epsilon=20, delta=1e-4)}, accept_non_private_jobs=True)
     write_node_config(config)
     shutil.copy(EXAMPLES / "domestic_dealer.yaml", config.policy_path)
     ctx = create_secret_context(CkksParams())

@@ -26,7 +26,7 @@ def make_node(tmp_path, small_alliance, policy: str = "domestic_dealer", branch:
     tmp_path.mkdir(parents=True, exist_ok=True)
     db = tmp_path / f"{branch}.db"
     shutil.copy(small_alliance / f"{branch}.db", db)
-    config = NodeConfig(branch_id=branch, db_url=f"sqlite:///{db}", node_dir=tmp_path / "node")
+    config = NodeConfig(branch_id=branch, db_url=f"sqlite:///{db}", node_dir=tmp_path / "node", accept_non_private_jobs=True)
     write_node_config(config)
     shutil.copy(EXAMPLES / f"{policy}.yaml", config.policy_path)
     return config

@@ -98,7 +98,8 @@ def test_protected_values_never_leave_the_node_agent(case):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_branch(root / "branch.db", columns)
-        config = NodeConfig(branch_id="B900", db_url=f"sqlite:///{root / 'branch.db'}", node_dir=root / "node")
+        config = NodeConfig(branch_id="B900", db_url=f"sqlite:///{root / 'branch.db'}", node_dir=root / "node",
+                            accept_non_private_jobs=True)
         write_node_config(config)
         config.policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
         job = JobSpec(job_id="prop-job", rounds=1, local_epochs=1, holdout=3, lags=6, horizon=3,
