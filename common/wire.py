@@ -37,6 +37,21 @@ class DPSettings(BaseModel):
     )
 
 
+class NodeDPSettings(BaseModel):
+    """Node-level DP (DP-FedAvg style): each node clips its whole model update to `clip` and
+    adds its 1/nodes share of Gaussian noise before encryption, so the encrypted sum carries
+    noise of standard deviation noise_multiplier x clip: any one dealership's participation
+    is protected in the aggregate. Accounted per round (sampling rate 1) by the coordinator."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    clip: float = Field(default=0.5, gt=0, description="L2 bound on one node's update (its model minus the global model)")
+    noise_multiplier: float = Field(default=1.0, gt=0, description="total noise std over clip, once all nodes' shares add up")
+    nodes: int = Field(default=20, ge=1, le=10_000, description="nodes expected to contribute: each adds 1/nodes of the variance")
+    delta: float = Field(default=1e-3, gt=0, lt=1, description="delta of the node-level guarantee (well below 1/nodes)")
+
+
 class HESettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -66,6 +81,7 @@ class JobSpec(BaseModel):
     learning_rate: float = Field(default=0.1, gt=0, le=10)
     seed: int = 7
     dp: DPSettings = DPSettings()
+    node_dp: NodeDPSettings = NodeDPSettings()
     he: HESettings = HESettings()
 
 

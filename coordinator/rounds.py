@@ -16,6 +16,7 @@ from flwr.serverapp import Grid
 from pydantic import BaseModel, Field
 
 from common.he import load_context
+from common.privacy import epsilon_spent
 from common.wire import EvaluateReply, JobSpec, TrainReply, WireError, from_record, to_record
 from coordinator.strategy import SecureFedAvg
 from lineage import EventKind, LineageEvent, LineageStore, Signer
@@ -34,6 +35,7 @@ class RoundReport(BaseModel):
     epsilon_by_node: dict[str, tuple[float | None, float | None]] = Field(default_factory=dict)  # planned, spent so far
     customer_epsilon_max: float | None = None
     customer_delta_max: float | None = None
+    node_level_epsilon: float | None = None  # node-level DP: any one dealership's participation, so far
     seconds: float = 0.0
 
 
@@ -98,6 +100,7 @@ def run_job(
     node_ids = _wait_for_nodes(grid, min_nodes, node_wait_seconds)
     result = JobResult(job=job)
     global_model = None
+    node_level_history: list[tuple[float, float, int]] = []
     for rnd in range(1, job.rounds + 1):
         started = time.perf_counter()
         if observer:
@@ -124,6 +127,8 @@ def run_job(
                 ),
                 signer,
             )
+        if job.node_dp.enabled and aggregate.payload is not None:
+            node_level_history.append((node_level_sigma(job, len(aggregate.contributors)), 1.0, 1))
         ok = [r for r in replies if r.status == "ok"]
         eps = [r.epsilon for r in ok if r.epsilon is not None]
         customer = [(r.customer_epsilon, r.customer_delta) for r in ok if r.customer_epsilon is not None]
@@ -134,6 +139,7 @@ def run_job(
             epsilon_by_node={r.branch_id: (r.planned_epsilon, r.epsilon) for r in ok if r.epsilon is not None},
             customer_epsilon_max=max(c[0] for c in customer) if customer else None,
             customer_delta_max=max(c[1] for c in customer if c[1] is not None) if customer else None,
+            node_level_epsilon=epsilon_spent(node_level_history, job.node_dp.delta) if node_level_history else None,
             seconds=round(time.perf_counter() - started, 3),
         )
         result.rounds.append(report)
@@ -158,6 +164,12 @@ def run_job(
     paths.result.write_text(result.model_dump_json(indent=2))
     lineage.close()
     return result
+
+
+def node_level_sigma(job: JobSpec, contributors: int) -> float:
+    """The noise multiplier the aggregate really carried: each of `nodes` expected nodes adds
+    1/nodes of the variance, so fewer contributors leave less noise (and spend more epsilon)."""
+    return job.node_dp.noise_multiplier * (min(contributors, job.node_dp.nodes) / job.node_dp.nodes) ** 0.5
 
 
 def model_version(job: JobSpec, rnd: int) -> str:

@@ -20,7 +20,16 @@ from common.he import EncryptedVector, decrypt_vector, encrypt_vector, load_cont
 from common.metrics import score
 from common.privacy import epsilon, epsilon_spent, group_privacy, windows_per_month
 from common.model import build_model, forecast, get_flat_weights, make_windows, set_flat_weights
-from common.wire import EvaluateReply, JobSpec, LineageHead, NodeReply, TrainInstruction, TrainReply, UpdatePayload
+from common.wire import (
+    EvaluateReply,
+    JobSpec,
+    LineageHead,
+    NodeDPSettings,
+    NodeReply,
+    TrainInstruction,
+    TrainReply,
+    UpdatePayload,
+)
 from lineage import EventKind, LineageEvent, LineageStore, Signer
 from node_agent.config import NodeConfig
 from node_agent.contract import ContractViolation
@@ -38,6 +47,19 @@ from policies import JobRefusal, JobRequest, PolicyDocument, PolicyFileError, li
 
 MIN_TRAIN_WINDOWS = 1
 GOVERNANCE = "governance"  # the purpose and job id of events no job caused (a policy change)
+
+
+def node_level_update(start: np.ndarray, trained: np.ndarray, settings: NodeDPSettings) -> np.ndarray:
+    """The model a node sends under node-level DP: the global model plus its own update,
+    clipped to `settings.clip`, plus its share N(0, (sigma * clip)^2 / nodes) of the noise.
+    The noise comes from the OS's CSPRNG: it must not be predictable from a seed."""
+    delta = trained - start
+    norm = float(np.linalg.norm(delta))
+    if norm > settings.clip:
+        delta = delta * (settings.clip / norm)
+    rng = np.random.default_rng(np.frombuffer(os.urandom(32), dtype=np.uint64))
+    share = settings.noise_multiplier * settings.clip / np.sqrt(settings.nodes)
+    return start + delta + rng.normal(0.0, share, size=start.shape)
 
 
 class Refusal(Exception):
@@ -74,6 +96,7 @@ class NodeAgent:
                     f"{job.horizon}-month window"
                 )
             model = self._global_model(instruction)
+            start = get_flat_weights(model)
             result, spend = self._train(model, x, y, job, rnd)
             customer = self._customer_privacy(job, len(x), result.epsilon)
             self._record(
@@ -84,9 +107,14 @@ class NodeAgent:
                     "sample_rate": spend.sample_rate if spend else None,
                     "epsilon": result.epsilon, "delta": job.dp.delta if job.dp.enabled else None,
                     "planned_epsilon": spend.planned_epsilon if spend else None, **customer,
+                    "node_level_dp": job.node_dp.model_dump() if job.node_dp.enabled else None,
                 },
             )
-            update, emitted = self._emit(job, rnd, result.weights, n=len(x))
+            if job.node_dp.enabled:  # one dealership, one vote: clipped, noised, weight 1
+                weights, n = node_level_update(start, result.weights, job.node_dp), 1
+            else:
+                weights, n = result.weights, len(x)
+            update, emitted = self._emit(job, rnd, weights, n=n)
             reply = TrainReply(
                 status="ok", branch_id=self.config.branch_id, update=update,
                 epsilon=round(result.epsilon, 2) if result.epsilon is not None else None,

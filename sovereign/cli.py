@@ -60,13 +60,18 @@ def demo(
     dp: bool = typer.Option(True, "--dp/--no-dp", help="Differential privacy (Opacus DP-SGD) on every node."),
     he: bool = typer.Option(True, "--he/--no-he", help="Homomorphic encryption (CKKS) of every update."),
     epsilon: float = typer.Option(8.0, help="Target ε per node for the whole job, at δ = 1e-5."),
+    node_dp: bool = typer.Option(False, "--node-dp/--no-node-dp", help="Also node-level DP: each node clips its update "
+                                 "and adds its share of noise before encryption (protects a dealership's participation)."),
+    node_noise: float = typer.Option(1.0, help="Node-level DP: noise multiplier of the summed update."),
+    node_clip: float = typer.Option(0.5, help="Node-level DP: L2 bound on each node's update."),
 ) -> None:
     """Run a joint forecast on embedded defaults, end to end, and report its accuracy."""
     from sovereign.demo import DemoOptions, run_demo
     from sovereign.federation import SetupError
 
     try:
-        opts = DemoOptions(branches=branches, rounds=rounds, seed=seed, out=out, data=data, dp=dp, he=he, epsilon=epsilon)
+        opts = DemoOptions(branches=branches, rounds=rounds, seed=seed, out=out, data=data, dp=dp, he=he, epsilon=epsilon,
+                           node_dp=node_dp, node_noise=node_noise, node_clip=node_clip)
     except ValidationError as exc:
         e = exc.errors()[0]
         fail(f"--{e['loc'][0]}: {e['msg']}")

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from common.wire import DPSettings, HESettings, JobSpec
+from common.wire import DPSettings, HESettings, JobSpec, NodeDPSettings
 from coordinator.rounds import CoordinatorPaths, JobResult, RoundReport
 from node_agent.agent import REFUSALS, NodeAgent
 from node_agent.data import fields_needed
@@ -48,6 +48,9 @@ class DemoOptions(BaseModel):
     dp: bool = True
     he: bool = True
     epsilon: float = Field(default=8.0, gt=0, le=100)
+    node_dp: bool = False
+    node_noise: float = Field(default=1.0, gt=0, le=100)
+    node_clip: float = Field(default=0.5, gt=0, le=100)
 
 
 class RoundProgress:
@@ -121,6 +124,7 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
     job = JobSpec(
         job_id=f"forecast-{uuid.uuid4().hex[:8]}", rounds=opts.rounds, seed=opts.seed,
         dp=DPSettings(enabled=opts.dp, target_epsilon=opts.epsilon), he=HESettings(enabled=opts.he),
+        node_dp=NodeDPSettings(enabled=opts.node_dp, clip=opts.node_clip, noise_multiplier=opts.node_noise, nodes=len(configs)),
     )
     coordinator.root.mkdir(parents=True, exist_ok=True)
     if job.he.enabled:
@@ -263,6 +267,11 @@ def build_summary(
             "per_node": {b: {"planned": p, "spent": a} for b, (p, a) in (result.rounds[-1].epsilon_by_node.items()
                                                                         if result.rounds else [])},
             "customer": _customer(result, job),
+            "node_level": {
+                "epsilon": round(result.rounds[-1].node_level_epsilon, 4), "delta": job.node_dp.delta,
+                "clip": job.node_dp.clip, "noise_multiplier": job.node_dp.noise_multiplier, "nodes": job.node_dp.nodes,
+                "unit": "one dealership's participation (its whole update)",
+            } if job.node_dp.enabled and result.rounds and result.rounds[-1].node_level_epsilon is not None else None,
         },
         "per_branch": {
             b: {"history_months": history[b], **{m: scores[m][b] for m in METHODS if b in scores[m]}} for b in evaluated
@@ -328,6 +337,10 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         if customer:
             console.print(f"  for one customer's sale (in up to {customer['windows_per_month']} windows): ε ≤ {customer['epsilon']:g}, "
                           f"δ ≤ {customer['delta']:.2g}" + ("" if customer["meaningful"] else " — weak: see summary.json epsilon.customer"))
+    node_level = summary["epsilon"]["node_level"]
+    if node_level:
+        console.print(f"node-level DP (σ = {node_level['noise_multiplier']:g}, clip {node_level['clip']:g}): one dealership's "
+                      f"participation is protected at ε ≤ {node_level['epsilon']:.2f}, δ = {node_level['delta']:g}")
     kinds = Counter((p["policy"], p["cross_border"]) for p in summary["node_policies"].values() if "policy" in p)
     console.print("branch policies: " + ", ".join(
         f"{name} ×{n}" + (" (results go abroad: dates to month, prices bucketed, VINs keyed-hashed)" if abroad and name == "foreign-dealer" else "")

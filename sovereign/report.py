@@ -95,12 +95,27 @@ def write_report(path: Path, summary: dict, splits: dict, forecasts: dict, resul
         for m in COLORS if summary["mase"][m] is not None
     )
     eps = summary["epsilon"]
+    per_node = "".join(f"<tr><td>{esc(b)}</td><td>{v['planned']}</td><td>{v['spent']:.2f}</td></tr>"
+                       for b, v in sorted((eps.get("per_node") or {}).items()))
+    customer = eps.get("customer")
+    customer_text = (
+        f"<p>For one customer's sale, which sits in up to {customer['windows_per_month']} windows, group privacy gives "
+        f"ε ≤ {customer['epsilon']} at δ ≤ {customer['delta']:.2g}"
+        + ("" if customer["meaningful"] else ": <b>a weak guarantee for a single customer</b>") + ".</p>"
+        if customer else ""
+    )
     privacy = (
         f"<p>Every node trained with DP-SGD (Opacus, {eps['accountant']} accountant). The largest ε any node spent "
-        f"is <b>{eps['max']}</b> at δ = {eps['delta']}, protecting {esc(eps['unit'])}.</p>"
+        f"is <b>{eps['max']}</b> at δ = {eps['delta']}, protecting {esc(eps['unit'])}.</p>{customer_text}"
         + f"<img src='data:image/png;base64,{privacy_plot(result)}'>"
+        + (f"<table><tr><th>node</th><th>planned ε</th><th>spent ε</th></tr>{per_node}</table>" if per_node else "")
         if summary["dp"] else "<p>Differential privacy was <b>off</b> for this run.</p>"
     )
+    if eps.get("node_level"):
+        nl = eps["node_level"]
+        privacy += (f"<p>Node-level DP (each node clipped its update to {nl['clip']} and added its share of noise, "
+                    f"σ = {nl['noise_multiplier']} in total): one dealership's participation is protected at "
+                    f"ε ≤ {nl['epsilon']}, δ = {nl['delta']}.</p>")
     he = summary["he"]
     he_text = (
         f"<p>Updates travelled as CKKS ciphertexts (N = {he['poly_modulus_degree']}, moduli {he['coeff_mod_bit_sizes']}); "

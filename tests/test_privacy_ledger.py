@@ -123,3 +123,10 @@ def test_a_negative_budget_in_node_json_is_a_one_line_error(node):
     (node.node_dir / "node.json").write_text(json.dumps(data))
     result = CliRunner().invoke(app, ["node", "budget", "--node-dir", str(node.node_dir)])
     assert result.exit_code == 2 and "field 'budgets.sales.epsilon': Input should be greater than 0" in result.output
+
+
+def test_the_prv_accountant_can_be_asked_for(node):
+    reply = run(node, dp_job("prv-job", accountant="prv"), 1)
+    assert reply.status == "ok" and 0 < reply.epsilon <= 6.0
+    spend = NodeAgent(load_node_config(node.node_dir)).ledger.get("sales", "prv-job")
+    assert spend.accountant == "prv" and spend.planned_epsilon <= 6.0 * 1.0001
