@@ -4,6 +4,7 @@ the noise a target epsilon needs."""
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 import typer
 
@@ -20,6 +21,20 @@ def _accountant(value: str) -> str:
     return value
 
 
+def _answer(key: str, compute: Callable[[], float], inputs: dict, as_json: bool, line: Callable[[float], str]) -> None:
+    """Compute, then print one line (or JSON of the answer and its inputs); a bad input is a one-line error."""
+    from common.privacy import PrivacyPlanError
+
+    try:
+        value = compute()
+    except PrivacyPlanError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps({key: value, **inputs}))
+    else:
+        console.print(line(value))
+
+
 @privacy_app.command("epsilon")
 def epsilon_cmd(
     sampling_rate: float = typer.Option(..., help="Poisson sampling rate q of each step (batch size / records)."),
@@ -30,17 +45,14 @@ def epsilon_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """The epsilon that STEPS steps at SAMPLING_RATE with NOISE_MULTIPLIER spend, at DELTA."""
-    from common.privacy import PrivacyPlanError, epsilon
+    from common.privacy import epsilon
 
-    try:
-        eps = epsilon(sampling_rate, noise_multiplier, steps, delta, _accountant(accountant))
-    except PrivacyPlanError as exc:
-        fail(str(exc))
-    if as_json:
-        typer.echo(json.dumps({"epsilon": eps, "delta": delta, "sampling_rate": sampling_rate,
-                               "noise_multiplier": noise_multiplier, "steps": steps, "accountant": accountant}))
-    else:
-        console.print(f"ε = {eps:.4f} at δ = {delta:g} ({accountant}: {steps} steps, q = {sampling_rate:g}, σ = {noise_multiplier:g})")
+    _answer(
+        "epsilon", lambda: epsilon(sampling_rate, noise_multiplier, steps, delta, _accountant(accountant)),
+        {"delta": delta, "sampling_rate": sampling_rate, "noise_multiplier": noise_multiplier, "steps": steps,
+         "accountant": accountant},
+        as_json, lambda eps: f"ε = {eps:.4f} at δ = {delta:g} ({accountant}: {steps} steps, q = {sampling_rate:g}, σ = {noise_multiplier:g})",
+    )
 
 
 @privacy_app.command("plan")
@@ -53,14 +65,11 @@ def plan_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """The noise multiplier STEPS steps at SAMPLING_RATE need to stay within EPSILON at DELTA."""
-    from common.privacy import PrivacyPlanError, noise_multiplier
+    from common.privacy import noise_multiplier
 
-    try:
-        sigma = noise_multiplier(epsilon, delta, sampling_rate, steps, _accountant(accountant))
-    except PrivacyPlanError as exc:
-        fail(str(exc))
-    if as_json:
-        typer.echo(json.dumps({"noise_multiplier": sigma, "epsilon": epsilon, "delta": delta,
-                               "sampling_rate": sampling_rate, "steps": steps, "accountant": accountant}))
-    else:
-        console.print(f"σ = {sigma:.4f} keeps {steps} steps at q = {sampling_rate:g} within ε = {epsilon:g}, δ = {delta:g} ({accountant})")
+    _answer(
+        "noise_multiplier", lambda: noise_multiplier(epsilon, delta, sampling_rate, steps, _accountant(accountant)),
+        {"epsilon": epsilon, "delta": delta, "sampling_rate": sampling_rate, "steps": steps, "accountant": accountant},
+        as_json, lambda sigma: f"σ = {sigma:.4f} keeps {steps} steps at q = {sampling_rate:g} within ε = {epsilon:g}, "
+                               f"δ = {delta:g} ({accountant})",
+    )
