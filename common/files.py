@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -16,8 +17,7 @@ def create_secret_once(path: Path, data: bytes) -> bool:
     if path.exists():
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600, a name no other writer has
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     try:
@@ -26,4 +26,4 @@ def create_secret_once(path: Path, data: bytes) -> bool:
     except FileExistsError:
         return False
     finally:
-        tmp.unlink()
+        os.unlink(tmp)

@@ -84,4 +84,4 @@ def group_privacy(epsilon_: float, delta: float, group_size: int) -> tuple[float
         group_delta = k * math.exp((k - 1) * epsilon_) * delta
     except OverflowError:
         group_delta = math.inf
-    return k * epsilon_, min(group_delta, math.inf)
+    return k * epsilon_, group_delta

@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 from flwr.app import ConfigRecord, RecordDict
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from common.he import CkksParams
 
@@ -83,6 +83,13 @@ class JobSpec(BaseModel):
     dp: DPSettings = DPSettings()
     node_dp: NodeDPSettings = NodeDPSettings()
     he: HESettings = HESettings()
+
+    @model_validator(mode="after")
+    def _node_dp_needs_encryption(self) -> "JobSpec":
+        if self.node_dp.enabled and not self.he.enabled:
+            raise ValueError("node-level DP needs encryption: in the clear, each node's update carries only its "
+                             "1/nodes share of the noise")
+        return self
 
 
 class UpdatePayload(BaseModel):

@@ -99,7 +99,7 @@ def run_job(
     signer = Signer.load_or_create(ACTOR, paths.lineage_key_dir)
     node_ids = _wait_for_nodes(grid, min_nodes, node_wait_seconds)
     result = JobResult(job=job)
-    global_model = None
+    global_model, global_round = None, 0
     node_level_history: list[tuple[float, float, int]] = []
     for rnd in range(1, job.rounds + 1):
         started = time.perf_counter()
@@ -112,7 +112,7 @@ def run_job(
         refused.update({b: f"update rejected: {why}" for b, why in aggregate.rejected.items()})
         sent = len(node_ids) * (global_model.nbytes() if global_model else 0)
         if aggregate.payload is not None:
-            global_model = aggregate.payload
+            previous_round, global_model, global_round = global_round, aggregate.payload, rnd
             heads = {r.branch_id: [r.lineage_head.seq, r.lineage_head.event_hash]
                      for r in replies if r.branch_id in aggregate.contributors and r.lineage_head}
             lineage.append(
@@ -121,7 +121,7 @@ def run_job(
                     digest=global_model.digest(), model_version=model_version(job, rnd),
                     details={
                         "contributors": aggregate.contributors, "scheme": global_model.scheme,
-                        "previous_model_version": model_version(job, rnd - 1) if rnd > 1 else None,
+                        "previous_model_version": model_version(job, previous_round) if previous_round else None,
                         "node_heads": heads, "refused": refused,
                     },
                 ),
@@ -138,7 +138,7 @@ def run_job(
             bytes_received=received, bytes_sent=sent, epsilon_max=max(eps) if eps else None,
             epsilon_by_node={r.branch_id: (r.planned_epsilon, r.epsilon) for r in ok if r.epsilon is not None},
             customer_epsilon_max=max(c[0] for c in customer) if customer else None,
-            customer_delta_max=max(c[1] for c in customer if c[1] is not None) if customer else None,
+            customer_delta_max=max((c[1] for c in customer if c[1] is not None), default=None),
             node_level_epsilon=epsilon_spent(node_level_history, job.node_dp.delta) if node_level_history else None,
             seconds=round(time.perf_counter() - started, 3),
         )
@@ -153,9 +153,9 @@ def run_job(
         result.metrics = strategy.aggregate_evaluate(evals)
         lineage.append(
             LineageEvent(
-                kind=EventKind.MODEL_RELEASE, actor=ACTOR, job_id=job.job_id, round=job.rounds, purpose=job.purpose,
-                digest=result.final_model_digest, model_version=model_version(job, job.rounds),
-                details={"rounds": job.rounds, "released_to": job.recipient_role, "destination": job.destination,
+                kind=EventKind.MODEL_RELEASE, actor=ACTOR, job_id=job.job_id, round=global_round, purpose=job.purpose,
+                digest=result.final_model_digest, model_version=model_version(job, global_round),
+                details={"rounds": job.rounds, "last_aggregated_round": global_round, "released_to": job.recipient_role, "destination": job.destination,
                          "metrics": result.metrics,
                          "evaluated_by": sorted(e.branch_id for e in result.evaluations if e.status == "ok")},
             ),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel
@@ -114,7 +114,3 @@ def verify_chain(
         return fault(None, "truncated", f"{actor}: chain ends at event {expected_seq - 1} but {actor} published a head "
                                         f"at event {max(beyond)} (newest events deleted)")
     return ChainReport(actor=actor, events=count, head_seq=expected_seq - 1, head_hash=prev)
-
-
-def iter_sorted(events: Iterable[LineageEvent]) -> Iterator[LineageEvent]:
-    return iter(sorted(events, key=lambda e: e.seq or 0))

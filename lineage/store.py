@@ -74,15 +74,19 @@ class LineageStoreError(RuntimeError):
     """The store cannot be opened or written; the message says why in one line."""
 
 
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
 def upgrade(engine: Engine) -> None:
     """Bring the store's schema to the newest Alembic revision (a no-op when it is there)."""
     from alembic import command
     from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
 
-    with engine.connect() as conn:
-        current = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
-    if current == SCHEMA_REVISION:
+    if current_revision(engine) == SCHEMA_REVISION:
         return
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -94,11 +98,22 @@ def upgrade(engine: Engine) -> None:
 class LineageStore:
     """Append and query lineage events; verify the chains they form."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """Open (and create or upgrade) a store; with `create=False`, only open an existing
+        store at the current schema, so reading never writes to whatever database it is given."""
         self.url = url
         self._engine: Engine = tune_sqlite(create_engine(url, pool_pre_ping=not url.startswith("sqlite")))
         try:
-            upgrade(self._engine)
+            if create:
+                upgrade(self._engine)
+            else:
+                found = current_revision(self._engine)
+                if found != SCHEMA_REVISION:
+                    raise LineageStoreError(f"{url}: not a lineage store" if found is None else
+                                            f"{url}: lineage schema {found}, this version reads {SCHEMA_REVISION}")
+        except LineageStoreError:
+            self._engine.dispose()
+            raise
         except Exception as exc:  # noqa: BLE001 - any failure here means "cannot open"
             self._engine.dispose()
             raise LineageStoreError(f"cannot open lineage store {url}: {exc.__class__.__name__}: {exc}".splitlines()[0]) from None

@@ -18,7 +18,7 @@ import numpy as np
 from common.files import create_secret_once
 from common.he import EncryptedVector, decrypt_vector, encrypt_vector, load_context
 from common.metrics import score
-from common.privacy import epsilon, epsilon_spent, group_privacy, windows_per_month
+from common.privacy import PrivacyPlanError, epsilon, epsilon_spent, group_privacy, windows_per_month
 from common.model import build_model, forecast, get_flat_weights, make_windows, set_flat_weights
 from common.wire import (
     EvaluateReply,
@@ -33,7 +33,7 @@ from common.wire import (
 from lineage import EventKind, LineageEvent, LineageStore, Signer
 from node_agent.config import NodeConfig
 from node_agent.contract import ContractViolation
-from node_agent.data import BranchDataset, HoldoutSplit, fields_needed, holdout_split, read_branch_dataset
+from node_agent.data import BranchDataset, HoldoutSplit, holdout_split, job_request, read_branch_dataset
 from node_agent.egress import WITHHELD_REASON, EgressBlocked, check_reply, reason_may_leave
 from node_agent.ledger import Budget, BudgetRefusal, JobSpend, PrivacyLedger, round_allowed, standing
 from node_agent.training import (
@@ -43,7 +43,7 @@ from node_agent.training import (
     train_dp_round,
     train_plain,
 )
-from policies import JobRefusal, JobRequest, PolicyDocument, PolicyFileError, lint, load_policy
+from policies import JobRefusal, PolicyDocument, PolicyFileError, lint, load_policy
 
 MIN_TRAIN_WINDOWS = 1
 GOVERNANCE = "governance"  # the purpose and job id of events no job caused (a policy change)
@@ -66,7 +66,7 @@ class Refusal(Exception):
     """This node will not take part in this step; the message is the one-line reason."""
 
 
-REFUSALS = (Refusal, ContractViolation, JobRefusal)
+REFUSALS = (Refusal, ContractViolation, JobRefusal, PrivacyPlanError)
 
 
 class NodeAgent:
@@ -114,13 +114,12 @@ class NodeAgent:
                 weights, n = node_level_update(start, result.weights, job.node_dp), 1
             else:
                 weights, n = result.weights, len(x)
-            update, emitted = self._emit(job, rnd, weights, n=n)
             reply = TrainReply(
-                status="ok", branch_id=self.config.branch_id, update=update,
+                status="ok", branch_id=self.config.branch_id, update=self._encode(job, weights, n=n),
                 epsilon=round(result.epsilon, 2) if result.epsilon is not None else None,
                 planned_epsilon=round(spend.planned_epsilon, 2) if spend else None,
                 customer_epsilon=customer.get("customer_epsilon"), customer_delta=customer.get("customer_delta"),
-                quarantined=data.quarantined, lineage_head=LineageHead(seq=emitted.seq, event_hash=emitted.event_hash),
+                quarantined=data.quarantined,
             )
         except REFUSALS as exc:
             return self.refused(TrainReply, job, rnd, str(exc))
@@ -205,10 +204,7 @@ class NodeAgent:
     def _read(self, job: JobSpec, rnd: int) -> BranchDataset:
         policy = self.policy()
         table = self.config.dataset
-        request = JobRequest(
-            job_id=job.job_id, purpose=job.purpose, destination=job.destination,
-            recipient_role=job.recipient_role, fields=fields_needed(job.target, table),
-        )
+        request = job_request(job, table)
         data = read_branch_dataset(
             self.config.db_url, policy, request, key=self._policy_key, target=job.target,
             today=self.today, table=table,
@@ -304,12 +300,17 @@ class NodeAgent:
     @staticmethod
     def _customer_privacy(job: JobSpec, windows: int, window_epsilon: float | None) -> dict:
         """What the window-level epsilon means for one customer: their sale moves one month's
-        total, which sits in up to lags + horizon training windows (group privacy over them)."""
+        total, which sits in up to lags + horizon training windows (group privacy over them).
+
+        What is sent is derived from the rounded epsilon and the public group bound lags +
+        horizon only, so it says nothing more about the node's size than the rounded epsilon."""
         if window_epsilon is None:
             return {}
         group = windows_per_month(job.lags, job.horizon, windows)
         eps, delta = group_privacy(window_epsilon, job.dp.delta, group)
-        return {"customer_group_size": group, "customer_epsilon": round(eps, 4), "customer_delta": min(delta, 1.0)}
+        sent_eps, sent_delta = group_privacy(round(window_epsilon, 2), job.dp.delta, job.lags + job.horizon)
+        return {"customer_group_size": group, "customer_epsilon_exact": eps, "customer_delta_exact": min(delta, 1.0),
+                "customer_epsilon": round(sent_eps, 2), "customer_delta": float(f"{min(sent_delta, 1.0):.2g}")}
 
     def _admit(self, job: JobSpec, windows: int, rnd: int) -> tuple[JobSpend, Budget]:
         """The job's spend record at this node: made at its first round after the preflight
@@ -361,41 +362,37 @@ class NodeAgent:
             "budget_epsilon": budget.epsilon, "reason": spend.reason,
         })
 
-    def _emit(self, job: JobSpec, rnd: int, weights: np.ndarray, *, n: int) -> tuple[UpdatePayload, LineageEvent]:
-        """The only bytes that leave the node during training: `[n * w, n]`, encrypted.
-
-        Returns the update and its emission event, whose place in the chain goes back with the
-        reply: the coordinator records it, so the node's chain cannot later lose its tail unseen.
-        """
+    def _encode(self, job: JobSpec, weights: np.ndarray, *, n: int) -> UpdatePayload:
+        """The only bytes that leave the node during training: `[n * w, n]`, encrypted."""
         weighted = np.concatenate([weights * n, [float(n)]])
         if job.he.enabled:
             enc = encrypt_vector(self._secret_context, weighted)
-            payload = UpdatePayload(scheme="CKKS", length=enc.length, chunks=enc.chunks)
-        else:
-            payload = UpdatePayload.plain(weighted)
-        emitted = self._record(
-            EventKind.EMISSION, job, rnd, digest=payload.digest(),
-            details={"destination": "coordinator", "message": "train", "status": "ok", "scheme": payload.scheme,
-                     "bytes": payload.nbytes()},
-        )
-        return payload, emitted
+            return UpdatePayload(scheme="CKKS", length=enc.length, chunks=enc.chunks)
+        return UpdatePayload.plain(weighted)
 
     def _egress(self, reply: NodeReply, job: JobSpec | None, rnd: int | None) -> NodeReply:
-        """Every reply passes the egress check; one that fails leaves as a refusal instead
-        (after a blocked update, lineage shows its emission event followed by that refusal).
-        Every reply that leaves is recorded as an emission."""
+        """Every reply passes the egress check (one that fails leaves as a refusal instead) and
+        is then recorded as an emission. A training update's emission event goes back with it as
+        the node's chain head: the coordinator records it, so the node's chain cannot later lose
+        its tail unseen."""
         try:
             check_reply(reply, branch_id=self.config.branch_id)
         except EgressBlocked as exc:
             reason = self.refuse(job, rnd, f"egress check blocked the reply: {exc}")
             reply = type(reply)(status="refused", branch_id=self.config.branch_id, reason=reason)
-        if getattr(reply, "update", None) is None:  # a training update recorded its own emission
-            body = reply.model_dump_json(exclude_none=True)
-            self._record(EventKind.EMISSION, job, rnd, digest=hashlib.sha256(body.encode()).hexdigest(), details={
-                "destination": "coordinator", "message": "evaluate" if isinstance(reply, EvaluateReply) else "train",
-                "status": reply.status, "bytes": len(body),
-                "fields_sent": sorted(k for k, v in reply.model_dump(exclude_none=True).items() if v not in ([], {})),
-            })
+        update = getattr(reply, "update", None)
+        body = reply.model_dump_json(exclude_none=True, exclude={"update"})
+        message = "evaluate" if isinstance(reply, EvaluateReply) else "train"
+        details = {"destination": "coordinator", "message": message, "status": reply.status}
+        if update is not None:
+            details |= {"scheme": update.scheme, "bytes": update.nbytes()}
+        else:
+            details |= {"bytes": len(body), "fields_sent": sorted(
+                k for k, v in reply.model_dump(exclude_none=True).items() if v not in ([], {}))}
+        emitted = self._record(EventKind.EMISSION, job, rnd, details=details,
+                               digest=update.digest() if update is not None else hashlib.sha256(body.encode()).hexdigest())
+        if update is not None:
+            reply = reply.model_copy(update={"lineage_head": LineageHead(seq=emitted.seq, event_hash=emitted.event_hash)})
         return reply
 
     @cached_property

@@ -18,6 +18,7 @@ import numpy as np
 from sqlalchemy import MetaData, Table, create_engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from common.wire import JobSpec
 from node_agent.contract import (
     MISSING_VALUE,
     REQUIRED_COLUMNS,
@@ -99,6 +100,12 @@ def content_hash(rows: list[dict], fields: list[str]) -> str:
 def fields_needed(target: str, table: str = "sales") -> list[str]:
     """`table.column` names a target needs: what a job asks of every node's policy."""
     return [f"{table}.{c}" for c in FIELDS_FOR_TARGET[target]]
+
+
+def job_request(job: JobSpec, table: str = "sales") -> JobRequest:
+    """What a job asks of a branch's policy: its purpose, destination, recipient and fields."""
+    return JobRequest(job_id=job.job_id, purpose=job.purpose, destination=job.destination,
+                      recipient_role=job.recipient_role, fields=fields_needed(job.target, table))
 
 
 def plan_read(policy: PolicyDocument, columns: list[str], request: JobRequest, *, table: str) -> list[FieldDecision]:

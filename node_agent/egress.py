@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
+
 from common.wire import EvaluateReply, NodeReply, TrainReply
 from node_agent.contract import QUARANTINE_REASONS
 
@@ -44,8 +46,8 @@ def check_reply(reply: NodeReply, *, branch_id: str) -> None:
         for key, count in reply.quarantined.items():
             if key not in QUARANTINE_REASONS or not isinstance(count, int) or count < 0:
                 raise EgressBlocked("field 'quarantined' holds a key that is not a quarantine reason")
-        if reply.update is not None and reply.update.scheme == "plain":
-            _finite("update", reply.update.plain_values().tolist())
+        if reply.update is not None and reply.update.scheme == "plain" and not np.isfinite(reply.update.plain_values()).all():
+            raise EgressBlocked("field 'update' holds a value that is not a finite number")
     else:
         _finite("mase", [reply.mase])
         _finite("smape", [reply.smape])

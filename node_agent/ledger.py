@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, create_engine, insert, select, update
 
 from common.db import tune_sqlite, writer
+from lineage.models import format_time
 
 Status = Literal["running", "complete", "stopped"]
 
@@ -114,7 +115,12 @@ def preflight(plan: JobSpend, budget: Budget, spends: list[JobSpend]) -> None:
 
 
 def round_allowed(spend: JobSpend, epsilon_after: float, budget: Budget, spends: list[JobSpend]) -> str | None:
-    """None if the next round fits the budget; otherwise why the job must stop here."""
+    """None if the next round fits the job's own plan and the dataset's budget; otherwise why
+    the job must stop here. The plan is a hard limit too: a coordinator that replays or adds
+    rounds cannot make a job spend more than it reserved."""
+    if epsilon_after > spend.planned_epsilon * 1.001 + 1e-9:
+        return (f"privacy plan reached: the next round would bring job {spend.job_id} to ε = {epsilon_after:.3g}, "
+                f"past the ε = {spend.planned_epsilon:.3g} it planned and reserved; training stops here")
     others = standing(spend.dataset, budget, spends, excluding=spend.job_id)
     if epsilon_after > others.remaining_epsilon + 1e-9:
         return (f"privacy budget reached: the next round would bring job {spend.job_id} to ε = {epsilon_after:.3g}, "
@@ -123,7 +129,7 @@ def round_allowed(spend: JobSpend, epsilon_after: float, budget: Budget, spends:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_time(datetime.now(timezone.utc))
 
 
 class PrivacyLedger:
@@ -139,7 +145,10 @@ class PrivacyLedger:
         return [_spend(r) for r in rows]
 
     def get(self, dataset: str, job_id: str) -> JobSpend | None:
-        return next((s for s in self.spends(dataset) if s.job_id == job_id), None)
+        with self.engine.connect() as conn:
+            row = conn.execute(select(spends_table).where(spends_table.c.dataset == dataset,
+                                                          spends_table.c.job_id == job_id)).mappings().first()
+        return _spend(row) if row else None
 
     def reserve(self, plan: JobSpend, budget: Budget) -> JobSpend:
         """Preflight and record the job in one transaction, so two jobs cannot both take the last of a budget."""

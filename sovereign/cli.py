@@ -74,7 +74,8 @@ def demo(
                            node_dp=node_dp, node_noise=node_noise, node_clip=node_clip)
     except ValidationError as exc:
         e = exc.errors()[0]
-        fail(f"--{e['loc'][0]}: {e['msg']}")
+        message = e["msg"].removeprefix("Value error, ")
+        fail(f"--{str(e['loc'][0]).replace('_', '-')}: {message}" if e["loc"] else message)
     try:
         run_demo(opts, console)
     except (SetupError, ValueError) as exc:

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -23,7 +23,7 @@ from rich.table import Table
 from common.wire import DPSettings, HESettings, JobSpec, NodeDPSettings
 from coordinator.rounds import CoordinatorPaths, JobResult, RoundReport
 from node_agent.agent import REFUSALS, NodeAgent
-from node_agent.data import fields_needed
+from node_agent.data import job_request
 from sovereign import baselines
 from sovereign.federation import (
     SetupError,
@@ -51,6 +51,12 @@ class DemoOptions(BaseModel):
     node_dp: bool = False
     node_noise: float = Field(default=1.0, gt=0, le=100)
     node_clip: float = Field(default=0.5, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _node_dp_needs_he(self) -> "DemoOptions":
+        if self.node_dp and not self.he:
+            raise ValueError("node-level DP needs encryption: each node's update carries only its share of the noise")
+        return self
 
 
 class RoundProgress:
@@ -192,7 +198,7 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
 def branch_policies(configs, job: JobSpec) -> dict[str, dict]:
     """Each branch's declared policy and what it does to this job's fields (embedded demo only:
     on a real alliance each branch's compliance officer reads this from the node's lineage)."""
-    from policies import JobRequest, PolicyFileError, evaluate, load_policy
+    from policies import PolicyFileError, evaluate, load_policy
 
     out = {}
     for config in configs:
@@ -201,8 +207,7 @@ def branch_policies(configs, job: JobSpec) -> dict[str, dict]:
         except PolicyFileError as exc:
             out[config.branch_id] = {"error": str(exc)}
             continue
-        request = JobRequest(job_id=job.job_id, purpose=job.purpose, destination=job.destination,
-                             recipient_role=job.recipient_role, fields=fields_needed(job.target, config.dataset))
+        request = job_request(job, config.dataset)
         schema = {config.dataset: [f.split(".", 1)[1] for f in request.fields]}
         out[config.branch_id] = {
             "policy": policy.policy, "version": policy.version, "jurisdiction": policy.jurisdiction,
@@ -264,8 +269,8 @@ def build_summary(
             "delta": job.dp.delta if job.dp.enabled else None,
             "accountant": job.dp.accountant if job.dp.enabled else None,
             "unit": f"one training window ({job.lags} months of a branch's units plus the {job.horizon} that follow)",
-            "per_node": {b: {"planned": p, "spent": a} for b, (p, a) in (result.rounds[-1].epsilon_by_node.items()
-                                                                        if result.rounds else [])},
+            "per_node": {b: {"planned": p, "spent": a} for b, (p, a) in
+                         {b: pa for r in result.rounds for b, pa in r.epsilon_by_node.items()}.items()},  # each node's latest
             "customer": _customer(result, job),
             "node_level": {
                 "epsilon": round(result.rounds[-1].node_level_epsilon, 4), "delta": job.node_dp.delta,
@@ -291,14 +296,14 @@ def build_summary(
 def _customer(result: JobResult, job: JobSpec) -> dict | None:
     """The window-level guarantee restated for one customer (one sale moves one month's
     total, which sits in up to lags + horizon windows): group privacy, as the nodes report it."""
-    last = result.rounds[-1] if result.rounds else None
-    if last is None or last.customer_epsilon_max is None:
+    reported = [r for r in result.rounds if r.customer_epsilon_max is not None]
+    if not reported:
         return None
-    delta = last.customer_delta_max
+    delta = max((r.customer_delta_max for r in reported if r.customer_delta_max is not None), default=None)
     return {
         "unit": "one customer's sale (one month of one branch)",
-        "windows_per_month": job.lags + job.horizon,
-        "epsilon": round(last.customer_epsilon_max, 2),
+        "windows_per_month": job.lags + job.horizon,  # the group bound the nodes report with
+        "epsilon": round(max(r.customer_epsilon_max for r in reported), 2),
         "delta": delta,
         "meaningful": delta is not None and delta < 1e-3,
         "note": "group privacy over the windows that hold the sale's month: (k·ε, k·e^((k-1)ε)·δ); "

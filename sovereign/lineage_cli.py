@@ -48,7 +48,7 @@ def _open_store(where: str):
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         fail(f"{where}: no lineage store there")
     try:
-        return LineageStore(url)
+        return LineageStore(url, create=False)  # reading never creates tables in what it is pointed at
     except LineageStoreError as exc:
         fail(str(exc))
 

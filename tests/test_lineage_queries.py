@@ -94,3 +94,16 @@ def test_cli_queries_and_one_line_errors(store):
     not_a_store.write_text("hello")
     result = runner.invoke(app, ["lineage", "verify", "--store", str(not_a_store)])
     assert result.exit_code == 2 and "cannot open lineage store" in result.output
+
+
+def test_reading_never_writes_to_a_database_that_is_not_a_lineage_store(tmp_path, small_alliance):
+    import shutil
+
+    from sqlalchemy import create_engine, inspect
+
+    dealer = tmp_path / "dealer.db"
+    shutil.copy(small_alliance / "B001.db", dealer)
+    before = set(inspect(create_engine(f"sqlite:///{dealer}")).get_table_names())
+    result = CliRunner().invoke(app, ["lineage", "verify", "--store", str(dealer)])
+    assert result.exit_code == 2 and "not a lineage store" in result.output
+    assert set(inspect(create_engine(f"sqlite:///{dealer}")).get_table_names()) == before

@@ -83,11 +83,15 @@ def test_a_job_that_reaches_the_limit_mid_run_stops_and_says_why(node):
     assert len(agent.lineage.events(job_id="long", kind=EventKind.TRAINING)) == 1  # only round 1 trained
 
 
-def test_a_finished_job_cannot_be_stretched_past_its_plan(node):
+def test_a_job_cannot_be_stretched_past_its_plan(node):
     for rnd in (1, 2, 3):
         assert run(node, dp_job("done"), rnd).status == "ok"
     extra = run(node, dp_job("done"), 4)
     assert extra.status == "refused" and "job done is complete at this node" in extra.reason
+    # A coordinator that replays rounds of a running job gets no more than the plan either.
+    replies = [run(node, dp_job("replayed", target_epsilon=3.0), rnd) for rnd in (1, 2, 2, 2)]
+    assert [r.status for r in replies] == ["ok", "ok", "ok", "refused"]
+    assert replies[-1].reason.startswith("privacy plan reached") and "past the ε = 3" in replies[-1].reason
 
 
 def test_the_books_survive_a_restart(node):
