@@ -335,15 +335,11 @@ class NodeAgent:
             raise Refusal(f"δ = {job.dp.delta:g} is not below 1/records (1/{windows} training windows here): "
                           "it would allow publishing a record outright")
         q, planned_steps = sample_rate(windows, job), job.rounds * steps_per_round(windows, job)
-        if job.dp.noise_multiplier is not None:
-            sigma = job.dp.noise_multiplier
-            planned = epsilon(q, sigma, planned_steps, job.dp.delta, job.dp.accountant)
-            if planned > job.dp.target_epsilon * 1.0001:
-                raise Refusal(f"noise σ = {sigma:g} cannot meet ε = {job.dp.target_epsilon:g} in the planned "
-                              f"{planned_steps} steps here (it gives ε = {planned:.3g}); raise σ or ε, or plan fewer rounds")
-        else:
-            sigma = plan_noise_multiplier(windows, job)
-            planned = epsilon(q, sigma, planned_steps, job.dp.delta, job.dp.accountant)
+        sigma = job.dp.noise_multiplier or plan_noise_multiplier(windows, job)
+        planned = epsilon(q, sigma, planned_steps, job.dp.delta, job.dp.accountant)
+        if job.dp.noise_multiplier is not None and planned > job.dp.target_epsilon * 1.0001:
+            raise Refusal(f"noise σ = {sigma:g} cannot meet ε = {job.dp.target_epsilon:g} in the planned "
+                          f"{planned_steps} steps here (it gives ε = {planned:.3g}); raise σ or ε, or plan fewer rounds")
         plan = JobSpend(dataset=dataset, job_id=job.job_id, accountant=job.dp.accountant, delta=job.dp.delta,
                         noise_multiplier=sigma, sample_rate=q, planned_steps=planned_steps, planned_epsilon=planned)
         try:
