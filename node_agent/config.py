@@ -14,7 +14,31 @@ class NodeConfigError(ValueError):
     """The node's configuration file is missing or malformed."""
 
 
+class TrustedApp(BaseModel):
+    """A Flower app (FAB) this node agrees to run: its id, version and content hash."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fab_id: str = Field(min_length=1, description="publisher/name, as Flower names the app")
+    fab_version: str = Field(min_length=1)
+    fab_hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the FAB file")
+
+
+class JobLimits(BaseModel):
+    """Per-job caps the node applies whatever the job asks for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_rounds: int = Field(default=20, ge=1, le=500)
+    max_epsilon: float = Field(default=10.0, gt=0, le=100, description="the largest target epsilon one job may plan")
+    max_evaluations: int = Field(default=2, ge=0, le=100, description="held-out evaluations (and metric releases) per job")
+    max_weight: int = Field(default=5_000, ge=1, description="the most training windows one node's update may weigh")
+
+
 class NodeConfig(BaseModel):
+    """The node's own truth. What a job claims (purpose, destination, recipient) is only a
+    request: these settings decide."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     branch_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -24,6 +48,20 @@ class NodeConfig(BaseModel):
     policy_file: Path = Field(default=Path("policy.yaml"), description="the branch's policy, relative to node_dir")
     budgets: dict[str, Budget] = Field(default_factory=dict, description="total (epsilon, delta) each dataset may spend")
     accept_non_private_jobs: bool = Field(default=False, description="take jobs without DP (they spend no budget, protect nothing)")
+    require_he: bool = Field(default=True, description="refuse any job or model that is not CKKS-encrypted")
+    coordinator_jurisdiction: str = Field(
+        default="JP", pattern=r"^[A-Z]{2}$",
+        description="ISO country of the coordinator: where results go, whatever a job claims as its destination",
+    )
+    accepted_purposes: list[str] = Field(default_factory=lambda: ["forecasting"], min_length=1)
+    accepted_recipient_roles: list[str] = Field(default_factory=lambda: ["analyst"], min_length=1)
+    min_contributors: int = Field(default=3, ge=2, le=10_000,
+                                  description="the fewest nodes an aggregate must sum before this node decrypts or releases it")
+    limits: JobLimits = Field(default_factory=JobLimits)
+    trusted_apps: list[TrustedApp] = Field(
+        default_factory=list,
+        description="Flower apps this node runs under the deployment engine; empty refuses every deployed app",
+    )
 
     @property
     def lineage_url(self) -> str:
