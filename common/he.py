@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 import tenseal as ts
+from tenseal import sealapi
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEME = "CKKS"
@@ -113,6 +114,43 @@ def decrypt_vector(ctx: ts.Context, vector: EncryptedVector, *, decimals: int = 
     for chunk in vector.chunks:
         values.extend(ts.ckks_vector_from(ctx, chunk).decrypt())
     return np.round(np.asarray(values[: vector.length], dtype=np.float64), decimals)
+
+
+def decrypt_checked(ctx: ts.Context, vector: EncryptedVector, *, decimals: int = 6) -> np.ndarray:
+    """Decrypt every slot of every ciphertext and check it holds only the claimed vector.
+
+    TenSEAL fills a ciphertext's slots by repeating the vector, so an honest chunk of logical
+    size L is periodic with period L. A crafted one (another vector's ciphertext whose size
+    field was edited down, to read its first values) is not, and raises ValueError.
+    """
+    if not ctx.has_secret_key():
+        raise PermissionError("this context holds no secret key and cannot decrypt")
+    slots = _slots(ctx)
+    seal = ctx.seal_context().data
+    decryptor, encoder = sealapi.Decryptor(seal, ctx.secret_key().data), sealapi.CKKSEncoder(seal)
+    values: list[np.ndarray] = []
+    for i, chunk in enumerate(vector.chunks):
+        size = min(slots, vector.length - i * slots)
+        ciphertexts = ts.ckks_vector_from(ctx, chunk).ciphertext()
+        if size <= 0 or len(ciphertexts) != 1:
+            raise ValueError(f"ciphertext {i} does not hold part of a {vector.length}-value vector")
+        plain = sealapi.Plaintext()
+        decryptor.decrypt(ciphertexts[0], plain)
+        full = np.asarray(encoder.decode_double(plain), dtype=np.float64)
+        if full.size != slots or not np.isfinite(full).all():
+            raise ValueError(f"ciphertext {i} does not decode to {slots} slots")
+        spread = np.abs(full - full[np.arange(slots) % size]).max()
+        if spread > 1e-3 * max(1.0, float(np.abs(full).max())):
+            raise ValueError(f"ciphertext {i} holds more than its {size} values")
+        values.append(full[:size])
+    return np.round(np.concatenate(values) if values else np.zeros(0), decimals)
+
+
+def context_shape(ctx: ts.Context) -> tuple[int, int]:
+    """(poly modulus degree, scale bits) of a loaded context: what a node compares a job's
+    CKKS parameters with (TenSEAL does not expose the coefficient moduli to Python)."""
+    degree = ctx.seal_context().data.key_context_data().parms().poly_modulus_degree()
+    return int(degree), int(round(np.log2(ctx.global_scale)))
 
 
 def _slots(ctx: ts.Context) -> int:

@@ -52,6 +52,15 @@ class NodeDPSettings(BaseModel):
     delta: float = Field(default=1e-3, gt=0, lt=1, description="delta of the node-level guarantee (well below 1/nodes)")
 
 
+class UpdateBounds(BaseModel):
+    """Limits a decrypting node holds the global model to, whatever the coordinator sends."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_weight: int = Field(default=1_000, ge=1, description="the most training windows one node's update may weigh")
+    max_model_norm: float = Field(default=100.0, gt=0, description="L2 bound on the averaged global model's weights")
+
+
 class HESettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -83,6 +92,12 @@ class JobSpec(BaseModel):
     dp: DPSettings = DPSettings()
     node_dp: NodeDPSettings = NodeDPSettings()
     he: HESettings = HESettings()
+    bounds: UpdateBounds = UpdateBounds()
+
+    def spec_hash(self) -> str:
+        """SHA-256 over the canonical JSON of the whole spec: what a node freezes at admission."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     @model_validator(mode="after")
     def _node_dp_needs_encryption(self) -> "JobSpec":
@@ -120,8 +135,22 @@ class UpdatePayload(BaseModel):
         return np.frombuffer(b"".join(self.chunks), dtype=np.float64)[: self.length].copy()
 
 
+class CoordinatorHead(BaseModel):
+    """Where the coordinator's lineage chain stood when it sent an instruction, and the key
+    that signs it: each node records it, so the coordinator cannot rewrite or re-sign its
+    history alone."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seq: int = Field(ge=0)
+    event_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    key_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+
+
 class TrainInstruction(BaseModel):
-    """Coordinator -> node, each round. `global_model` is None in round 1 (seeded init)."""
+    """Coordinator -> node, each round and for the held-out evaluation. `global_model` is
+    None in round 1 (seeded init); otherwise it is the sum of the updates of `contributors`
+    (branch id -> the digest of the update that branch sent)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -129,16 +158,23 @@ class TrainInstruction(BaseModel):
     job: JobSpec
     round: int = Field(ge=1)
     global_model: UpdatePayload | None = None
+    contributors: dict[str, str] = Field(default_factory=dict)
+    coordinator_head: CoordinatorHead | None = None
 
 
-class NodeReply(BaseModel):
-    """What every node reply says first: did it take part, and if not, why."""
+class ReleaseInstruction(BaseModel):
+    """Coordinator -> node: decrypt this sum of held-out metric vectors so the alliance-level
+    figures can be released. A node decrypts only a sum over enough contributors, its own
+    evaluation among them, of the metric vector's shape."""
 
     model_config = ConfigDict(extra="forbid")
 
-    status: Literal["ok", "refused"]
-    branch_id: str
-    reason: str | None = None
+    protocol: Literal["sovereign/1"] = PROTOCOL_VERSION
+    job: JobSpec
+    round: int = Field(ge=1)
+    aggregate: UpdatePayload
+    contributors: dict[str, str] = Field(min_length=1)
+    coordinator_head: CoordinatorHead | None = None
 
 
 class LineageHead(BaseModel):
@@ -149,6 +185,30 @@ class LineageHead(BaseModel):
 
     seq: int = Field(ge=1)
     event_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class NodeReply(BaseModel):
+    """What every node reply says first: did it take part, and if not, why (a coarse code
+    from `common.refusals`; the detail stays in the node's lineage). Every reply carries the
+    node's lineage head and is signed with the node's lineage key, so the coordinator can
+    bind the branch id to the node that holds that key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ok", "refused"]
+    branch_id: str
+    code: str | None = None
+    reason: str | None = None
+    lineage_head: LineageHead | None = None
+    signature: str | None = None
+
+    def signed_body(self) -> bytes:
+        """What the signature covers: every field but the signature, payloads by digest."""
+        data = self.model_dump(mode="json", exclude={"signature", "update", "metrics"})
+        for name in ("update", "metrics"):
+            payload = getattr(self, name, None)
+            data[name] = payload.digest() if payload is not None else None
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
 class TrainReply(NodeReply):
@@ -164,25 +224,30 @@ class TrainReply(NodeReply):
     customer_epsilon: float | None = None  # epsilon for one customer's sale, by group privacy over its windows
     customer_delta: float | None = None
     quarantined: dict[str, int] = Field(default_factory=dict)
-    lineage_head: LineageHead | None = None
 
 
 class EvaluateReply(NodeReply):
-    """Node -> coordinator after the last round: held-out accuracy of the global model."""
+    """Node -> coordinator after the last round: held-out accuracy as an encrypted metric
+    vector (`common.evaluation`), to be summed across nodes. No series, actuals or forecasts:
+    those stay on the node."""
 
-    mase: float | None = None
-    smape: float | None = None
-    months: list[str] = Field(default_factory=list)
-    actual: list[float] = Field(default_factory=list)
-    forecast: list[float] = Field(default_factory=list)
-    model_digest: str | None = None
+    metrics: UpdatePayload | None = None
+
+
+class ReleaseReply(NodeReply):
+    """Node -> coordinator: the decrypted sum of metric vectors (rounded), for release."""
+
+    values: list[float] = Field(default_factory=list)
+
+
+PAYLOADS = ("update", "global_model", "metrics", "aggregate")  # carried as bytes beside the JSON body
 
 
 def to_record(model: BaseModel) -> RecordDict:
     """A pydantic message as a Flower RecordDict: JSON meta plus payload bytes."""
     payloads = {}
-    data = model.model_dump(mode="json", exclude={"update", "global_model"})
-    for name in ("update", "global_model"):
+    data = model.model_dump(mode="json", exclude=set(PAYLOADS))
+    for name in PAYLOADS:
         payload = getattr(model, name, None)
         if payload is not None:
             payloads[f"{name}.scheme"] = payload.scheme
@@ -196,7 +261,7 @@ def from_record(content: RecordDict, schema: type[BaseModel]) -> BaseModel:
     try:
         body = content["body"]
         data = json.loads(body["json"])
-        for name in ("update", "global_model"):
+        for name in PAYLOADS:
             if f"{name}.scheme" in body:
                 data[name] = UpdatePayload(
                     scheme=body[f"{name}.scheme"],

@@ -1,8 +1,10 @@
 """The round loop: send instructions, collect replies with a deadline, aggregate, record.
 
 Replies are pulled as they arrive so observers (progress bars, tests that audit what the
-coordinator receives) see each one. A node that errs, refuses or sends a malformed reply is
-left out of that round and named in the result; it never stops the job.
+coordinator receives) see each one. A node that errs, refuses or sends a malformed or
+unsigned reply is left out of that round and named in the result; it never stops the job.
+Every instruction carries the coordinator's lineage head (the nodes record it) and every
+accepted reply's lineage head is recorded here, so neither side can rewrite its history alone.
 """
 
 from __future__ import annotations
@@ -11,14 +13,28 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from typing import Any
+
+import numpy as np
 from flwr.app import Message
 from flwr.serverapp import Grid
 from pydantic import BaseModel, Field
 
+from common.evaluation import alliance_figures, release_values
 from common.he import load_context
 from common.privacy import epsilon_spent
-from common.wire import EvaluateReply, JobSpec, TrainReply, WireError, from_record, to_record
-from coordinator.strategy import SecureFedAvg
+from common.wire import (
+    CoordinatorHead,
+    EvaluateReply,
+    JobSpec,
+    ReleaseReply,
+    TrainReply,
+    WireError,
+    from_record,
+    to_record,
+)
+from coordinator.guard import ReplyGuard
+from coordinator.strategy import Aggregate, SecureFedAvg
 from lineage import EventKind, LineageEvent, LineageStore, Signer
 
 ACTOR = "coordinator"
@@ -27,7 +43,7 @@ ACTOR = "coordinator"
 class RoundReport(BaseModel):
     round: int
     contributors: list[str]
-    refused: dict[str, str] = Field(default_factory=dict)
+    refused: dict[str, str] = Field(default_factory=dict)  # branch (or node) -> refusal code or why it was left out
     quarantined: dict[str, dict[str, int]] = Field(default_factory=dict)  # branch -> reason -> rows
     bytes_received: int = 0
     bytes_sent: int = 0
@@ -40,10 +56,15 @@ class RoundReport(BaseModel):
 
 
 class JobResult(BaseModel):
+    """What the coordinator holds after a job: rounds, and held-out accuracy only as
+    alliance-level figures (`common.evaluation.alliance_figures`) over enough contributors."""
+
     job: JobSpec
     rounds: list[RoundReport] = Field(default_factory=list)
-    evaluations: list[EvaluateReply] = Field(default_factory=list)
-    metrics: dict[str, float] = Field(default_factory=dict)
+    evaluated_by: list[str] = Field(default_factory=list)
+    evaluation_refused: dict[str, str] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    released_by: list[str] = Field(default_factory=list)
     final_model_digest: str | None = None
 
 
@@ -89,44 +110,50 @@ def run_job(
     *,
     observer: JobObserver | None = None,
     min_nodes: int = 1,
+    min_release: int = 3,
     node_wait_seconds: float = 120.0,
     reply_timeout: float = 600.0,
 ) -> JobResult:
+    """Run every round, then the held-out evaluation and the release of its alliance-level
+    figures. `min_release` is the fewest contributors whose summed figures the coordinator
+    itself publishes in a job without encryption (with it, the decrypting nodes decide)."""
     paths.root.mkdir(parents=True, exist_ok=True)
     public = load_context(paths.public_context.read_bytes()) if job.he.enabled else None
     strategy = SecureFedAvg(job=job, public_context=public)
     lineage = LineageStore(paths.lineage_url)
     signer = Signer.load_or_create(ACTOR, paths.lineage_key_dir)
+    guard = ReplyGuard(paths.node_lineage_keys)
     node_ids = _wait_for_nodes(grid, min_nodes, node_wait_seconds)
     result = JobResult(job=job)
-    global_model, global_round = None, 0
+    model, global_round = None, 0
     node_level_history: list[tuple[float, float, int]] = []
+
+    def head() -> CoordinatorHead:
+        seq, event_hash = lineage.head(ACTOR)
+        return CoordinatorHead(seq=seq, event_hash=event_hash, key_id=signer.key_id)
+
+    def record(kind: EventKind, rnd: int, **fields) -> None:
+        lineage.append(LineageEvent(kind=kind, actor=ACTOR, job_id=job.job_id, round=rnd, purpose=job.purpose, **fields), signer)
+
     for rnd in range(1, job.rounds + 1):
         started = time.perf_counter()
         if observer:
             observer.round_started(rnd, job.rounds, len(node_ids))
-        instruction = strategy.configure_train(rnd, global_model)
-        replies, refused, received = _exchange(grid, node_ids, instruction, "train", rnd, TrainReply, observer, reply_timeout)
-        refused.update({r.branch_id: r.reason or "refused" for r in replies if r.status != "ok"})
+        instruction = strategy.configure_train(rnd, model, coordinator_head=head())
+        exchange = _exchange(grid, node_ids, instruction, "train", rnd, TrainReply, guard, observer, reply_timeout)
+        replies, refused = exchange.replies, exchange.refused
+        refused.update({r.branch_id: r.code or "refused" for r in replies if r.status != "ok"})
         aggregate = strategy.aggregate_train(replies)
         refused.update({b: f"update rejected: {why}" for b, why in aggregate.rejected.items()})
-        sent = len(node_ids) * (global_model.nbytes() if global_model else 0)
+        sent = len(node_ids) * (model.payload.nbytes() if model else 0)
+        previous_round = global_round
         if aggregate.payload is not None:
-            previous_round, global_model, global_round = global_round, aggregate.payload, rnd
-            heads = {r.branch_id: [r.lineage_head.seq, r.lineage_head.event_hash]
-                     for r in replies if r.branch_id in aggregate.contributors and r.lineage_head}
-            lineage.append(
-                LineageEvent(
-                    kind=EventKind.AGGREGATION, actor=ACTOR, job_id=job.job_id, round=rnd, purpose=job.purpose,
-                    digest=global_model.digest(), model_version=model_version(job, rnd),
-                    details={
-                        "contributors": aggregate.contributors, "scheme": global_model.scheme,
+            model, global_round = aggregate, rnd
+        record(EventKind.AGGREGATION, rnd, digest=aggregate.payload.digest() if aggregate.payload else None,
+               model_version=model_version(job, rnd) if aggregate.payload else None,
+               details={"contributors": aggregate.contributors, "scheme": aggregate.payload.scheme if aggregate.payload else None,
                         "previous_model_version": model_version(job, previous_round) if previous_round else None,
-                        "node_heads": heads, "refused": refused,
-                    },
-                ),
-                signer,
-            )
+                        "node_heads": exchange.heads, "refused": refused})
         if job.node_dp.enabled and aggregate.payload is not None:
             node_level_history.append((node_level_sigma(job, len(aggregate.contributors)), 1.0, 1))
         ok = [r for r in replies if r.status == "ok"]
@@ -135,7 +162,7 @@ def run_job(
         report = RoundReport(
             round=rnd, contributors=sorted(aggregate.contributors), refused=refused,
             quarantined={r.branch_id: r.quarantined for r in replies if r.quarantined},
-            bytes_received=received, bytes_sent=sent, epsilon_max=max(eps) if eps else None,
+            bytes_received=exchange.received, bytes_sent=sent, epsilon_max=max(eps) if eps else None,
             epsilon_by_node={r.branch_id: (r.planned_epsilon, r.epsilon) for r in ok if r.epsilon is not None},
             customer_epsilon_max=max(c[0] for c in customer) if customer else None,
             customer_delta_max=max((c[1] for c in customer if c[1] is not None), default=None),
@@ -145,25 +172,49 @@ def run_job(
         result.rounds.append(report)
         if observer:
             observer.round_finished(report)
-    if global_model is not None:
-        result.final_model_digest = global_model.digest()
-        instruction = strategy.configure_evaluate(job.rounds, global_model)
-        evals, _, _ = _exchange(grid, node_ids, instruction, "evaluate", job.rounds, EvaluateReply, observer, reply_timeout)
-        result.evaluations = sorted(evals, key=lambda r: r.branch_id)
-        result.metrics = strategy.aggregate_evaluate(evals)
-        lineage.append(
-            LineageEvent(
-                kind=EventKind.MODEL_RELEASE, actor=ACTOR, job_id=job.job_id, round=global_round, purpose=job.purpose,
-                digest=result.final_model_digest, model_version=model_version(job, global_round),
-                details={"rounds": job.rounds, "last_aggregated_round": global_round, "released_to": job.recipient_role, "destination": job.destination,
-                         "metrics": result.metrics,
-                         "evaluated_by": sorted(e.branch_id for e in result.evaluations if e.status == "ok")},
-            ),
-            signer,
-        )
+    if model is not None:
+        result.final_model_digest = model.payload.digest()
+        _evaluate_and_release(grid, node_ids, strategy, model, result, guard, observer, reply_timeout, head, record,
+                              min_release, global_round)
     paths.result.write_text(result.model_dump_json(indent=2))
     lineage.close()
     return result
+
+
+def _evaluate_and_release(grid, node_ids, strategy: SecureFedAvg, model: Aggregate, result: JobResult, guard: ReplyGuard,
+                          observer, timeout: float, head, record, min_release: int, global_round: int) -> None:
+    """Held-out evaluation on every node, summed; then (encrypted jobs) the nodes decrypt the
+    sum, each checking it first. Only group figures over enough contributors come back."""
+    job = strategy.job
+    instruction = strategy.configure_evaluate(job.rounds, model, coordinator_head=head())
+    evals = _exchange(grid, node_ids, instruction, "evaluate", job.rounds, EvaluateReply, guard, observer, timeout)
+    metrics = strategy.aggregate_evaluate(evals.replies)
+    result.evaluated_by = sorted(metrics.contributors)
+    result.evaluation_refused = {**evals.refused, **{r.branch_id: r.code or "refused" for r in evals.replies if r.status != "ok"},
+                                 **{b: f"metrics rejected: {why}" for b, why in metrics.rejected.items()}}
+    record(EventKind.EVALUATION, job.rounds, digest=metrics.payload.digest() if metrics.payload else None,
+           details={"contributors": metrics.contributors, "node_heads": evals.heads, "refused": result.evaluation_refused})
+    values = None
+    release_heads: dict[str, list] = {}
+    if metrics.payload is not None and job.he.enabled:
+        release = strategy.configure_release(job.rounds, metrics, coordinator_head=head())
+        answers = _exchange(grid, node_ids, release, "query", job.rounds, ReleaseReply, guard, observer, timeout)
+        release_heads = answers.heads
+        released = [r for r in answers.replies if r.status == "ok" and r.values]
+        result.released_by = sorted(r.branch_id for r in released)
+        if released:
+            values = released[0].values
+            if any(not np.allclose(r.values, values, atol=1e-2) for r in released):
+                values = None  # decryptions disagree: a node misreported; release nothing
+    elif metrics.payload is not None:  # nodes that opted out of encryption sent plain vectors
+        values = list(release_values(metrics.payload.plain_values(), min_release))
+    if values is not None:
+        result.metrics = alliance_figures(values)
+    record(EventKind.MODEL_RELEASE, global_round, digest=result.final_model_digest,
+           model_version=model_version(job, global_round),
+           details={"rounds": job.rounds, "last_aggregated_round": global_round, "released_to": job.recipient_role,
+                    "destination": job.destination, "metrics": result.metrics, "evaluated_by": result.evaluated_by,
+                    "released_by": result.released_by, "node_heads": release_heads})
 
 
 def node_level_sigma(job: JobSpec, contributors: int) -> float:
@@ -189,14 +240,23 @@ def _wait_for_nodes(grid: Grid, min_nodes: int, deadline_seconds: float) -> list
         time.sleep(1.0)
 
 
-def _exchange(grid, node_ids, instruction, message_type, rnd, schema, observer, timeout):
-    """Send one instruction to every node and pull the replies until all came or time ran out."""
+class Exchange(BaseModel):
+    replies: list = Field(default_factory=list)  # accepted replies (signed by the branch they name)
+    refused: dict[str, str] = Field(default_factory=dict)  # who was left out, and why
+    heads: dict[str, list] = Field(default_factory=dict)  # branch -> [seq, hash]: anchors of every accepted reply
+    received: int = 0
+
+
+def _exchange(grid, node_ids, instruction, message_type, rnd, schema, guard: ReplyGuard, observer, timeout) -> Exchange:
+    """Send one instruction to every node and pull the replies until all came or time ran
+    out. A reply must decode and be signed by the branch it names, from the node that branch
+    answers from; anything else is left out and named."""
     content = to_record(instruction)
     messages = [
         Message(content=content, dst_node_id=nid, message_type=message_type, group_id=str(rnd)) for nid in node_ids
     ]
     pending = set(grid.push_messages(messages))
-    replies, refused, received = [], {}, 0
+    out = Exchange()
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         for msg in grid.pull_messages(list(pending)):
@@ -205,18 +265,26 @@ def _exchange(grid, node_ids, instruction, message_type, rnd, schema, observer, 
                 observer.reply_received(rnd, msg)
             node = f"node-{msg.metadata.src_node_id}"
             if msg.has_error():
-                refused[node] = f"node error: {msg.error.reason}"
+                out.refused[node] = f"node error: {msg.error.reason}"
                 continue
-            received += _content_bytes(msg)
+            out.received += _content_bytes(msg)
             try:
-                replies.append(from_record(msg.content, schema))
+                reply = from_record(msg.content, schema)
             except WireError as exc:
-                refused[node] = f"malformed reply: {exc}"
+                out.refused[node] = f"malformed reply: {exc}"
+                continue
+            problem = guard.problem(msg.metadata.src_node_id, reply)
+            if problem:
+                out.refused[f"{node} (claims {reply.branch_id})"] = f"reply rejected: {problem}"
+                continue
+            out.replies.append(reply)
+            if reply.lineage_head is not None:
+                out.heads[reply.branch_id] = [reply.lineage_head.seq, reply.lineage_head.event_hash]
         if pending:
             time.sleep(0.05)
     for _ in pending:
-        refused[f"pending-{len(refused)}"] = f"no reply within {timeout:.0f}s"
-    return replies, refused, received
+        out.refused[f"pending-{len(out.refused)}"] = f"no reply within {timeout:.0f}s"
+    return out
 
 
 def _content_bytes(msg: Message) -> int:

@@ -1,8 +1,13 @@
-"""Secure federated averaging: the coordinator sums `[n_k * w_k, n_k]` under encryption.
+"""Secure federated averaging: the coordinator sums `[n_k * w_k, n_k, 1]` under encryption.
 
 After Flower's strategies: four hooks (configure/aggregate x train/evaluate); the round loop
 that calls them lives in `coordinator.rounds`. Division by the total weight happens on the
 nodes after decryption, so the coordinator learns neither the model nor any node's weight.
+
+One node cannot stop or silently take over a round: every update is checked and added in its
+own guard, so a malformed, foreign or out-of-bounds one is left out and named while the rest
+are summed. What the coordinator cannot see under encryption (a node's weight) the decrypting
+nodes bound instead (`node_agent.agent.NodeAgent._open_aggregate`).
 """
 
 from __future__ import annotations
@@ -12,18 +17,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import tenseal as ts
 
-from common.he import EncryptedVector, sum_encrypted
+from common import evaluation
 from common.model import build_model
-from common.wire import EvaluateReply, JobSpec, TrainInstruction, TrainReply, UpdatePayload
+from common.wire import EvaluateReply, JobSpec, ReleaseInstruction, TrainInstruction, TrainReply, UpdatePayload
 
 
 @dataclass
 class Aggregate:
-    """One round's result: the summed payload, who contributed what, and who was left out."""
+    """One sum: the payload, who contributed what, and who was left out."""
 
     payload: UpdatePayload | None
-    contributors: dict[str, str] = field(default_factory=dict)  # branch id -> emission digest
-    rejected: dict[str, str] = field(default_factory=dict)  # branch id -> why its update was not summed
+    contributors: dict[str, str] = field(default_factory=dict)  # branch id -> digest of what it sent
+    rejected: dict[str, str] = field(default_factory=dict)  # branch id -> why its payload was not summed
 
 
 class SecureFedAvg:
@@ -34,62 +39,94 @@ class SecureFedAvg:
             raise ValueError("refusing a context with a secret key: the coordinator must not decrypt")
         self.job = job
         self.public_context = public_context
-        # [n * w ..., n]: the model's parameter count is public (it follows from the job).
-        self.update_length = build_model(job.seed, lags=job.lags, horizon=job.horizon).num_parameters() + 1
+        # [n * w ..., n, 1]: the model's parameter count is public (it follows from the job).
+        self.update_length = build_model(job.seed, lags=job.lags, horizon=job.horizon).num_parameters() + 2
 
-    def configure_train(self, rnd: int, global_model: UpdatePayload | None) -> TrainInstruction:
-        return TrainInstruction(job=self.job, round=rnd, global_model=global_model)
+    # ----------------------------------------------------------------- train
+    def configure_train(self, rnd: int, global_model: Aggregate | None, **extra) -> TrainInstruction:
+        return TrainInstruction(job=self.job, round=rnd, global_model=global_model.payload if global_model else None,
+                                contributors=global_model.contributors if global_model else {}, **extra)
 
     def aggregate_train(self, replies: list[TrainReply]) -> Aggregate:
-        """Sum the well-formed updates; a malformed one is left out and named, never summed.
+        """Sum the well-formed updates; `payload` is None when no node contributed."""
+        return self._sum([(r.branch_id, r.update) for r in replies if r.status == "ok" and r.update is not None],
+                         self.update_length, self._plain_update_problem)
 
-        `payload` is None when no node contributed.
-        """
-        expected = "CKKS" if self.job.he.enabled else "plain"
-        accepted, rejected = [], {}
-        for r in replies:
-            if r.status != "ok" or r.update is None:
-                continue
-            problem = self._check(r.update, expected)
-            if problem:
-                rejected[r.branch_id] = problem
-            else:
-                accepted.append(r)
-        if not accepted:
-            return Aggregate(payload=None, rejected=rejected)
-        if expected == "CKKS":
-            summed = sum_encrypted(
-                self.public_context,
-                [EncryptedVector(length=r.update.length, chunks=r.update.chunks) for r in accepted],
-            )
-            payload = UpdatePayload(scheme="CKKS", length=summed.length, chunks=summed.chunks)
-        else:
-            payload = UpdatePayload.plain(np.sum([r.update.plain_values() for r in accepted], axis=0))
-        return Aggregate(payload=payload, contributors={r.branch_id: r.update.digest() for r in accepted}, rejected=rejected)
-
-    def _check(self, update: UpdatePayload, expected: str) -> str | None:
-        if update.scheme != expected:
-            return f"sent a {update.scheme} update to a {expected} job"
-        if update.length != self.update_length:
-            return f"update has {update.length} values, the job's model needs {self.update_length}"
-        if expected == "CKKS":
-            needed = -(-update.length // self.job.he.params.slots)  # ceil: one ciphertext per slots values
-            if len(update.chunks) != needed:
-                return f"update has {len(update.chunks)} ciphertexts, {update.length} values need {needed}"
-        elif sum(len(c) for c in update.chunks) != 8 * update.length:
-            return "plain update's bytes do not match its length"
+    def _plain_update_problem(self, values: np.ndarray) -> str | None:
+        weight, count = values[-2], values[-1]
+        if count != 1.0:
+            return f"update's contributor slot is {count:g}, not 1"
+        if not 0 < weight <= self.job.bounds.max_weight:
+            return f"update's weight {weight:g} is outside (0, {self.job.bounds.max_weight}]"
         return None
 
-    def configure_evaluate(self, rnd: int, global_model: UpdatePayload | None) -> TrainInstruction:
-        return TrainInstruction(job=self.job, round=rnd, global_model=global_model)
+    # ----------------------------------------------------------------- evaluate
+    def configure_evaluate(self, rnd: int, global_model: Aggregate, **extra) -> TrainInstruction:
+        return self.configure_train(rnd, global_model, **extra)
 
-    def aggregate_evaluate(self, replies: list[EvaluateReply]) -> dict[str, float]:
-        """Mean held-out MASE and sMAPE over the nodes that evaluated."""
-        ok = [r for r in replies if r.status == "ok" and r.mase is not None]
-        if not ok:
-            return {}
-        return {
-            "mase": float(np.mean([r.mase for r in ok])),
-            "smape": float(np.mean([r.smape for r in ok])),
-            "nodes": float(len(ok)),
-        }
+    def aggregate_evaluate(self, replies: list[EvaluateReply]) -> Aggregate:
+        """Sum the nodes' held-out metric vectors (encrypted when the job is)."""
+        return self._sum([(r.branch_id, r.metrics) for r in replies if r.status == "ok" and r.metrics is not None],
+                         evaluation.LENGTH, _plain_metrics_problem)
+
+    def configure_release(self, rnd: int, metrics: Aggregate, **extra) -> ReleaseInstruction:
+        return ReleaseInstruction(job=self.job, round=rnd, aggregate=metrics.payload, contributors=metrics.contributors, **extra)
+
+    # ----------------------------------------------------------------- the guarded sum
+    def _sum(self, sent: list[tuple[str, UpdatePayload]], length: int, plain_problem) -> Aggregate:
+        expected = "CKKS" if self.job.he.enabled else "plain"
+        total, contributors, rejected = None, {}, {}
+        for branch, payload in sent:
+            problem = self._shape_problem(payload, expected, length)
+            if problem is None:
+                try:
+                    part = self._open(payload) if expected == "CKKS" else payload.plain_values()
+                    if expected == "plain":
+                        problem = "holds values that are not finite numbers" if not np.isfinite(part).all() else plain_problem(part)
+                    if problem is None:
+                        total = part if total is None else self._add(total, part)
+                except Exception as exc:  # noqa: BLE001 - whatever a crafted payload raises, only it is left out
+                    problem = f"could not be read or added ({type(exc).__name__}: {str(exc)[:120]})"
+            if problem is not None:
+                rejected[branch] = problem
+            else:
+                contributors[branch] = payload.digest()
+        if total is None:
+            return Aggregate(payload=None, rejected=rejected)
+        if expected == "CKKS":
+            payload = UpdatePayload(scheme="CKKS", length=length, chunks=[c.serialize() for c in total])
+        else:
+            payload = UpdatePayload.plain(total)
+        return Aggregate(payload=payload, contributors=contributors, rejected=rejected)
+
+    def _open(self, payload: UpdatePayload) -> list:
+        vectors = [ts.ckks_vector_from(self.public_context, c) for c in payload.chunks]
+        for v in vectors:
+            if v.size() > self.job.he.params.slots:
+                raise ValueError("ciphertext holds more slots than the job's parameters allow")
+        return vectors
+
+    @staticmethod
+    def _add(total, part):
+        if isinstance(total, np.ndarray):
+            return total + part
+        return [a + b for a, b in zip(total, part, strict=True)]
+
+    def _shape_problem(self, payload: UpdatePayload, expected: str, length: int) -> str | None:
+        if payload.scheme != expected:
+            return f"sent a {payload.scheme} payload to a {expected} job"
+        if payload.length != length:
+            return f"payload has {payload.length} values, the job needs {length}"
+        if expected == "CKKS":
+            needed = -(-length // self.job.he.params.slots)  # ceil: one ciphertext per slots values
+            if len(payload.chunks) != needed:
+                return f"payload has {len(payload.chunks)} ciphertexts, {length} values need {needed}"
+        elif sum(len(c) for c in payload.chunks) != 8 * length:
+            return "plain payload's bytes do not match its length"
+        return None
+
+
+def _plain_metrics_problem(values: np.ndarray) -> str | None:
+    if values[evaluation.BLOCK - 1] != 1.0 or values.min() < 0 or values.max() > evaluation.METRIC_CEILING:
+        return "metric vector is not one node's bounded scores"
+    return None

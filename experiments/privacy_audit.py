@@ -33,7 +33,7 @@ from common.wire import DPSettings, JobSpec
 from node_agent.data import fields_needed, holdout_split, read_branch_dataset
 from node_agent.training import plan_noise_multiplier, train_dp_round, train_plain
 from policies import JobRequest, load_policy
-from sovereign.baselines import history_start_month
+from node_agent.baselines import history_start_month
 from sovereign.simulation.dealers import simulate_alliance
 
 HERE = Path(__file__).resolve().parent
@@ -113,8 +113,8 @@ def train(schedule: JobSpec, eps: float | None, x: np.ndarray, y: np.ndarray, se
         return model, None
     job = schedule.model_copy(update={"dp": DPSettings(target_epsilon=eps)})
     sigma, state, result = plan_noise_multiplier(len(x), job), None, None
-    for rnd in range(job.rounds):
-        result = train_dp_round(model, x, y, job, noise_multiplier=sigma, accountant_state=state, seed=seed * 100 + rnd)
+    for _ in range(job.rounds):
+        result = train_dp_round(model, x, y, job, noise_multiplier=sigma, accountant_state=state)
         state = result.accountant_state
     return model, result.epsilon
 

@@ -5,8 +5,8 @@ its own hash over everything it says, including its position `seq`, its actor an
 signer's key id; the actor signs that hash with Ed25519. Editing, deleting, reordering or
 inserting an event therefore breaks a hash, a link or a signature, and the first event where
 that shows is named. Deleting the newest events (truncation) leaves a shorter valid chain:
-`anchors` — heads the actor published elsewhere, e.g. in the coordinator's aggregation events
-— catch that.
+`anchors` — heads the actor published elsewhere, e.g. in any coordinator event that recorded
+the heads of the node replies it answers (`lineage.anchors`) — catch that.
 """
 
 from __future__ import annotations
@@ -36,7 +36,11 @@ def compute_hash(event: LineageEvent) -> str:
     return hashlib.sha256(canonical_body(event)).hexdigest()
 
 
-Problem = Literal["edited", "deleted", "reordered", "inserted", "bad_signature", "unknown_signer", "truncated"]
+# The last three are found by cross-checking chains (`lineage.anchors`): a head recorded by the
+# other side that the chain no longer has (rewritten), whose key is not the one verified with
+# (resigned), or a record of a head that cannot be read (malformed).
+Problem = Literal["edited", "deleted", "reordered", "inserted", "bad_signature", "unknown_signer", "truncated",
+                  "rewritten", "resigned", "malformed"]
 
 
 class ChainFault(BaseModel):
@@ -70,10 +74,13 @@ def verify_chain(
 
     `public_key`/`key_id` come from outside the store (the actor's published key), so a store
     whose attacker swapped in their own key still fails. `lookup_by_hash(h)` (optional) finds
-    the seq of the event whose hash is h, to tell a moved event from an edited one.
+    the seq of the event whose hash is h, to tell a moved event from an edited one. `anchors`
+    are (seq, hash) heads published elsewhere; several may name one seq, and all must match.
     """
     expected_seq, prev, count = 1, GENESIS, 0
-    anchors = dict(anchors)
+    published: dict[int, set[str]] = {}
+    for anchor_seq, anchor_hash in anchors:
+        published.setdefault(anchor_seq, set()).add(anchor_hash)
 
     def fault(event: LineageEvent | None, problem: Problem, message: str) -> ChainReport:
         return ChainReport(
@@ -84,6 +91,8 @@ def verify_chain(
 
     for event in events:
         name = f"{actor} event {event.seq} ({event.kind.value}, {event.event_id})"
+        if event.actor != actor:
+            return fault(event, "inserted", f"{name}: an event of actor {event.actor!r} in {actor}'s chain (moved or inserted)")
         if event.seq is None or event.seq > expected_seq:
             missing = f"{expected_seq}" if event.seq == expected_seq + 1 else f"{expected_seq}..{(event.seq or 0) - 1}"
             return fault(event, "deleted", f"{name}: event(s) {missing} before it are missing (deleted)")
@@ -106,10 +115,10 @@ def verify_chain(
                                                   "(inserted or re-signed by someone else)")
         if not verify_signature(public_key, event.signature or "", bytes.fromhex(event.event_hash)):
             return fault(event, "bad_signature", f"{name}: signature does not verify (rewritten without {actor}'s key)")
-        if event.seq in anchors and anchors[event.seq] != event.event_hash:
+        if event.seq in published and published[event.seq] != {event.event_hash}:
             return fault(event, "edited", f"{name}: differs from the head {actor} published at this position")
         prev, expected_seq, count = event.event_hash, expected_seq + 1, count + 1
-    beyond = [s for s in anchors if s >= expected_seq]
+    beyond = [s for s in published if s >= expected_seq]
     if beyond:
         return fault(None, "truncated", f"{actor}: chain ends at event {expected_seq - 1} but {actor} published a head "
                                         f"at event {max(beyond)} (newest events deleted)")

@@ -3,17 +3,26 @@
 One store per node and one for the coordinator; a store may also hold many actors' chains
 (a shared PostgreSQL store), each chain appended under a lock on its head row. The schema is
 created and upgraded by Alembic (`lineage/migrations`). Indexed columns serve the compliance
-queries; `verify` checks every chain, every signature, and that the field index still says
-what the events say.
+queries; `verify` covers every column a query filters on or reads:
+
+- each event row: every column is in its signed hash (`chain.HASHED`), and each must hold
+  exactly the value the hash covers: the time in its one spelling (the range queries compare
+  the stored text), a known kind, numbers that are numbers, JSON that is JSON;
+- the field index (`lineage_chain_fields`, which `events(field=)` and `jobs_using_field` read):
+  for each event, its rows must be exactly the event's fields with the event's kind and job,
+  and no row may point at an event that does not exist;
+- the head row (the anchor against deleting the newest events) and, from outside the store,
+  the heads other actors recorded (`lineage.anchors`).
 """
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import json
 import math
 import numbers
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +45,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from common.db import tune_sqlite, writer
-from lineage.chain import ChainFault, ChainReport, compute_hash, verify_chain
+from lineage.chain import ChainFault, ChainReport, Problem, compute_hash, verify_chain
 from lineage.models import GENESIS, EventKind, LineageEvent, format_time
 from lineage.signing import Ed25519PublicKey, Signer, key_id, load_public_key, public_pem
 
@@ -72,6 +81,14 @@ _COLUMNS = [c.name for c in events_table.columns if c.name != "id"]
 
 class LineageStoreError(RuntimeError):
     """The store cannot be opened or written; the message says why in one line."""
+
+
+class _BadRow(Exception):
+    """A stored event row that does not hold what a sealed event can hold (found by verify)."""
+
+    def __init__(self, seq, event_id, message: str) -> None:
+        super().__init__(message)
+        self.seq, self.event_id, self.message = seq, event_id, message
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -255,8 +272,10 @@ class LineageStore:
     ) -> list[ChainReport]:
         """Check each actor's chain against its public key (from `keys`, else the store's own list).
 
-        Also catches a head row ahead of the chain (newest events deleted) and a field index
-        that no longer matches the events (edited to hide or invent a field use).
+        Also catches a head row ahead of the chain (newest events deleted), a row whose columns
+        say something other than what its hash covers (e.g. the time respelled so range queries
+        miss it), and a field index that no longer matches the events (edited to hide or invent
+        a field use, or to move one to another job or kind).
         """
         given = dict(keys or {})
         keys = {**self.stored_public_keys(), **given}
@@ -273,18 +292,72 @@ class LineageStore:
             published = list((anchors or {}).get(actor, []))
             if head_seq:
                 published.append((head_seq, head_hash))
-            report = verify_chain(actor, self._chain(actor), public, key_id(public), anchors=published,
-                                  lookup_by_hash=lambda h, a=actor: self._seq_of(a, h))
+            report = self._verify_chain(actor, public, published)
             if report.ok:
                 report = self._check_field_index(actor, report)
             reports.append(report.model_copy(update={"key_source": "given" if actor in given else "store"}))
+        if actors is None:
+            reports.extend(self._orphan_index_actors())
         return reports
+
+    def _verify_chain(self, actor: str, public: Ed25519PublicKey, anchors: list[tuple[int, str]]) -> ChainReport:
+        """`verify_chain` over the stored rows, each first checked to hold what a sealed event
+        can hold; the first row that does not is named as edited."""
+        last: list[LineageEvent] = []
+
+        def rows() -> Iterator[LineageEvent]:
+            query = select(events_table).where(events_table.c.actor == actor).order_by(events_table.c.seq)
+            with self._engine.connect() as conn:
+                for row in conn.execution_options(yield_per=5000).execute(query).mappings():
+                    event_ = _checked_from_row(row)
+                    last[:] = [event_]
+                    yield event_
+
+        try:
+            return verify_chain(actor, rows(), public, key_id(public), anchors=anchors,
+                                lookup_by_hash=lambda h: self._seq_of(actor, h))
+        except _BadRow as bad:
+            # verify_chain asks for a row only once every earlier one verified: they are the chain so far.
+            count = self._count(actor, last[0].seq) if last else 0
+            return ChainReport(
+                actor=actor, events=count, head_seq=last[0].seq if last else 0,
+                head_hash=last[0].event_hash if last else GENESIS,
+                fault=ChainFault(actor=actor, seq=bad.seq if isinstance(bad.seq, int) else None,
+                                 event_id=bad.event_id if isinstance(bad.event_id, str) else None, problem="edited",
+                                 message=f"{actor} event {bad.seq} ({bad.event_id}): {bad.message} (edited)"),
+            )
+
+    def _count(self, actor: str, up_to: int) -> int:
+        with self._engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(events_table).where(
+                events_table.c.actor == actor, events_table.c.seq <= up_to)).scalar_one()
 
     def _chain(self, actor: str) -> Iterator[LineageEvent]:
         query = select(events_table).where(events_table.c.actor == actor).order_by(events_table.c.seq)
         with self._engine.connect() as conn:
             for row in conn.execution_options(yield_per=5000).execute(query).mappings():
                 yield _from_row(row)
+
+    def scan(self, actor: str | None = None) -> Iterator[LineageEvent]:
+        """Every event (of `actor`), streamed in chain order: for checks over a whole store."""
+        actors = [actor] if actor is not None else self.actors()
+        for name in actors:
+            yield from self._chain(name)
+
+    def hashes_at(self, actor: str, seqs: Iterable[int]) -> dict[int, str]:
+        """The event hash the actor's chain holds at each of `seqs` (those it has)."""
+        wanted = sorted({s for s in seqs if isinstance(s, int)})
+        found: dict[int, str] = {}
+        with self._engine.connect() as conn:
+            for i in range(0, len(wanted), 500):
+                found.update(conn.execute(select(events_table.c.seq, events_table.c.event_hash).where(
+                    events_table.c.actor == actor, events_table.c.seq.in_(wanted[i:i + 500]))).tuples().all())
+        return found
+
+    def last_seq(self, actor: str) -> int:
+        """The highest position among the actor's stored events (0: none), whatever the head row says."""
+        with self._engine.connect() as conn:
+            return conn.execute(select(func.max(events_table.c.seq)).where(events_table.c.actor == actor)).scalar() or 0
 
     def _seq_of(self, actor: str, event_hash: str | None) -> int | None:
         """Only asked once a chain is found broken, so a scan of that actor's events is fine."""
@@ -295,23 +368,50 @@ class LineageStore:
                                                                  events_table.c.event_hash == event_hash)).scalar()
 
     def _check_field_index(self, actor: str, report: ChainReport) -> ChainReport:
-        """Order-free fingerprints of (event, field) pairs, from the events and from the index."""
-        from_events, from_index = 0, 0
+        """The index rows of each event must be exactly its (field, kind, job) triples, the
+        chain having just shown those columns are what the event signed. Both sides stream in
+        seq order (two connections: some drivers cannot interleave two open results on one)."""
+        def fault(problem: Problem, seq, event_id, message: str) -> ChainReport:
+            return report.model_copy(update={"fault": ChainFault(
+                actor=actor, seq=seq if isinstance(seq, int) else None, event_id=event_id, problem=problem,
+                message=f"{message} (field index rows edited, added or deleted)")})
+
+        events_query = (select(events_table.c.seq, events_table.c.event_id, events_table.c.kind, events_table.c.job_id,
+                               events_table.c.fields).where(events_table.c.actor == actor).order_by(events_table.c.seq))
+        index_query = (select(fields_table.c.seq, fields_table.c.field, fields_table.c.kind, fields_table.c.job_id)
+                       .where(fields_table.c.actor == actor).order_by(fields_table.c.seq))
+        with self._engine.connect() as events_conn, self._engine.connect() as index_conn:
+            signed = ((seq, event_id, kind, Counter((f, kind, job_id) for f in dict.fromkeys(json.loads(fields))))
+                      for seq, event_id, kind, job_id, fields in
+                      events_conn.execution_options(yield_per=5000).execute(events_query))
+            indexed = itertools.groupby(index_conn.execution_options(yield_per=5000).execute(index_query),
+                                        key=lambda r: r[0])
+            pending = next(indexed, None)
+            for seq, event_id, kind, expected in signed:
+                if pending is not None and (not isinstance(pending[0], int) or pending[0] < seq):
+                    return fault("inserted", pending[0], None,
+                                 f"{actor}: the field index lists fields of event {pending[0]!r}, which does not exist")
+                found: Counter = Counter()
+                if pending is not None and pending[0] == seq:
+                    found = Counter((field, row_kind, job) for _, field, row_kind, job in pending[1])
+                    pending = next(indexed, None)
+                if found != expected:
+                    return fault("edited", seq, event_id, f"{actor} event {seq} ({kind}, {event_id}): the field index "
+                                 f"does not match the event's fields: {_index_difference(expected, found)}")
+            if pending is not None:
+                return fault("inserted", pending[0], None,
+                             f"{actor}: the field index lists fields of event {pending[0]!r}, which does not exist")
+        return report
+
+    def _orphan_index_actors(self) -> list[ChainReport]:
+        """Index rows of an actor with no chain here would answer `jobs_using_field` unchecked."""
         with self._engine.connect() as conn:
-            rows = conn.execution_options(yield_per=5000).execute(
-                select(events_table.c.seq, events_table.c.fields).where(events_table.c.actor == actor))
-            for seq, fields in rows:
-                for f in dict.fromkeys(json.loads(fields)):
-                    from_events ^= _pair(seq, f)
-            index = conn.execution_options(yield_per=5000).execute(
-                select(fields_table.c.seq, fields_table.c.field).where(fields_table.c.actor == actor))
-            for seq, f in index:
-                from_index ^= _pair(seq, f)
-        if from_events == from_index:
-            return report
-        return report.model_copy(update={"fault": ChainFault(
-            actor=actor, seq=None, event_id=None, problem="edited",
-            message=f"{actor}: the field index no longer matches the events' fields (index rows edited, added or deleted)")})
+            indexed = {r[0] for r in conn.execute(select(fields_table.c.actor).distinct())}
+        return [ChainReport(actor=str(actor), events=0, head_seq=0, head_hash=GENESIS, fault=ChainFault(
+                    actor=str(actor), seq=None, event_id=None, problem="inserted",
+                    message=f"{actor}: the field index lists field uses of {actor}, who has no events in this store "
+                            "(field index rows added)"))
+                for actor in sorted(indexed - set(self.actors()), key=str)]
 
     def close(self) -> None:
         self._engine.dispose()
@@ -334,8 +434,65 @@ def plain_json(value):
     return str(value)
 
 
-def _pair(seq: int, field: str) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seq}\x1f{field}".encode()).digest()[:16], "big")
+def _index_difference(expected: Counter, found: Counter) -> str:
+    def show(rows: Counter) -> str:
+        return ", ".join(f"{f} ({k}, {j})" + (f" x{n}" if n > 1 else "") for (f, k, j), n in sorted(rows.items(), key=str))
+
+    missing, added = expected - found, found - expected
+    return "; ".join(part for part in (f"missing {show(missing)}" if missing else "",
+                                       f"not in the event {show(added)}" if added else "") if part)
+
+
+_STRINGS = ("event_id", "actor", "kind", "job_id", "purpose", "fields", "details", "prev_hash", "event_hash", "signer",
+            "signature", "recorded_at")
+_OPTIONAL_STRINGS = ("dataset", "content_hash", "policy_hash", "digest", "model_version")
+_KINDS = frozenset(k.value for k in EventKind)
+
+
+def _strict_json(text: str):
+    def no_constant(name: str):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(text, parse_constant=no_constant)
+
+
+def _checked_from_row(row) -> LineageEvent:
+    """The event a stored row holds, or `_BadRow` saying why the row is not what a sealed event
+    stores. Every column is in the event's hash, but the hash is computed over the parsed row:
+    a column must also hold that value in the one form the store writes, since queries compare
+    the stored form (a time respelled for the same instant would hide from a time range)."""
+    def bad(message: str) -> _BadRow:
+        return _BadRow(row["seq"], row["event_id"], message)
+
+    for column in _STRINGS:
+        if not isinstance(row[column], str):
+            raise bad(f"column {column} is not text")
+    for column in _OPTIONAL_STRINGS:
+        if row[column] is not None and not isinstance(row[column], str):
+            raise bad(f"column {column} is not text")
+    for column, optional in (("seq", False), ("round", True), ("row_count", True)):
+        value = row[column]
+        if not (optional and value is None) and (not isinstance(value, int) or isinstance(value, bool)):
+            raise bad(f"column {column} is not a whole number")
+    if row["kind"] not in _KINDS:
+        raise bad(f"column kind holds {row['kind']!r}, not an event kind")
+    try:
+        moment = datetime.fromisoformat(row["recorded_at"].replace("Z", "+00:00"))
+    except ValueError:
+        raise bad("column recorded_at is not a time") from None
+    if moment.tzinfo is None or format_time(moment) != row["recorded_at"]:
+        raise bad(f"column recorded_at is spelled {row['recorded_at']!r}, not "
+                  f"{format_time(moment) if moment.tzinfo else 'a UTC time'!r} (time range queries compare the stored text)")
+    try:
+        fields, details = _strict_json(row["fields"]), _strict_json(row["details"])
+    except ValueError:
+        raise bad("column fields or details is not JSON") from None
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise bad("column fields is not a list of field names")
+    if not isinstance(details, dict):
+        raise bad("column details is not a JSON object")
+    data = {c: row[c] for c in _COLUMNS}
+    return LineageEvent.model_construct(**{**data, "fields": fields, "details": details, "recorded_at": moment,
+                                           "kind": EventKind(data["kind"])})
 
 
 def _to_row(event_: LineageEvent) -> dict:

@@ -2,8 +2,9 @@
 
 Framework-free (the Flower ClientApp is a thin adapter around it), so it can be driven by
 tests and other runtimes alike. Every read, refusal, training step and emission is
-recorded in the node's own lineage store; nothing but the (encrypted) weighted update and
-held-out accuracy ever leaves.
+recorded in the node's own lineage store; nothing leaves but the encrypted weighted update,
+an encrypted held-out metric vector, alliance-level sums over enough contributors, and
+refusal codes. The coordinator is not trusted: see `_admitted` and `_open_aggregate`.
 """
 
 from __future__ import annotations
@@ -16,25 +17,34 @@ from functools import cached_property
 import numpy as np
 
 from common.files import create_secret_once
-from common.he import EncryptedVector, decrypt_vector, encrypt_vector, load_context
+from common import evaluation
+from common.evaluation import ARMS, YOUNG_MONTHS, metric_vector
+from common.he import EncryptedVector, context_shape, decrypt_checked, encrypt_vector, load_context
 from common.metrics import score
 from common.privacy import PrivacyPlanError, epsilon, epsilon_spent, group_privacy, windows_per_month
 from common.model import build_model, forecast, get_flat_weights, make_windows, set_flat_weights
+from common.refusals import reason_for
 from common.wire import (
+    CoordinatorHead,
     EvaluateReply,
     JobSpec,
     LineageHead,
     NodeDPSettings,
     NodeReply,
+    ReleaseInstruction,
+    ReleaseReply,
     TrainInstruction,
     TrainReply,
     UpdatePayload,
 )
 from lineage import EventKind, LineageEvent, LineageStore, Signer
+from node_agent import baselines
+from node_agent.admission import AdmissionBook, Refusal, admission_refusal
 from node_agent.config import NodeConfig
 from node_agent.contract import ContractViolation
 from node_agent.data import BranchDataset, HoldoutSplit, holdout_split, job_request, read_branch_dataset
-from node_agent.egress import WITHHELD_REASON, EgressBlocked, check_reply, reason_may_leave
+from node_agent.egress import EgressBlocked, check_reply
+from node_agent.report import write_branch_report
 from node_agent.ledger import Budget, BudgetRefusal, JobSpend, PrivacyLedger, round_allowed, standing
 from node_agent.training import (
     plan_noise_multiplier,
@@ -62,16 +72,22 @@ def node_level_update(start: np.ndarray, trained: np.ndarray, settings: NodeDPSe
     return start + delta + rng.normal(0.0, share, size=start.shape)
 
 
-class Refusal(Exception):
-    """This node will not take part in this step; the message is the one-line reason."""
+REFUSAL_CODES = {ContractViolation: "data-contract", JobRefusal: "policy", PrivacyPlanError: "privacy-plan",
+                 BudgetRefusal: "privacy-budget"}
+REFUSALS = (Refusal, *REFUSAL_CODES)
 
 
-REFUSALS = (Refusal, ContractViolation, JobRefusal, PrivacyPlanError)
+def refusal_code(exc: Exception) -> str:
+    return exc.code if isinstance(exc, Refusal) else REFUSAL_CODES.get(type(exc), "node-config")
 
 
 class NodeAgent:
     """One branch's agent. The branch policy is read from its file at every job step, so an
-    edit by the compliance officer applies to the next step and is recorded as a change."""
+    edit by the compliance officer applies to the next step and is recorded as a change.
+
+    Nothing the coordinator sends is taken on trust: a job is admitted by the node's own
+    settings and frozen as admitted; an aggregate is decrypted only when it sums enough
+    contributors, this node among them, and its contents are bounded before use."""
 
     def __init__(self, config: NodeConfig, *, policy: PolicyDocument | None = None, today: date | None = None) -> None:
         self.config = config
@@ -82,88 +98,114 @@ class NodeAgent:
         self.signer = Signer.load_or_create(config.branch_id, config.lineage_key_dir)
         config.privacy_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = PrivacyLedger(config.ledger_url)
+        self.book = AdmissionBook(config.ledger_url)
 
     # ----------------------------------------------------------------- public actions
     def train(self, instruction: TrainInstruction) -> TrainReply:
-        job, rnd = instruction.job, instruction.round
+        job, rnd, head = instruction.job, instruction.round, instruction.coordinator_head
         try:
+            job = self._admitted(job)
+            self.book.take_round(job.job_id, rnd)
             data = self._read(job, rnd)
             train_units = self._split(data, job)[0]
             x, y, _ = make_windows(train_units, data.series.start.month, lags=job.lags, horizon=job.horizon)
             if len(x) < MIN_TRAIN_WINDOWS:
-                raise Refusal(
-                    f"insufficient history: {len(train_units)} training months give no "
-                    f"{job.horizon}-month window"
-                )
-            model = self._global_model(instruction)
+                raise Refusal("too-little-history", f"{len(train_units)} training months give no {job.horizon}-month window")
+            model = self._global_model(instruction, job)
             start = get_flat_weights(model)
             result, spend = self._train(model, x, y, job, rnd)
-            customer = self._customer_privacy(job, len(x), result.epsilon)
+            customer = self._customer_privacy(job, len(x), spend.epsilon if spend else None)
             self._record(
                 EventKind.TRAINING, job, rnd,
                 details={
                     "windows": len(x), "steps": result.steps, "dp": job.dp.enabled,
                     "noise_multiplier": result.noise_multiplier,
                     "sample_rate": spend.sample_rate if spend else None,
-                    "epsilon": result.epsilon, "delta": job.dp.delta if job.dp.enabled else None,
+                    "epsilon": spend.epsilon if spend else None, "delta": spend.delta if spend else None,
                     "planned_epsilon": spend.planned_epsilon if spend else None, **customer,
                     "node_level_dp": job.node_dp.model_dump() if job.node_dp.enabled else None,
                 },
             )
             if job.node_dp.enabled:  # one dealership, one vote: clipped, noised, weight 1
                 weights, n = node_level_update(start, result.weights, job.node_dp), 1
-            else:
-                weights, n = result.weights, len(x)
+            else:  # the weight is bounded by the job, so one large branch cannot dominate the sum
+                weights, n = result.weights, min(len(x), job.bounds.max_weight)
             reply = TrainReply(
                 status="ok", branch_id=self.config.branch_id, update=self._encode(job, weights, n=n),
-                epsilon=round(result.epsilon, 2) if result.epsilon is not None else None,
+                epsilon=round(spend.epsilon, 2) if spend else None,
                 planned_epsilon=round(spend.planned_epsilon, 2) if spend else None,
                 customer_epsilon=customer.get("customer_epsilon"), customer_delta=customer.get("customer_delta"),
                 quarantined=data.quarantined,
             )
         except REFUSALS as exc:
-            return self.refused(TrainReply, job, rnd, str(exc))
-        return self._egress(reply, job, rnd)
+            return self.refused(TrainReply, job, rnd, refusal_code(exc), str(exc), head)
+        return self._egress(reply, job, rnd, head)
 
     def evaluate(self, instruction: TrainInstruction) -> EvaluateReply:
-        """Held-out accuracy of the global model on this branch's last `holdout` months."""
-        job, rnd = instruction.job, instruction.round
+        """Held-out accuracy of the global model and of this branch's own local forecasts on
+        its last `holdout` months. Only an encrypted metric vector leaves (summed across
+        nodes by the coordinator); the forecasts and scores stay in this node's report."""
+        job, rnd, head = instruction.job, instruction.round, instruction.coordinator_head
         try:
+            job = self._admitted(job)
+            self.book.take(job.job_id, "evaluations", self.config.limits.max_evaluations)
             data = self._read(job, rnd)
             self._split(data, job)
-            model = self._global_model(instruction)
+            model = self._global_model(instruction, job)
         except REFUSALS as exc:
-            return self.refused(EvaluateReply, job, rnd, str(exc))
+            return self.refused(EvaluateReply, job, rnd, refusal_code(exc), str(exc), head)
         split = holdout_split(data.series, job.holdout, job.horizon)
-        predicted = forecast(model, split.history, split.target_month)[: len(split.actual)]
+        forecasts = {
+            "federated": forecast(model, split.history, split.target_month)[: len(split.actual)],
+            "local": baselines.local_forecast(split, job),
+            "seasonal_naive": baselines.naive_forecast(split),
+        }
+        forecasts["local_dp"] = baselines.local_dp_forecast(split, job) if job.dp.enabled else forecasts["local"]
+        scores = {arm: score(split.actual, forecasts[arm], split.history) for arm in ARMS}
+        young = len(split.history) < YOUNG_MONTHS
         digest = hashlib.sha256(np.round(get_flat_weights(model), 6).tobytes()).hexdigest()
-        reply = EvaluateReply(
-            status="ok", branch_id=self.config.branch_id, **score(split.actual, predicted, split.history),
-            months=split.months, actual=[float(v) for v in split.actual],
-            forecast=[round(float(v), 3) for v in predicted], model_digest=digest,
-        )
-        self._record(EventKind.EVALUATION, job, rnd, details={"mase": reply.mase, "smape": reply.smape, "model_digest": digest})
-        return self._egress(reply, job, rnd)
+        write_branch_report(self.config, job, split, forecasts, scores, model_digest=digest)
+        vector = metric_vector(scores, young=young)
+        payload = self._payload(job, vector)
+        self._record(EventKind.EVALUATION, job, rnd, details={"scores": scores, "young": young, "model_digest": digest,
+                                                               "history_months": len(split.history)})
+        reply = EvaluateReply(status="ok", branch_id=self.config.branch_id, metrics=payload)
+        return self._egress(reply, job, rnd, head)
+
+    def release(self, instruction: ReleaseInstruction) -> ReleaseReply:
+        """Decrypt the coordinator's sum of metric vectors, if it is one this node accepts:
+        enough contributors, this node's own evaluation among them, the metric vector's
+        shape and nothing in the slots past it, a contributor count that matches the list.
+        Only group totals over at least the minimum number of contributors are returned."""
+        job, rnd, head = instruction.job, instruction.round, instruction.coordinator_head
+        try:
+            job = self._admitted(job)
+            self.book.take(job.job_id, "releases", self.config.limits.max_evaluations)
+            values = self._guarded_release(instruction, job)
+        except REFUSALS as exc:
+            return self.refused(ReleaseReply, job, rnd, refusal_code(exc), str(exc), head)
+        self._record(EventKind.EVALUATION, job, rnd, details={"released": values, "contributors": sorted(instruction.contributors)})
+        return self._egress(ReleaseReply(status="ok", branch_id=self.config.branch_id, values=values), job, rnd, head)
 
     def holdout(self, job: JobSpec) -> HoldoutSplit:
         """This branch's history and held-out months, read (and recorded) under its policy.
 
-        For benchmarks that compare the federated model with what the branch could do alone.
+        For simulator-side experiments (the pooled upper bound), never for the coordinator.
         """
         data = self._read(job, None)
         self._split(data, job)
         return holdout_split(data.series, job.holdout, job.horizon)
 
-    def refused(self, reply_type: type[NodeReply], job: JobSpec | None, rnd: int | None, reason: str) -> NodeReply:
-        """The refusal reply to send, recorded (refusal and emission) like every other reply."""
-        reply = reply_type(status="refused", branch_id=self.config.branch_id, reason=self.refuse(job, rnd, reason))
-        return self._egress(reply, job, rnd)
+    def refused(self, reply_type: type[NodeReply], job: JobSpec | None, rnd: int | None, code: str, detail: str,
+                head: CoordinatorHead | None = None) -> NodeReply:
+        """The refusal reply to send: a coarse code and its fixed phrase; the detail is
+        recorded in this node's lineage only (it may carry numbers that reveal size)."""
+        self.refuse(job, rnd, code, detail)
+        reply = reply_type(status="refused", branch_id=self.config.branch_id, code=code, reason=reason_for(code))
+        return self._egress(reply, job, rnd, head)
 
-    def refuse(self, job: JobSpec | None, rnd: int | None, reason: str) -> str:
-        """Record a refusal in lineage and return the reason to send back (withheld if it
-        looks like it carries personal data: lineage keeps it, the coordinator does not get it)."""
-        self._record(EventKind.REFUSAL, job, rnd, details={"reason": reason})
-        return reason if reason_may_leave(reason) else WITHHELD_REASON
+    def refuse(self, job: JobSpec | None, rnd: int | None, code: str, detail: str) -> None:
+        self._record(EventKind.REFUSAL, job, rnd, details={"code": code, "reason": detail})
 
     def policy(self) -> PolicyDocument:
         """The branch policy in force now; a change since the last one used is recorded.
@@ -176,15 +218,15 @@ class NodeAgent:
         else:
             path = self.config.policy_path
             if not path.exists():
-                raise Refusal(f"{path}: no branch policy here; the node takes no job without one")
+                raise Refusal("policy", f"{path}: no branch policy here; the node takes no job without one")
             try:
                 policy = load_policy(path)
             except PolicyFileError as exc:
-                raise Refusal(str(exc)) from None
+                raise Refusal("policy", str(exc)) from None
             errors = [f for f in lint(policy) if f.severity == "error"]
             if errors:
                 line = f":{errors[0].line}" if errors[0].line else ""
-                raise Refusal(f"{path}{line}: {errors[0].message}")
+                raise Refusal("policy", f"{path}{line}: {errors[0].message}")
         digest, previous = policy.content_hash(), self._last_policy_hash()
         if digest != previous:
             self.lineage.append(LineageEvent(
@@ -204,7 +246,7 @@ class NodeAgent:
     def _read(self, job: JobSpec, rnd: int) -> BranchDataset:
         policy = self.policy()
         table = self.config.dataset
-        request = job_request(job, table)
+        request = job_request(job, table, destination=self.config.coordinator_jurisdiction)
         data = read_branch_dataset(
             self.config.db_url, policy, request, key=self._policy_key, target=job.target,
             today=self.today, table=table,
@@ -213,7 +255,8 @@ class NodeAgent:
             EventKind.POLICY_DECISION, job, rnd, fields=request.fields,
             details={
                 "policy": policy.policy, "version": policy.version, "jurisdiction": policy.jurisdiction,
-                "destination": job.destination, "cross_border": job.destination != policy.jurisdiction,
+                "destination": request.destination, "claimed_destination": job.destination,
+                "cross_border": request.destination != policy.jurisdiction,
                 "recipient_role": job.recipient_role,
                 "decisions": [
                     {"field": d.name, "class": d.field_class.value if d.field_class else None,
@@ -226,7 +269,8 @@ class NodeAgent:
             self._record(
                 EventKind.JOB_APPROVAL, job, rnd, fields=request.fields,
                 details={"approved_by": f"policy {policy.policy} v{policy.version}", "purpose": job.purpose,
-                         "destination": job.destination, "recipient_role": job.recipient_role},
+                         "destination": request.destination, "recipient_role": job.recipient_role,
+                         "spec_hash": job.spec_hash()},
             )
         self._record(
             EventKind.DATA_READ, job, rnd, fields=request.fields, row_count=data.row_count,
@@ -242,56 +286,121 @@ class NodeAgent:
     def _split(self, data: BranchDataset, job: JobSpec) -> tuple[np.ndarray, np.ndarray]:
         units = data.series.units
         if len(units) <= job.holdout + 1:
-            raise Refusal(f"insufficient history: {len(units)} months, the job holds out {job.holdout}")
+            raise Refusal("too-little-history", f"{len(units)} months, the job holds out {job.holdout}")
         return units[: -job.holdout], units[-job.holdout :]
 
-    def _global_model(self, instruction: TrainInstruction):
-        job = instruction.job
+    def _admitted(self, job: JobSpec) -> JobSpec:
+        """The job as this node admitted it: checked against the node's own settings at every
+        instruction, frozen at the first (any later change to its spec is refused)."""
+        key_shape = context_shape(self._secret_context) if job.he.enabled else None
+        refusal = admission_refusal(job, self.config, key_shape)
+        if refusal is not None:
+            raise refusal
+        admitted, _ = self.book.admit(job)
+        return admitted.job
+
+    def _global_model(self, instruction: TrainInstruction, job: JobSpec):
+        """The model to start from: the seeded initial model in round 1, else the aggregate,
+        decrypted only after `_open_aggregate` accepts it and bounded before use."""
         model = build_model(job.seed, lags=job.lags, horizon=job.horizon)
         payload = instruction.global_model
         if payload is None:
-            return model  # round 1: the public, seeded initial model
-        if payload.scheme == "CKKS":
-            if not job.he.enabled:
-                raise Refusal("job says encryption is off but the global model is encrypted")
-            summed = decrypt_vector(self._secret_context, EncryptedVector(length=payload.length, chunks=payload.chunks))
-        else:
-            summed = payload.plain_values()
-        total_weight = summed[-1]
-        if not total_weight > 0:
-            raise Refusal("global model carries no weight; nothing was aggregated")
-        try:
-            set_flat_weights(model, summed[:-1] / total_weight)
-        except ValueError as exc:
-            raise Refusal(f"global model does not fit the job's model: {exc}") from None
+            return model  # the public, seeded initial model
+        summed = self._open_aggregate(payload, job, instruction.contributors, length=model.num_parameters() + 2)
+        weight, count = summed[-2], summed[-1]
+        if abs(count - len(instruction.contributors)) > 0.01:
+            raise Refusal("aggregate-rejected", f"the aggregate counts {count:.2f} contributors but lists "
+                                                f"{len(instruction.contributors)}")
+        if not 0 < weight <= len(instruction.contributors) * job.bounds.max_weight + 0.01:
+            raise Refusal("aggregate-rejected", f"the aggregate's total weight {weight:.3g} is outside (0, "
+                                                f"{len(instruction.contributors)} x {job.bounds.max_weight}]")
+        averaged = summed[:-2] / weight
+        norm = float(np.linalg.norm(averaged))
+        if not np.isfinite(norm) or norm > job.bounds.max_model_norm:
+            raise Refusal("aggregate-rejected", f"the averaged model's norm {norm:.3g} exceeds the job's bound "
+                                                f"{job.bounds.max_model_norm:g}")
+        set_flat_weights(model, averaged)
         return model
 
+    def _open_aggregate(self, payload: UpdatePayload, job: JobSpec, contributors: dict[str, str], *,
+                        length: int, own_kind: str = "train") -> np.ndarray:
+        """Decrypt (or read) an aggregate the coordinator sent, if this node accepts it: the
+        job's scheme (never a plaintext model in an encrypted job), at least the node's minimum
+        number of contributors, this node among them with a digest it really sent, the expected
+        shape, and ciphertexts that hold nothing but the vector they claim (`decrypt_checked`)."""
+        if job.he.enabled and payload.scheme != "CKKS":
+            raise Refusal("encryption-required", "a plaintext aggregate was sent for an encrypted job")
+        if not job.he.enabled and payload.scheme == "CKKS":
+            raise Refusal("aggregate-rejected", "an encrypted aggregate was sent for a job without encryption")
+        minimum = self.config.min_contributors
+        if len(contributors) < minimum:
+            raise Refusal("aggregate-rejected", f"the aggregate sums {len(contributors)} contributors; node.json "
+                                                f"min_contributors is {minimum}")
+        mine = self._own_digests(job, own_kind)
+        if mine and contributors.get(self.config.branch_id) not in mine:
+            raise Refusal("aggregate-rejected", "the aggregate does not list an update this node sent in this job")
+        if payload.length != length:
+            raise Refusal("aggregate-rejected", f"the aggregate has {payload.length} values; this job's needs {length}")
+        if payload.scheme == "plain":
+            values = payload.plain_values() if sum(map(len, payload.chunks)) == 8 * length else np.full(length, np.nan)
+        else:
+            slots = job.he.params.slots
+            if len(payload.chunks) != -(-length // slots):
+                raise Refusal("aggregate-rejected", f"the aggregate has {len(payload.chunks)} ciphertexts; "
+                                                    f"{length} values need {-(-length // slots)}")
+            try:
+                values = decrypt_checked(self._secret_context, EncryptedVector(length=length, chunks=payload.chunks))
+            except (ValueError, RuntimeError, TypeError) as exc:
+                raise Refusal("aggregate-rejected", f"the aggregate is not an honest ciphertext under the alliance key ({exc})") from None
+        if not np.isfinite(values).all():
+            raise Refusal("aggregate-rejected", "the aggregate holds values that are not finite numbers")
+        return values
+
+    def _own_digests(self, job: JobSpec, message: str) -> set[str]:
+        """Digests of what this node sent in this job, of one message type ('train' updates,
+        'evaluate' metric vectors), from its own lineage."""
+        return {e.digest for e in self.lineage.events(actor=self.config.branch_id, job_id=job.job_id, kind=EventKind.EMISSION)
+                if e.details.get("message") == message and e.details.get("status") == "ok" and e.digest}
+
+    def _guarded_release(self, instruction: ReleaseInstruction, job: JobSpec) -> list[float]:
+        if not self._own_digests(job, "evaluate"):
+            raise Refusal("aggregate-rejected", "this node has not evaluated in this job, so it releases no sum of it")
+        summed = self._open_aggregate(instruction.aggregate, job, instruction.contributors, length=evaluation.LENGTH,
+                                      own_kind="evaluate")
+        count = summed[evaluation.BLOCK - 1]
+        if abs(count - len(instruction.contributors)) > 0.01:
+            raise Refusal("aggregate-rejected", f"the metric sum counts {count:.2f} contributors but lists "
+                                                f"{len(instruction.contributors)}")
+        if summed.min() < -0.01 or summed.max() > len(instruction.contributors) * evaluation.METRIC_CEILING + 0.01:
+            raise Refusal("aggregate-rejected", "the metric sum holds values no sum of metric vectors can hold")
+        return [float(v) for v in evaluation.release_values(summed, self.config.min_contributors)]
+
     def _train(self, model, x, y, job: JobSpec, rnd: int):
-        seed = job.seed * 100_003 + rnd * 1_009 + int(hashlib.sha256(self.config.branch_id.encode()).hexdigest()[:6], 16)
         if not job.dp.enabled:
             if not self.config.accept_non_private_jobs:
-                raise Refusal("this node takes only differentially private jobs (node.json: accept_non_private_jobs is false)")
+                raise Refusal("dp-required", "this node takes only differentially private jobs "
+                                             "(node.json: accept_non_private_jobs is false)")
             result = train_plain(
                 model, x, y, epochs=job.local_epochs, batch_size=job.batch_size,
-                learning_rate=job.learning_rate, seed=seed,
+                learning_rate=job.learning_rate, seed=int.from_bytes(os.urandom(4), "little"),
             )
             return result, None
         spend, budget = self._admit(job, len(x), rnd)
-        steps = steps_per_round(len(x), job)
-        after = epsilon_spent([*spend.history, [spend.noise_multiplier, spend.sample_rate, steps]], spend.delta, spend.accountant)
+        if sample_rate(len(x), job) > spend.sample_rate * (1 + 1e-9):
+            raise Refusal("privacy-plan", f"the data now gives sampling rate {sample_rate(len(x), job):.4g}, above the "
+                                          f"{spend.sample_rate:.4g} the job was admitted with")
+        # Accounting uses the ledger's delta and sampling rate (the admitted ones), never the instruction's.
+        history = [*spend.history, [spend.noise_multiplier, spend.sample_rate, steps_per_round(len(x), job)]]
+        after = max(epsilon_spent(history, spend.delta, spend.accountant), spend.epsilon)
         why = round_allowed(spend, after, budget, self.ledger.spends(self.config.dataset))
         if why:
             spend = spend.model_copy(update={"status": "stopped", "reason": why})
             self.ledger.record(spend)
             self._record_spend(job, rnd, spend, budget, "stopped")
-            raise Refusal(why)
-        result = train_dp_round(
-            model, x, y, job, noise_multiplier=spend.noise_multiplier,
-            accountant_state=spend.accountant_state(), seed=seed,
-        )
+            raise Refusal("privacy-budget", why)
+        result = train_dp_round(model, x, y, job, noise_multiplier=spend.noise_multiplier, accountant_state=None)
         spend = spend.model_copy(update={
-            "history": [list(h) for h in result.accountant_state["history"]], "epsilon": result.epsilon,
-            "status": "complete" if rnd >= job.rounds else "running",
+            "history": history, "epsilon": after, "status": "complete" if rnd >= job.rounds else "running",
         })
         self.ledger.record(spend)
         self._record_spend(job, rnd, spend, budget, "spent")
@@ -319,7 +428,7 @@ class NodeAgent:
         dataset = self.config.dataset
         budget = self.config.budgets.get(dataset)
         if budget is None:
-            raise Refusal(f"{self.config.node_dir / 'node.json'}: no privacy budget for dataset '{dataset}' "
+            raise Refusal("privacy-budget", f"{self.config.node_dir / 'node.json'}: no privacy budget for dataset '{dataset}' "
                           f"(set budgets.{dataset}.epsilon and .delta); DP jobs are refused until there is one")
         changed, previous = self.ledger.note_budget(dataset, budget)
         if changed:
@@ -329,23 +438,23 @@ class NodeAgent:
         spend = self.ledger.get(dataset, job.job_id)
         if spend is not None:
             if spend.status != "running":
-                raise Refusal(f"job {job.job_id} is {spend.status} at this node" + (f": {spend.reason}" if spend.reason else ""))
+                raise Refusal("privacy-budget", f"job {job.job_id} is {spend.status} at this node" + (f": {spend.reason}" if spend.reason else ""))
             return spend, budget
         if job.dp.delta >= 1 / windows:
-            raise Refusal(f"δ = {job.dp.delta:g} is not below 1/records (1/{windows} training windows here): "
+            raise Refusal("privacy-plan", f"δ = {job.dp.delta:g} is not below 1/records (1/{windows} training windows here): "
                           "it would allow publishing a record outright")
         q, planned_steps = sample_rate(windows, job), job.rounds * steps_per_round(windows, job)
         sigma = job.dp.noise_multiplier or plan_noise_multiplier(windows, job)
         planned = epsilon(q, sigma, planned_steps, job.dp.delta, job.dp.accountant)
         if job.dp.noise_multiplier is not None and planned > job.dp.target_epsilon * 1.0001:
-            raise Refusal(f"noise σ = {sigma:g} cannot meet ε = {job.dp.target_epsilon:g} in the planned "
+            raise Refusal("privacy-plan", f"noise σ = {sigma:g} cannot meet ε = {job.dp.target_epsilon:g} in the planned "
                           f"{planned_steps} steps here (it gives ε = {planned:.3g}); raise σ or ε, or plan fewer rounds")
         plan = JobSpend(dataset=dataset, job_id=job.job_id, accountant=job.dp.accountant, delta=job.dp.delta,
                         noise_multiplier=sigma, sample_rate=q, planned_steps=planned_steps, planned_epsilon=planned)
         try:
             spend = self.ledger.reserve(plan, budget)
         except BudgetRefusal as exc:
-            raise Refusal(str(exc)) from None
+            raise Refusal("privacy-budget", str(exc)) from None
         self._record_spend(job, rnd, spend, budget, "reserved")
         return spend, budget
 
@@ -359,37 +468,41 @@ class NodeAgent:
         })
 
     def _encode(self, job: JobSpec, weights: np.ndarray, *, n: int) -> UpdatePayload:
-        """The only bytes that leave the node during training: `[n * w, n]`, encrypted."""
-        weighted = np.concatenate([weights * n, [float(n)]])
-        if job.he.enabled:
-            enc = encrypt_vector(self._secret_context, weighted)
-            return UpdatePayload(scheme="CKKS", length=enc.length, chunks=enc.chunks)
-        return UpdatePayload.plain(weighted)
+        """The only bytes that leave the node during training: `[n * w, n, 1]`, encrypted
+        (the last slot counts contributors, which a decrypting node checks against the list)."""
+        return self._payload(job, np.concatenate([weights * n, [float(n), 1.0]]))
 
-    def _egress(self, reply: NodeReply, job: JobSpec | None, rnd: int | None) -> NodeReply:
-        """Every reply passes the egress check (one that fails leaves as a refusal instead) and
-        is then recorded as an emission. A training update's emission event goes back with it as
-        the node's chain head: the coordinator records it, so the node's chain cannot later lose
-        its tail unseen."""
+    def _payload(self, job: JobSpec, values: np.ndarray) -> UpdatePayload:
+        if job.he.enabled:
+            enc = encrypt_vector(self._secret_context, values)
+            return UpdatePayload(scheme="CKKS", length=enc.length, chunks=enc.chunks)
+        return UpdatePayload.plain(values)
+
+    def _egress(self, reply: NodeReply, job: JobSpec | None, rnd: int | None, head: CoordinatorHead | None = None) -> NodeReply:
+        """Every reply passes the egress check (one that fails leaves as a refusal instead), is
+        recorded as an emission with the coordinator's chain head it answers, and goes back
+        with this node's chain head (the coordinator anchors it, so the node's chain cannot
+        lose its tail unseen) and the node's signature."""
         try:
             check_reply(reply, branch_id=self.config.branch_id)
         except EgressBlocked as exc:
-            reason = self.refuse(job, rnd, f"egress check blocked the reply: {exc}")
-            reply = type(reply)(status="refused", branch_id=self.config.branch_id, reason=reason)
-        update = getattr(reply, "update", None)
-        body = reply.model_dump_json(exclude_none=True, exclude={"update"})
-        message = "evaluate" if isinstance(reply, EvaluateReply) else "train"
-        details = {"destination": "coordinator", "message": message, "status": reply.status}
-        if update is not None:
-            details |= {"scheme": update.scheme, "bytes": update.nbytes()}
+            self.refuse(job, rnd, "egress", f"egress check blocked the reply: {exc}")
+            reply = type(reply)(status="refused", branch_id=self.config.branch_id, code="egress", reason=reason_for("egress"))
+        payload = getattr(reply, "update", None) or getattr(reply, "metrics", None)
+        body = reply.model_dump_json(exclude_none=True, exclude={"update", "metrics"})
+        message = {EvaluateReply: "evaluate", ReleaseReply: "release"}.get(type(reply), "train")
+        details = {"destination": "coordinator", "jurisdiction": self.config.coordinator_jurisdiction,
+                   "message": message, "status": reply.status,
+                   "coordinator_head": head.model_dump() if head is not None else None}
+        if payload is not None:
+            details |= {"scheme": payload.scheme, "bytes": payload.nbytes()}
         else:
             details |= {"bytes": len(body), "fields_sent": sorted(
                 k for k, v in reply.model_dump(exclude_none=True).items() if v not in ([], {}))}
         emitted = self._record(EventKind.EMISSION, job, rnd, details=details,
-                               digest=update.digest() if update is not None else hashlib.sha256(body.encode()).hexdigest())
-        if update is not None:
-            reply = reply.model_copy(update={"lineage_head": LineageHead(seq=emitted.seq, event_hash=emitted.event_hash)})
-        return reply
+                               digest=payload.digest() if payload is not None else hashlib.sha256(body.encode()).hexdigest())
+        reply = reply.model_copy(update={"lineage_head": LineageHead(seq=emitted.seq, event_hash=emitted.event_hash)})
+        return reply.model_copy(update={"signature": self.signer.sign(reply.signed_body())})
 
     @cached_property
     def _policy_key(self) -> bytes:
@@ -401,8 +514,8 @@ class NodeAgent:
     def _secret_context(self):
         path = self.config.he_secret_path
         if not path.exists():
-            raise Refusal(f"no alliance key at {path}; encrypted jobs cannot run on this node")
-        return load_context(path.read_bytes())
+            raise Refusal("node-config", f"no alliance key at {path}; encrypted jobs cannot run on this node")
+        return load_context(path.read_bytes())  # the node's own key file: only ever written by the ceremony
 
     def _record(self, kind: EventKind, job: JobSpec | None, rnd: int | None, **fields) -> LineageEvent:
         return self.lineage.append(

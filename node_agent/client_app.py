@@ -16,7 +16,17 @@ import torch
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from common.wire import EvaluateReply, TrainInstruction, TrainReply, WireError, from_record, to_record
+from common.refusals import reason_for
+from common.wire import (
+    EvaluateReply,
+    ReleaseInstruction,
+    ReleaseReply,
+    TrainInstruction,
+    TrainReply,
+    WireError,
+    from_record,
+    to_record,
+)
 from node_agent.agent import NodeAgent
 from node_agent.config import NodeConfigError, load_node_config
 
@@ -46,19 +56,31 @@ def _agent(context: Context) -> NodeAgent:
     return _AGENTS[node_dir]
 
 
+ACTIONS = {  # Flower message type -> (instruction schema, reply schema, agent method)
+    "train": (TrainInstruction, TrainReply, NodeAgent.train),
+    "evaluate": (TrainInstruction, EvaluateReply, NodeAgent.evaluate),
+    "query": (ReleaseInstruction, ReleaseReply, NodeAgent.release),
+}
+
+
 def _handle(msg: Message, context: Context, action: str) -> Message:
     torch.set_num_threads(1)
-    reply_type = TrainReply if action == "train" else EvaluateReply
+    schema, reply_type, method = ACTIONS[action]
     try:
         agent = _agent(context)
-    except NodeConfigError as exc:
-        return Message(content=to_record(reply_type(status="refused", branch_id="unknown", reason=str(exc))), reply_to=msg)
+    except NodeConfigError:  # nothing to sign with or record in: a bare refusal, no detail
+        return Message(content=to_record(reply_type(status="refused", branch_id="unknown", code="node-config",
+                                                    reason=reason_for("node-config"))), reply_to=msg)
     try:
-        instruction = from_record(msg.content, TrainInstruction)
+        instruction = from_record(msg.content, schema)
     except WireError as exc:
-        return Message(content=to_record(agent.refused(reply_type, None, None, f"malformed instruction: {exc}")), reply_to=msg)
-    reply = agent.train(instruction) if action == "train" else agent.evaluate(instruction)
-    return Message(content=to_record(reply), reply_to=msg)
+        return Message(content=to_record(agent.refused(reply_type, None, None, "malformed", f"malformed instruction: {exc}")),
+                       reply_to=msg)
+    from node_agent.app_identity import deployed_app_refusal  # the FAB must be on the node's allow-list
+
+    if (why := deployed_app_refusal(context, agent.config)) is not None:  # before any branch data is read
+        return Message(content=to_record(agent.refused(reply_type, None, None, "untrusted-app", why)), reply_to=msg)
+    return Message(content=to_record(method(agent, instruction)), reply_to=msg)
 
 
 @app.train()
@@ -69,3 +91,9 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     return _handle(msg, context, "evaluate")
+
+
+@app.query()
+def release(msg: Message, context: Context) -> Message:
+    """The alliance asks this node to decrypt a sum of held-out metric vectors."""
+    return _handle(msg, context, "query")

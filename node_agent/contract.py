@@ -11,6 +11,7 @@ too little for the contract to check (a VIN masked to its last digits cannot fin
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -27,18 +28,30 @@ UNPARSEABLE_DATE = "unparseable_date"
 FUTURE_SALE_DATE = "future_sale_date"
 NEGATIVE_PRICE = "negative_price"
 UNPARSEABLE_PRICE = "unparseable_price"
+NON_FINITE_PRICE = "non_finite_price"  # NaN or an infinity: the text 'NaN', 'nan', 'inf', '-Infinity'... or the float
+ABSURD_PRICE = "absurd_price"  # above MAX_SALE_PRICE
 MISSING_VALUE = "missing_value"
 DUPLICATE_VIN = "duplicate_vin"
 UNTREATABLE_VALUE = "untreatable_value"
-QUARANTINE_REASONS = (MISSING_VALUE, UNPARSEABLE_DATE, FUTURE_SALE_DATE, UNPARSEABLE_PRICE, NEGATIVE_PRICE,
-                      DUPLICATE_VIN, UNTREATABLE_VALUE)
+QUARANTINE_REASONS = (MISSING_VALUE, UNPARSEABLE_DATE, FUTURE_SALE_DATE, UNPARSEABLE_PRICE, NON_FINITE_PRICE,
+                      NEGATIVE_PRICE, ABSURD_PRICE, DUPLICATE_VIN, UNTREATABLE_VALUE)
+
+# The ceiling of a believable car sale or list price, in the branch's own currency unit: ten
+# million. The simulated catalogue (sovereign/simulation/dealers.py) lists about 21,500 to
+# 60,000 (model year 2020, rising 1.5% a year), far below it; a careless DMS export's 1e12,
+# 9.99e99 or 2**63 placeholder is far above it. A branch that prices in a currency with small
+# units (won, or yen for luxury cars) passes its own ceiling (`max_price`).
+MAX_SALE_PRICE = 10_000_000.0
 
 # The quarantine reason of a row whose value in this column its treatment could not handle.
 UNTREATABLE_REASON = {"sale_date": UNPARSEABLE_DATE, "list_price": UNPARSEABLE_PRICE, "sale_price": UNPARSEABLE_PRICE}
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-_NUMBER = r"-?\d+(?:\.\d+)?(?:e[+-]?\d+)?"
-_BUCKET = re.compile(rf"^({_NUMBER})-({_NUMBER})$")
+# A bucket `low-high` as `generalise_number` writes it (`45000-50000`, `1e+12-1e+12`), and as it
+# writes a NaN or infinite price (`nan-nan`): the bounds are parsed, never trusted, and checked
+# like a price (finite, not negative, not absurd).
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:e[-+]?\d+)?|[-+]?(?:nan|inf(?:inity)?)"
+_BUCKET = re.compile(rf"^({_NUMBER})-({_NUMBER})$", re.IGNORECASE)
 
 
 class ContractViolation(ValueError):
@@ -86,11 +99,42 @@ def parse_sale_date(value: object) -> date:
 
 def price_floor(value: object) -> float:
     """A price, or the lower bound of a price bucket `low-high`. Raises ValueError."""
+    return price_bounds(value)[0]
+
+
+def price_bounds(value: object) -> tuple[float, float]:
+    """(price, price) for a price, (low, high) for a price bucket `low-high`. Raises ValueError
+    (or TypeError) when it is neither; NaN and infinities are returned, for `price_problem`."""
     if isinstance(value, str):
         bucket = _BUCKET.match(value.strip())
         if bucket:
-            return float(bucket[1])
-    return float(value)
+            low, high = float(bucket[1]), float(bucket[2])
+            if low > high:
+                raise ValueError("a price bucket whose bounds are reversed")
+            return low, high
+    price = float(value)
+    return price, price
+
+
+def price_problem(value: object, max_price: float = MAX_SALE_PRICE) -> str | None:
+    """The quarantine reason of a price (or price bucket), or None when it is believable.
+
+    Unparseable first, then NaN or infinite (either bound of a bucket), negative, and above
+    `max_price`. A bucket is judged by its lower bound: the policy hid the price inside it.
+    """
+    try:
+        low, high = price_bounds(value)
+    except OverflowError:  # an integer too large for a float
+        return ABSURD_PRICE
+    except (TypeError, ValueError):
+        return UNPARSEABLE_PRICE
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return NON_FINITE_PRICE
+    if low < 0:
+        return NEGATIVE_PRICE
+    if low > max_price:
+        return ABSURD_PRICE
+    return None
 
 
 def check_columns(table: str, present: list[str]) -> None:
@@ -105,9 +149,10 @@ def check_columns(table: str, present: list[str]) -> None:
         )
 
 
-def validate_sales(rows: list[dict], today: date) -> tuple[list[ValidSale], Counter[str]]:
+def validate_sales(rows: list[dict], today: date, *, max_price: float = MAX_SALE_PRICE) -> tuple[list[ValidSale], Counter[str]]:
     """Split rows into valid sales and quarantine counts per reason.
 
+    A row with two bad prices counts once, under the first reason in `QUARANTINE_REASONS`.
     Duplicate VINs keep the earliest sale (by date, then id) and quarantine the rest.
     """
     quarantined: Counter[str] = Counter()
@@ -124,13 +169,9 @@ def validate_sales(rows: list[dict], today: date) -> tuple[list[ValidSale], Coun
         if sold > today:
             quarantined[FUTURE_SALE_DATE] += 1
             continue
-        try:
-            prices = (price_floor(row["sale_price"]), price_floor(row["list_price"]))
-        except (TypeError, ValueError):
-            quarantined[UNPARSEABLE_PRICE] += 1
-            continue
-        if min(prices) < 0:
-            quarantined[NEGATIVE_PRICE] += 1
+        problems = {price_problem(row[c], max_price) for c in ("sale_price", "list_price")} - {None}
+        if problems:
+            quarantined[min(problems, key=QUARANTINE_REASONS.index)] += 1
             continue
         candidates.append(ValidSale(str(row["sale_id"]), sold, str(row["vin"]).strip().upper()))
     candidates.sort(key=lambda s: (s.sale_date, _id_order(s.sale_id)))

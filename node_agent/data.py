@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from common.wire import JobSpec
 from node_agent.contract import (
+    MAX_SALE_PRICE,
     MISSING_VALUE,
     REQUIRED_COLUMNS,
     UNTREATABLE_REASON,
@@ -102,9 +103,11 @@ def fields_needed(target: str, table: str = "sales") -> list[str]:
     return [f"{table}.{c}" for c in FIELDS_FOR_TARGET[target]]
 
 
-def job_request(job: JobSpec, table: str = "sales") -> JobRequest:
-    """What a job asks of a branch's policy: its purpose, destination, recipient and fields."""
-    return JobRequest(job_id=job.job_id, purpose=job.purpose, destination=job.destination,
+def job_request(job: JobSpec, table: str = "sales", *, destination: str | None = None) -> JobRequest:
+    """What a job asks of a branch's policy: its purpose, destination, recipient and fields.
+    A node passes `destination` from its own configuration (where the coordinator really
+    is): the job's claim is only a request and never lifts a cross-border rule."""
+    return JobRequest(job_id=job.job_id, purpose=job.purpose, destination=destination or job.destination,
                       recipient_role=job.recipient_role, fields=fields_needed(job.target, table))
 
 
@@ -137,9 +140,12 @@ def plan_read(policy: PolicyDocument, columns: list[str], request: JobRequest, *
 
 def read_branch_dataset(
     db_url: str, policy: PolicyDocument, request: JobRequest, *, key: bytes, target: str = "monthly_units",
-    today: date | None = None, table: str = "sales",
+    today: date | None = None, table: str = "sales", max_price: float = MAX_SALE_PRICE,
 ) -> BranchDataset:
     """Check schema and policy, read the released fields, treat, validate, aggregate.
+
+    `max_price` is the ceiling of a believable price in the branch's currency (see
+    `node_agent.contract.MAX_SALE_PRICE`); prices above it are quarantined as absurd.
 
     Raises `ContractViolation` (table and column) when the dataset cannot be used and
     `JobRefusal` (policy file, line and field) when the policy does not allow the job.
@@ -168,7 +174,7 @@ def read_branch_dataset(
                     rows.append(treated)
     finally:
         engine.dispose()
-    valid, invalid = validate_sales(rows, today)
+    valid, invalid = validate_sales(rows, today, max_price=max_price)
     quarantined.update(invalid)
     return BranchDataset(
         dataset=table,

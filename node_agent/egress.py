@@ -1,31 +1,24 @@
 """The egress boundary: the last check on everything a node sends, whatever happened upstream.
 
 The policy is applied when rows are read; this is the second line, so that a bug between the
-read and the reply cannot leak. Only reply types the protocol knows may leave. Every string in
-them must have the shape its field allows (months are `YYYY-MM`, quarantine counts are keyed
-by the contract's reasons, digests are hex, the branch id is this node's); every number must
-be finite. The one free text, a refusal's reason, must be one short line with nothing shaped
-like personal data (runs of 7 or more digits such as phone or ID numbers, e-mail addresses).
+read and the reply cannot leak. Only reply types the protocol knows may leave. Every field must
+have the shape it allows (quarantine counts keyed by the contract's reasons, the branch id
+this node's); every number must be finite. A
+refusal leaves only as a known code with its fixed phrase (`common.refusals`), so no free
+text crosses: details stay in lineage. A held-out evaluation leaves only as a metric vector
+of the agreed length, encrypted whenever the job is.
 """
 
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 
-from common.wire import EvaluateReply, NodeReply, TrainReply
+from common import evaluation
+from common.refusals import REASONS
+from common.wire import EvaluateReply, NodeReply, ReleaseReply, TrainReply
 from node_agent.contract import QUARANTINE_REASONS
-
-MAX_REASON = 400
-_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
-_PII_SHAPES = (
-    re.compile(r"(?<![\w.-])\+?\(?\d(?:[\s().-]*\d){6,}(?!\w)"),  # phone numbers, national IDs, card numbers
-    re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"),  # e-mail addresses
-)
-WITHHELD_REASON = "the reason was withheld at the node's egress check; the node's lineage has it"
 
 
 class EgressBlocked(Exception):
@@ -34,12 +27,14 @@ class EgressBlocked(Exception):
 
 def check_reply(reply: NodeReply, *, branch_id: str) -> None:
     """Raise `EgressBlocked` naming the first field whose content may not leave."""
-    if type(reply) not in (TrainReply, EvaluateReply):
+    if type(reply) not in (TrainReply, EvaluateReply, ReleaseReply):
         raise EgressBlocked(f"{type(reply).__name__} is not a reply the protocol sends")
     if reply.branch_id != branch_id:
         raise EgressBlocked("field 'branch_id' is not this node's id")
-    if reply.reason is not None and not reason_may_leave(reply.reason):
-        raise EgressBlocked("field 'reason' is not one short line free of personal-data shapes")
+    if reply.status == "refused" and (reply.code not in REASONS or reply.reason != REASONS[reply.code]):
+        raise EgressBlocked("fields 'code' and 'reason' are not a known refusal code and its phrase")
+    if reply.status == "ok" and (reply.code is not None or reply.reason is not None):
+        raise EgressBlocked("field 'reason' is set on a reply that is not a refusal")
     if isinstance(reply, TrainReply):
         for name in ("epsilon", "planned_epsilon", "customer_epsilon", "customer_delta"):
             _finite(name, [getattr(reply, name)])
@@ -48,20 +43,16 @@ def check_reply(reply: NodeReply, *, branch_id: str) -> None:
                 raise EgressBlocked("field 'quarantined' holds a key that is not a quarantine reason")
         if reply.update is not None and reply.update.scheme == "plain" and not np.isfinite(reply.update.plain_values()).all():
             raise EgressBlocked("field 'update' holds a value that is not a finite number")
+    elif isinstance(reply, EvaluateReply):
+        if reply.metrics is not None:
+            if reply.metrics.length != evaluation.LENGTH:
+                raise EgressBlocked("field 'metrics' is not a metric vector of the agreed length")
+            if reply.metrics.scheme == "plain" and not np.isfinite(reply.metrics.plain_values()).all():
+                raise EgressBlocked("field 'metrics' holds a value that is not a finite number")
     else:
-        _finite("mase", [reply.mase])
-        _finite("smape", [reply.smape])
-        _finite("actual", reply.actual)
-        _finite("forecast", reply.forecast)
-        for i, month in enumerate(reply.months):
-            if not _MONTH.match(month):
-                raise EgressBlocked(f"field 'months[{i}]' is not a month label")
-        if reply.model_digest is not None and not _DIGEST.match(reply.model_digest):
-            raise EgressBlocked("field 'model_digest' is not a SHA-256 digest")
-
-
-def reason_may_leave(reason: str) -> bool:
-    return len(reason) <= MAX_REASON and "\n" not in reason and not any(p.search(reason) for p in _PII_SHAPES)
+        if reply.values and len(reply.values) != evaluation.LENGTH:
+            raise EgressBlocked("field 'values' is not a released metric sum of the agreed length")
+        _finite("values", reply.values)
 
 
 def _finite(name: str, values: list) -> None:

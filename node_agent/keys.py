@@ -9,19 +9,20 @@ memory of the process that hosts the coordinator.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
+from common.files import write_secret
 from common.he import CkksParams, create_secret_context, public_context_bytes, secret_context_bytes
 
 
 def key_ceremony(node_secret_paths: list[Path], public_path: Path, params: CkksParams) -> None:
+    """A new key set: each node's secret context written owner-only (0600) from its first byte
+    (a fresh file replaces any older key; nothing is ever written then chmod-ed), and the
+    public context for the coordinator."""
     ctx = create_secret_context(params)
     secret = secret_context_bytes(ctx)
     for path in node_secret_paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(secret)
-        os.chmod(path, 0o600)
+        write_secret(Path(path), secret)
     public_path.parent.mkdir(parents=True, exist_ok=True)
     public_path.write_bytes(public_context_bytes(ctx))
 

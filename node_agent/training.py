@@ -4,12 +4,18 @@ Accounting across rounds keeps the accountant, not the model: each round loads t
 accountant history from the node's store, trains, and saves it back, so the reported epsilon
 is the composition of every step this node has taken in the job. The noise multiplier is
 planned once for the whole job (rounds x local steps) and then held fixed.
+
+DP randomness is secret: the Gaussian noise and the Poisson batch sampling draw from
+generators seeded from the OS's CSPRNG every round (`secret_generator`), never from job
+values (seed, round, branch), which the coordinator knows: with those, anyone who sees an
+update could replay training on data-minus-one-sale and read membership off exactly.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -65,10 +71,20 @@ def plan_noise_multiplier(num_windows: int, job: JobSpec) -> float:
     return noise_multiplier(job.dp.target_epsilon, job.dp.delta, sample_rate(num_windows, job), total_steps, job.dp.accountant)
 
 
-def _loader(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> DataLoader:
-    gen = torch.Generator().manual_seed(seed)
+def secret_generator() -> torch.Generator:
+    """A torch generator seeded with 64 bits from the OS's CSPRNG: unpredictable to anyone
+    who knows the job (torchcsprng, Opacus's secure mode, has no build for this Python)."""
+    return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))
+
+
+def training_loss() -> nn.Module:
+    """The loss of every training recipe here (robust to a branch's odd month)."""
+    return nn.SmoothL1Loss(reduction="mean")
+
+
+def _loader(x: np.ndarray, y: np.ndarray, batch_size: int, generator: torch.Generator) -> DataLoader:
     data = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
-    return DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen)
+    return DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
 
 
 @_quiet
@@ -80,10 +96,9 @@ def train_dp_round(
     *,
     noise_multiplier: float,
     accountant_state: dict[str, Any] | None,
-    seed: int,
 ) -> RoundResult:
-    """One round of DP-SGD; returns new weights and the job's cumulative epsilon so far."""
-    torch.manual_seed(seed)
+    """One round of DP-SGD; returns new weights and Opacus's cumulative epsilon so far (the
+    node accounts from its ledger; this figure serves the baselines and audits)."""
     work = copy.deepcopy(model)  # Opacus hooks the module it wraps; keep the caller's clean
     engine = PrivacyEngine(accountant=job.dp.accountant)
     if accountant_state:
@@ -92,12 +107,13 @@ def train_dp_round(
     private_model, private_opt, loader = engine.make_private(
         module=work,
         optimizer=optimizer,
-        data_loader=_loader(x, y, job.batch_size, seed),
+        data_loader=_loader(x, y, job.batch_size, secret_generator()),
         noise_multiplier=noise_multiplier,
         max_grad_norm=job.dp.max_grad_norm,
         poisson_sampling=True,
+        noise_generator=secret_generator(),
     )
-    loss_fn = nn.SmoothL1Loss(reduction="mean")
+    loss_fn = training_loss()
     private_model.train()
     steps = 0
     for _ in range(job.local_epochs):
@@ -128,11 +144,11 @@ def train_plain(
     """Non-private training: for `--no-dp` runs and for local-only / pooled baselines."""
     torch.manual_seed(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9)
-    loss_fn = nn.SmoothL1Loss(reduction="mean")
+    loss_fn = training_loss()
     model.train()
     steps = 0
     if len(x):
-        loader = _loader(x, y, batch_size, seed)
+        loader = _loader(x, y, batch_size, torch.Generator().manual_seed(seed))
         for _ in range(epochs):
             for xb, yb in loader:
                 optimizer.zero_grad()

@@ -1,14 +1,18 @@
 """`sovereign demo`: a joint forecast on an embedded alliance, end to end.
 
-Simulate (or take) dealer databases, give each its node directory, run the key ceremony,
-run the federated job on Flower's simulation runtime, compare with local-only, pooled and
-seasonal-naive forecasts on the same held-out months, and write summary.json + report.html.
+The dealers' side (simulated databases, node directories, key ceremony) is set up in its own
+process; the federated job runs on Flower's simulation runtime; each node scores the joint
+model and its own local forecasts on its held-out months, and only alliance-level sums come
+back. This process never opens a dealer database or a node key. Writes summary.json and
+report.html.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -20,23 +24,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from common.evaluation import ARMS, YOUNG_MONTHS
 from common.wire import DPSettings, HESettings, JobSpec, NodeDPSettings
 from coordinator.rounds import CoordinatorPaths, JobResult, RoundReport
-from node_agent.agent import REFUSALS, NodeAgent
-from node_agent.data import job_request
-from sovereign import baselines
-from sovereign.federation import (
-    SetupError,
-    find_dealer_databases,
-    register_lineage_keys,
-    run_key_ceremony,
-    run_simulation,
-    setup_nodes,
-)
+from sovereign.federation import SetupError, run_simulation
 from sovereign.report import write_report
-from sovereign.simulation.dealers import simulate_alliance
 
-METHODS = ("federated", "local", "local_dp", "central", "seasonal_naive")
+METHODS = ("federated", "local", "local_dp", "central", "seasonal_naive")  # central: the simulator-side pooled experiment
 
 
 class DemoOptions(BaseModel):
@@ -67,6 +61,7 @@ class RoundProgress:
         self.console = console
         self.task = None
         self.eval_task = None
+        self.release_task = None
         self.nodes = 0
 
     def round_started(self, rnd: int, total_rounds: int, nodes: int) -> None:
@@ -78,6 +73,10 @@ class RoundProgress:
             if self.eval_task is None:
                 self.eval_task = self.progress.add_task("held-out evaluation on every node", total=self.nodes)
             self.progress.advance(self.eval_task)
+        elif message.metadata.message_type == "query":
+            if self.release_task is None:
+                self.release_task = self.progress.add_task("nodes check and decrypt the summed accuracy", total=self.nodes)
+            self.progress.advance(self.release_task)
         elif self.task is not None:
             self.progress.advance(self.task)
 
@@ -111,136 +110,102 @@ class Observers:
 
 
 def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> dict:
-    """Run the whole demo; `observers` also see every round and every reply the coordinator gets."""
+    """Run the whole demo; `observers` also see every round and every reply the coordinator gets.
+
+    This process plays the coordinator and the analyst only: the dealers' side (simulated
+    databases, node directories, keys, the pooled experiment) runs in `sovereign.alliance`
+    processes, and each node's agent in Flower's ClientApp workers."""
     started = time.perf_counter()
     out = opts.out
     nodes_root, coordinator = out / "nodes", CoordinatorPaths(out / "coordinator")
-    for stale in (nodes_root, coordinator.root):
+    for stale in (nodes_root, coordinator.root, out / "alliance", out / "simulator"):
         shutil.rmtree(stale, ignore_errors=True)
     if opts.data is None:
-        dealers_dir = out / "dealers"
-        shutil.rmtree(dealers_dir, ignore_errors=True)
-        with console.status(f"simulating {opts.branches} dealerships"):
-            simulate_alliance(opts.branches, opts.seed, dealers_dir)
-    else:
-        dealers_dir = opts.data
-    dbs = find_dealer_databases(dealers_dir)
-    configs = setup_nodes(dbs, nodes_root, accept_non_private=not opts.dp)
-    register_lineage_keys(configs, coordinator)
+        shutil.rmtree(out / "dealers", ignore_errors=True)
+    elif not opts.data.is_dir():
+        raise SetupError(f"--data {opts.data}: no such directory")
     job = JobSpec(
         job_id=f"forecast-{uuid.uuid4().hex[:8]}", rounds=opts.rounds, seed=opts.seed,
         dp=DPSettings(enabled=opts.dp, target_epsilon=opts.epsilon), he=HESettings(enabled=opts.he),
-        node_dp=NodeDPSettings(enabled=opts.node_dp, clip=opts.node_clip, noise_multiplier=opts.node_noise, nodes=len(configs)),
+        node_dp=NodeDPSettings(enabled=opts.node_dp, clip=opts.node_clip, noise_multiplier=opts.node_noise, nodes=opts.branches),
     )
     coordinator.root.mkdir(parents=True, exist_ok=True)
-    if job.he.enabled:
-        with console.status("key ceremony: one CKKS key set for the nodes, public context for the coordinator"):
-            run_key_ceremony(configs, coordinator, job)
+    with console.status(f"dealers' side: {opts.branches if opts.data is None else 'existing'} dealerships, node directories, "
+                        "lineage keys" + (", CKKS key ceremony" if job.he.enabled else "")):
+        setup = _alliance_step("setup", out, job, opts)
+    branches = setup["branches"]
+    if job.node_dp.enabled and job.node_dp.nodes != len(branches):
+        job = job.model_copy(update={"node_dp": job.node_dp.model_copy(update={"nodes": len(branches)})})
     console.print(
-        f"[bold]joint forecast[/] {job.job_id}: {len(configs)} dealerships, {job.rounds} rounds, "
+        f"[bold]joint forecast[/] {job.job_id}: {len(branches)} dealerships, {job.rounds} rounds, "
         f"DP {'on (ε ≤ %g, δ = %g)' % (job.dp.target_epsilon, job.dp.delta) if job.dp.enabled else 'off'}, "
-        f"HE {'CKKS' if job.he.enabled else 'off'}"
+        f"HE {'CKKS' if job.he.enabled else 'off (every node opted out in node.json: require_he false)'}"
     )
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=False,
     )
     with progress:
-        run_simulation(job, nodes_root, coordinator, len(configs), Observers(RoundProgress(progress, console), *observers))
+        run_simulation(job, nodes_root, coordinator, len(branches), Observers(RoundProgress(progress, console), *observers))
     if not coordinator.result.exists():
         raise SetupError("the federated job produced no result; see the log above")
     result = JobResult.model_validate_json(coordinator.result.read_text())
-
-    baseline_progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-    )
-    with baseline_progress:
-        splits = {}
-        reading = baseline_progress.add_task("baselines: held-out split on each node", total=len(configs))
-        for config in configs:
-            baseline_progress.advance(reading)
-            try:
-                splits[config.branch_id] = NodeAgent(config).holdout(job)
-            except REFUSALS as exc:  # reported, not fatal
-                console.print(f"[yellow]{config.branch_id}: left out of baselines: {exc}[/]")
-        fed = {e.branch_id: np.asarray(e.forecast) for e in result.evaluations if e.status == "ok"}
-        common_branches = sorted(set(fed) & set(splits))
-        if not common_branches:
-            reasons = sorted({r for rnd in result.rounds for r in rnd.refused.values()})
-            raise SetupError(f"no branch could take part; first refusal: {reasons[0] if reasons else 'none recorded'}")
-        splits = {b: splits[b] for b in common_branches}
-
-        def ticker(label: str):
-            task = baseline_progress.add_task(label, total=len(splits))
-            return lambda: baseline_progress.advance(task)
-
-        forecasts = {
-            "federated": {b: fed[b] for b in common_branches},
-            "local": baselines.local_forecasts(splits, job, ticker("baselines: each branch alone")),
-            "local_dp": (
-                baselines.local_dp_forecasts(splits, job, ticker("baselines: each branch alone under DP"))
-                if job.dp.enabled else {}
-            ),
-            "central": baselines.central_forecasts(splits, job),
-            "seasonal_naive": baselines.naive_forecasts(splits, job),
-        }
-        scores = {m: baselines.score_all(splits, forecasts[m]) for m in METHODS}
-
-    history = {b: len(s.history) for b, s in splits.items()}
-    summary = build_summary(opts, job, result, scores, history, configs, coordinator, time.perf_counter() - started)
+    if not result.evaluated_by:
+        reasons = sorted({r for rnd in result.rounds for r in rnd.refused.values()})
+        raise SetupError(f"no branch could take part; first refusal: {reasons[0] if reasons else 'none recorded'}")
+    with console.status("simulator-side experiment: all data pooled (an upper bound no alliance can run)"):
+        pooled = _alliance_step("pooled", out, job, opts)
+    summary = build_summary(opts, job, result, setup, pooled, coordinator, time.perf_counter() - started)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    write_report(out / "report.html", summary, splits, forecasts, result)
+    write_report(out / "report.html", summary, result)
     print_summary(console, summary, out)
     return summary
 
 
-def branch_policies(configs, job: JobSpec) -> dict[str, dict]:
-    """Each branch's declared policy and what it does to this job's fields (embedded demo only:
-    on a real alliance each branch's compliance officer reads this from the node's lineage)."""
-    from policies import PolicyFileError, evaluate, load_policy
-
-    out = {}
-    for config in configs:
-        try:
-            policy = load_policy(config.policy_path)
-        except PolicyFileError as exc:
-            out[config.branch_id] = {"error": str(exc)}
-            continue
-        request = job_request(job, config.dataset)
-        schema = {config.dataset: [f.split(".", 1)[1] for f in request.fields]}
-        out[config.branch_id] = {
-            "policy": policy.policy, "version": policy.version, "jurisdiction": policy.jurisdiction,
-            "hash": policy.content_hash(), "cross_border": policy.jurisdiction != job.destination,
-            "treatments": {d.name: d.treatment.describe() for d in evaluate(policy, schema, request)},
-        }
-    return out
+def _alliance_step(step: str, out: Path, job: JobSpec, opts: DemoOptions) -> dict:
+    """Run one dealers'-side step in its own process (see `sovereign.alliance`)."""
+    job_file = out / "coordinator" / "job.json"
+    job_file.write_text(job.model_dump_json(indent=2))
+    cmd = [sys.executable, "-m", "sovereign.alliance", step, "--run", str(out), "--job", str(job_file),
+           "--branches", str(opts.branches), "--seed", str(opts.seed)]
+    if opts.data is not None:
+        cmd += ["--data", str(opts.data)]
+    if not opts.dp:
+        cmd.append("--accept-non-private")
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise SetupError(lines[-1].split(": ", 1)[-1] if lines else f"{step} failed with exit code {done.returncode}")
+    target = out / ("alliance/setup.json" if step == "setup" else "simulator/pooled.json")
+    return json.loads(target.read_text())
 
 
-YOUNG_MONTHS = 24  # branches with less training history than this are reported apart
+def build_summary(opts, job: JobSpec, result: JobResult, setup: dict, pooled: dict, coordinator: CoordinatorPaths,
+                  seconds: float) -> dict:
+    """What the analyst gets: alliance-level figures only (the nodes released them as sums
+    over enough contributors), the privacy spent, who sat out and why (by code)."""
+    figures = result.metrics or {}
 
+    def group(name: str) -> dict:
+        g = figures.get(name) or {}
+        mase = {m: (g.get(m) or {}).get("mase") for m in ARMS}
+        smape = {m: (g.get(m) or {}).get("smape") for m in ARMS}
+        return {"nodes": g.get("nodes", 0), "mase": mase, "smape": smape,
+                "federated_vs_local_mase_improvement": _improvement(mase, "local"),
+                "federated_vs_local_dp_mase_improvement": _improvement(mase, "local_dp") if job.dp.enabled else None,
+                "federated_vs_seasonal_naive_mase_improvement": _improvement(mase, "seasonal_naive")}
 
-def build_summary(
-    opts, job, result: JobResult, scores, history: dict[str, int], configs, coordinator: CoordinatorPaths, seconds: float
-) -> dict:
-    def mean_of(metric: str, branches) -> dict[str, float | None]:
-        return {
-            m: (round(float(np.mean([scores[m][b][metric] for b in branches])), 4) if branches and scores[m] else None)
-            for m in METHODS
-        }
-
-    def improvement(mase: dict, baseline: str = "local") -> float | None:
-        return round(1 - mase["federated"] / mase[baseline], 4) if mase["federated"] and mase[baseline] else None
-
-    evaluated = sorted(scores["federated"])
-    young = [b for b in evaluated if history[b] < YOUNG_MONTHS]
-    mase, smape = mean_of("mase", evaluated), mean_of("smape", evaluated)
+    everyone = group("all")
     eps = [r.epsilon_max for r in result.rounds if r.epsilon_max is not None]
     refusals = {b: reason for r in result.rounds for b, reason in r.refused.items()}
     return {
         "job_id": job.job_id,
-        "branches": len(configs),
-        "branches_evaluated": len(scores["federated"]),
+        "branches": len(setup["branches"]),
+        "branches_evaluated": everyone["nodes"],
+        "evaluated_by": result.evaluated_by,
+        "released_by": result.released_by,
+        "min_contributors": "each node's node.json min_contributors (default 3): no figure is released over fewer",
         "rounds": job.rounds,
         "horizon_months": job.horizon,
         "holdout_months": job.holdout,
@@ -248,21 +213,20 @@ def build_summary(
         "he": {
             "enabled": job.he.enabled,
             "scheme": "CKKS" if job.he.enabled else None,
+            "nodes_opted_out": None if job.he.enabled else "every node's node.json sets require_he false for this comparison run",
             "poly_modulus_degree": job.he.params.poly_modulus_degree if job.he.enabled else None,
             "coeff_mod_bit_sizes": list(job.he.params.coeff_mod_bit_sizes) if job.he.enabled else None,
             "bytes_per_round": int(np.mean([r.bytes_received for r in result.rounds])) if result.rounds else 0,
             "bytes_down_per_round": int(np.mean([r.bytes_sent for r in result.rounds])) if result.rounds else 0,
         },
-        "mase": mase,
-        "smape": smape,
-        "federated_vs_local_mase_improvement": improvement(mase),
-        "federated_vs_local_dp_mase_improvement": improvement(mase, "local_dp"),
-        "young_branches": {
-            "definition": f"under {YOUNG_MONTHS} months of training history",
-            "branches": young,
-            "mase": mean_of("mase", young),
-            "federated_vs_local_mase_improvement": improvement(mean_of("mase", young)) if young else None,
-        },
+        "mase": {**everyone["mase"], "central": (pooled.get("all") or {}).get("mase")},
+        "smape": {**everyone["smape"], "central": (pooled.get("all") or {}).get("smape")},
+        "federated_vs_local_mase_improvement": everyone["federated_vs_local_mase_improvement"],
+        "federated_vs_local_dp_mase_improvement": everyone["federated_vs_local_dp_mase_improvement"],
+        "federated_vs_seasonal_naive_mase_improvement": everyone["federated_vs_seasonal_naive_mase_improvement"],
+        "young_branches": {"definition": f"under {YOUNG_MONTHS} months of training history",
+                           "released": bool(group("young")["nodes"]), **group("young")},
+        "central": pooled,
         "epsilon": {
             "max": round(max(eps), 4) if eps else None,
             "target": job.dp.target_epsilon if job.dp.enabled else None,
@@ -278,19 +242,21 @@ def build_summary(
                 "unit": "one dealership's participation (its whole update)",
             } if job.node_dp.enabled and result.rounds and result.rounds[-1].node_level_epsilon is not None else None,
         },
-        "per_branch": {
-            b: {"history_months": history[b], **{m: scores[m][b] for m in METHODS if b in scores[m]}} for b in evaluated
-        },
         "refusals": refusals,
-        "node_policies": branch_policies(configs, job),
+        "evaluation_refusals": result.evaluation_refused,
+        "node_policies": setup["node_policies"],
         "quarantined_rows": result.rounds[0].quarantined if result.rounds else {},
         "final_model_digest": result.final_model_digest,
         "lineage": {
             "coordinator": coordinator.lineage_url,
-            "nodes": {c.branch_id: c.lineage_url for c in configs},
+            "nodes": {b: f"sqlite:///{(opts.out / 'nodes' / b / 'lineage.db').resolve()}" for b in setup["branches"]},
         },
         "seconds": round(seconds, 1),
     }
+
+
+def _improvement(mase: dict, baseline: str) -> float | None:
+    return round(1 - mase["federated"] / mase[baseline], 4) if mase.get("federated") and mase.get(baseline) else None
 
 
 def _customer(result: JobResult, job: JobSpec) -> dict | None:
@@ -312,30 +278,26 @@ def _customer(result: JobResult, job: JobSpec) -> dict | None:
 
 
 def print_summary(console: Console, summary: dict, out: Path) -> None:
-    table = Table(title=f"held-out accuracy, last {summary['holdout_months']} months, {summary['branches_evaluated']} branches")
+    table = Table(title=f"held-out accuracy, last {summary['holdout_months']} months, alliance-level over "
+                        f"{summary['branches_evaluated']} branches (released as encrypted sums)")
     table.add_column("forecast")
-    table.add_column("MASE (lower is better)", justify="right")
-    table.add_column("sMAPE %", justify="right")
-    labels = {
-        "federated": "federated (this job" + (", DP" if summary["dp"] else "") + (", HE" if summary["he"]["enabled"] else "") + ")",
-        "local": "each branch alone", "local_dp": "each branch alone, same DP budget", "central": "all data pooled (upper bound)", "seasonal_naive": "same month last year",
-    }
+    table.add_column("mean MASE (lower is better)", justify="right")
+    table.add_column("mean sMAPE %", justify="right")
     for m in METHODS:
-        if summary["mase"][m] is not None:
-            table.add_row(labels[m], _fmt(summary["mase"][m]), _fmt(summary["smape"][m]))
+        if summary["mase"].get(m) is not None:
+            table.add_row(LABELS[m](summary), _fmt(summary["mase"][m]), _fmt(summary["smape"][m]))
     console.print(table)
-    imp = summary["federated_vs_local_mase_improvement"]
-    if imp is not None:
-        console.print(f"federated vs each branch alone: MASE {imp:+.0%} (positive: federated is better)")
-    imp_dp = summary["federated_vs_local_dp_mase_improvement"]
-    if imp_dp is not None:
-        console.print(f"federated vs each branch alone under the same DP budget: MASE {imp_dp:+.0%}")
+    if not summary["branches_evaluated"]:
+        console.print("[yellow]no alliance-level accuracy was released (fewer contributors than the nodes' minimum)[/]")
+    for key, label in (("federated_vs_local_mase_improvement", "each branch alone"),
+                       ("federated_vs_local_dp_mase_improvement", "each branch alone under the same DP budget"),
+                       ("federated_vs_seasonal_naive_mase_improvement", "same month last year")):
+        if summary[key] is not None:
+            console.print(f"federated vs {label}: MASE {summary[key]:+.0%} (positive: federated is better)")
     young = summary["young_branches"]
     if young["federated_vs_local_mase_improvement"] is not None:
-        console.print(
-            f"  for the {len(young['branches'])} young branches ({young['definition']}): "
-            f"{young['federated_vs_local_mase_improvement']:+.0%}"
-        )
+        console.print(f"  for the {young['nodes']} young branches ({young['definition']}): "
+                      f"{young['federated_vs_local_mase_improvement']:+.0%} vs each branch alone")
     if summary["epsilon"]["max"] is not None:
         console.print(f"privacy: ε ≤ {summary['epsilon']['max']:.2f} at δ = {summary['epsilon']['delta']:g} per training window, every node")
         customer = summary["epsilon"]["customer"]
@@ -346,16 +308,28 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
     if node_level:
         console.print(f"node-level DP (σ = {node_level['noise_multiplier']:g}, clip {node_level['clip']:g}): one dealership's "
                       f"participation is protected at ε ≤ {node_level['epsilon']:.2f}, δ = {node_level['delta']:g}")
+    if not summary["he"]["enabled"]:
+        console.print("[yellow]encryption off:[/] " + summary["he"]["nodes_opted_out"])
     kinds = Counter((p["policy"], p["cross_border"]) for p in summary["node_policies"].values() if "policy" in p)
     console.print("branch policies: " + ", ".join(
         f"{name} ×{n}" + (" (results go abroad: dates to month, prices bucketed, VINs keyed-hashed)" if abroad and name == "foreign-dealer" else "")
         for (name, abroad), n in sorted(kinds.items())
     ))
     if summary["refusals"]:
-        causes = Counter(reason.split(":")[0] for reason in summary["refusals"].values())
+        causes = Counter(summary["refusals"].values())
         listed = ", ".join(f"{cause} ({n})" for cause, n in causes.most_common())
         console.print(f"[yellow]{len(summary['refusals'])} branches sat out training:[/] {listed}; see summary.json")
-    console.print(f"wrote {out / 'summary.json'} and {out / 'report.html'} in {summary['seconds']:.0f}s")
+    console.print(f"wrote {out / 'summary.json'} and {out / 'report.html'} in {summary['seconds']:.0f}s; each branch's own "
+                  f"forecast stays on its node: sovereign node report --node-dir {out / 'nodes' / '<branch>'}")
+
+
+LABELS = {
+    "federated": lambda s: "federated (this job" + (", DP" if s["dp"] else "") + (", HE" if s["he"]["enabled"] else "") + ")",
+    "local": lambda s: "each branch alone (on its node)",
+    "local_dp": lambda s: "each branch alone, same DP budget",
+    "seasonal_naive": lambda s: "same month last year",
+    "central": lambda s: "all data pooled (simulator-side upper bound)",
+}
 
 
 def _fmt(v: float | None) -> str:

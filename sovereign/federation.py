@@ -22,6 +22,7 @@ from coordinator.rounds import CoordinatorPaths, JobObserver
 from lineage.signing import Signer, public_pem
 from coordinator.server_app import build_server_app
 from node_agent.config import NodeConfig, write_node_config
+from node_agent.data import job_request
 from node_agent.ledger import Budget
 
 
@@ -75,7 +76,7 @@ DEFAULT_BUDGET = Budget(epsilon=32.0, delta=1e-4)  # four jobs at the default ep
 
 def setup_nodes(
     dealer_dbs: list[Path], nodes_root: Path, *, home: str = "JP", budget: Budget = DEFAULT_BUDGET,
-    accept_non_private: bool = False,
+    accept_non_private: bool = False, require_he: bool = True, min_contributors: int = 3,
 ) -> list[NodeConfig]:
     """One node directory per dealer database (config, privacy budget and branch policy), and
     the simulation's partition index. `home` is the coordinator's country, where results go."""
@@ -84,7 +85,8 @@ def setup_nodes(
     for db in dealer_dbs:
         branch_id = db.stem
         config = NodeConfig(branch_id=branch_id, db_url=f"sqlite:///{db.resolve()}", node_dir=nodes_root / branch_id,
-                            budgets={"sales": budget}, accept_non_private_jobs=accept_non_private)
+                            budgets={"sales": budget}, accept_non_private_jobs=accept_non_private,
+                            require_he=require_he, coordinator_jurisdiction=home, min_contributors=min_contributors)
         write_node_config(config)
         country = branch_country(config.db_url)
         config.policy_path.write_text(example_policy_for(country, home, at_home))
@@ -148,3 +150,25 @@ def run_simulation(
         )
     finally:
         flwr_logger.setLevel(level)
+
+
+def branch_policies(configs, job: JobSpec) -> dict[str, dict]:
+    """Each branch's declared policy and what it does to this job's fields (embedded demo only:
+    on a real alliance each branch's compliance officer reads this from the node's lineage)."""
+    from policies import PolicyFileError, evaluate, load_policy
+
+    out = {}
+    for config in configs:
+        try:
+            policy = load_policy(config.policy_path)
+        except PolicyFileError as exc:
+            out[config.branch_id] = {"error": str(exc)}
+            continue
+        request = job_request(job, config.dataset)
+        schema = {config.dataset: [f.split(".", 1)[1] for f in request.fields]}
+        out[config.branch_id] = {
+            "policy": policy.policy, "version": policy.version, "jurisdiction": policy.jurisdiction,
+            "hash": policy.content_hash(), "cross_border": policy.jurisdiction != job.destination,
+            "treatments": {d.name: d.treatment.describe() for d in evaluate(policy, schema, request)},
+        }
+    return out

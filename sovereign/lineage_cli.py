@@ -2,8 +2,10 @@
 
 Stores are named either one by one (`--store URL`, with `--public-key ACTOR=FILE` for the
 keys to verify against) or as a whole embedded run (`--run runs/demo`: the coordinator's store
-and every node's, verified against the node keys the coordinator registered, with the chain
-heads the nodes sent it as anchors).
+and every node's, verified against the node keys the coordinator registered). Neither side is
+trusted: the node chain heads the coordinator recorded (in any of its events) anchor the node
+chains, and the coordinator heads the nodes recorded (with each instruction they answered)
+are held against the coordinator's chain and key (`lineage.anchors`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class Stores:
     stores: dict[str, object] = field(default_factory=dict)  # label -> LineageStore
     keys: dict[str, object] = field(default_factory=dict)  # actor -> public key
     anchors: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    run: bool = False
+    faults: list = field(default_factory=list)  # ChainFault: node_heads records that cannot be read
 
     def events(self, **filters) -> list:
         out = [e for s in self.stores.values() for e in s.events(**filters)]
@@ -83,12 +87,12 @@ def open_stores(run: Path | None, stores: list[str], public_keys: list[str]) -> 
                 found.keys[branch] = _load_key(registered, "--run")
         if not found.stores:
             fail(f"--run {run}: no lineage stores under coordinator/ or nodes/*/")
+        found.run = True
         if "coordinator" in found.stores:
-            from lineage import EventKind
+            from lineage.anchors import COORDINATOR, published_node_heads
 
-            for agg in found.stores["coordinator"].events(kind=EventKind.AGGREGATION):
-                for branch, (seq, head) in agg.details.get("node_heads", {}).items():
-                    found.anchors.setdefault(branch, []).append((int(seq), head))
+            # Every coordinator event that recorded node heads (aggregation, evaluation, release...).
+            found.anchors, found.faults = published_node_heads(found.stores["coordinator"].scan(COORDINATOR))
     for where in stores:
         found.stores[where] = _open_store(where)
     for spec in public_keys:
@@ -97,6 +101,40 @@ def open_stores(run: Path | None, stores: list[str], public_keys: list[str]) -> 
             fail(f"--public-key {spec}: expected ACTOR=FILE")
         found.keys[actor] = _load_key(Path(path), f"--public-key {actor}")
     return found
+
+
+def coordinator_head_faults(found: Stores) -> list:
+    """Hold the coordinator's chain and key to the coordinator heads the nodes recorded.
+
+    Checked for a run, and for named stores when one of them holds the coordinator's chain.
+    The key is the one the coordinator's chain is verified with: its published key when given,
+    else the key its own store lists.
+    """
+    from lineage.anchors import COORDINATOR, check_coordinator_heads, coordinator_head_claims
+    from lineage.signing import key_id
+
+    holder = next((s for s in found.stores.values() if COORDINATOR in s.actors()), None)
+    if holder is None and not found.run:
+        return []
+    claims = [c for s in found.stores.values() for actor in s.actors() if actor != COORDINATOR
+              for c in coordinator_head_claims(s.scan(actor))]
+    if not claims:
+        return []
+    public = found.keys.get(COORDINATOR) or (holder.stored_public_keys().get(COORDINATOR) if holder else None)
+    held = holder.hashes_at(COORDINATOR, (c.seq for c in claims if not c.malformed)) if holder else {}
+    last = holder.last_seq(COORDINATOR) if holder else 0
+    return check_coordinator_heads(claims, held, last, key_id(public) if public is not None else None)
+
+
+def _cross_check_rows(found: Stores) -> list[tuple[str, str]]:
+    """(chain, message) per actor whose records of the other side's head do not hold: the
+    first fault, and how many more of its events disagree."""
+    by_actor: dict[str, list] = {}
+    for fault in [*found.faults, *coordinator_head_faults(found)]:
+        by_actor.setdefault(fault.actor, []).append(fault)
+    return [(f"{actor}: heads it recorded", faults[0].message
+             + (f" (and {len(faults) - 1} more of its events)" if len(faults) > 1 else ""))
+            for actor, faults in by_actor.items()]
 
 
 @lineage_app.command("verify")
@@ -117,6 +155,9 @@ def verify_cmd(
             key = "the actor's published key" if report.key_source == "given" else "the key listed in the store (unanchored)"
             table.add_row(label, report.actor, str(report.events), status, key)
             bad += not report.ok
+    for chain, message in _cross_check_rows(found):
+        table.add_row("cross-check", chain, "", f"[red]{escape(message)}[/]", "")
+        bad += 1
     console.print(table)
     if bad:
         err.print(f"{bad} chain(s) failed verification", highlight=False)
@@ -274,7 +315,12 @@ def export_cmd(
         text = to_csv(events)
     else:
         actors = {e.actor for e in events}
+        from lineage import ChainReport
+
         reports = [r for s in found.stores.values() for r in s.verify(found.keys, anchors=found.anchors) if r.actor in actors]
+        reports += [ChainReport.model_validate({"actor": chain, "events": 0, "head_seq": 0, "head_hash": "0" * 64, "fault": {
+                        "actor": chain, "seq": None, "event_id": None, "problem": "rewritten", "message": message}})
+                    for chain, message in _cross_check_rows(found)]
         scope = " ".join(p for p in (f"job {job}" if job else "", f"node {node}" if node else "") if p) or "all lineage"
         text = to_html(events, title=f"Sovereign compliance report: {scope}", reports=reports)
     out.parent.mkdir(parents=True, exist_ok=True)

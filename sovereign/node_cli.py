@@ -1,4 +1,5 @@
-"""`sovereign node ...`: what branch IT runs on the node: its privacy budget and spends."""
+"""`sovereign node ...`: what branch IT runs on the node: its privacy budget and spends, and the
+branch's own forecast report (which never leaves the node)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from rich.table import Table
 
 from sovereign.console import console, fail
 
-node_app = typer.Typer(help="The node agent's own books: privacy budget per dataset and per job.", no_args_is_help=True)
+node_app = typer.Typer(help="What branch IT runs on the node: its privacy budget and its own forecast report.", no_args_is_help=True)
 
 
 @node_app.command("budget")
@@ -59,3 +60,59 @@ def budget_cmd(
             table.add_row(j["job_id"], j["status"], f"{j['planned_epsilon']:.3f}", f"{j['epsilon']:.3f}", f"{j['delta']:g}",
                           j["accountant"], j["reason"] or "")
         console.print(table)
+
+
+@node_app.command("report")
+def report_cmd(
+    node_dir: Path = typer.Option(..., help="The node's directory (holds node.json and reports/)."),
+    job: str = typer.Option(None, help="A job id; default the newest job this node evaluated."),
+    plot: Path = typer.Option(None, help="Also draw the branch's history, actuals and forecasts to this PNG."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """This branch's own forecast and accuracy for a job: they never leave the node."""
+    from node_agent.config import NodeConfigError, load_node_config
+    from node_agent.report import read_branch_reports
+
+    try:
+        config = load_node_config(node_dir)
+    except NodeConfigError as exc:
+        fail(str(exc))
+    reports = [r for r in read_branch_reports(config) if job is None or r["job_id"] == job]
+    if not reports:
+        fail(f"--node-dir {node_dir}: no forecast report" + (f" for job {job}" if job else "") + " on this node yet")
+    report = reports[-1]
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    console.print(f"[bold]{report['branch_id']}[/], job {report['job_id']}: held-out months {report['months'][0]} to "
+                  f"{report['months'][-1]} ({report['history_months']} months of history before them)")
+    table = Table()
+    for column in ("month", "actual", *report["forecasts"]):
+        table.add_column(column.replace("_", " "), justify="right")
+    for i, month in enumerate(report["months"]):
+        table.add_row(month, f"{report['actual'][i]:g}", *(f"{f[i]:.1f}" for f in report["forecasts"].values()))
+    table.add_row("MASE", "", *(f"{report['scores'][arm]['mase']:.3f}" for arm in report["forecasts"]))
+    console.print(table)
+    if plot is not None:
+        _plot_branch(report, plot)
+        console.print(f"wrote {plot}")
+
+
+def _plot_branch(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history, actual = report["history_tail"], report["actual"]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot(range(-len(history), 0), history, color="black", lw=1.2, label="history")
+    ax.plot(range(len(actual)), actual, color="black", lw=1.8, label="actual (held out)")
+    for arm, values in report["forecasts"].items():
+        ax.plot(range(len(values)), values, lw=1.2, ls="-" if arm == "federated" else "--", label=arm.replace("_", " "))
+    ax.axvline(-0.5, color="#bbb", lw=0.8)
+    ax.set_title(f"{report['branch_id']}: job {report['job_id']}", fontsize=9)
+    ax.set_ylabel("units sold")
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)

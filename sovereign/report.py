@@ -26,45 +26,19 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def pick_branches(splits: dict, k: int = 4) -> list[str]:
-    """Largest, smallest, shortest history, and a middle one: the cases people ask about."""
-    if len(splits) <= k:
-        return sorted(splits)
-    by_size = sorted(splits, key=lambda b: float(np.mean(splits[b].history)))
-    shortest = min(splits, key=lambda b: len(splits[b].history))
-    chosen = [by_size[-1], by_size[0], shortest, by_size[len(by_size) // 2]]
-    return list(dict.fromkeys(chosen))[:k]
-
-
-def forecast_plot(splits: dict, forecasts: dict, branches: list[str]) -> str:
-    fig, axes = plt.subplots(1, len(branches), figsize=(4.2 * len(branches), 3.2), squeeze=False)
-    for ax, b in zip(axes[0], branches):
-        s = splits[b]
-        hist = s.history[-18:]
-        xh = np.arange(-len(hist), 0)
-        xf = np.arange(len(s.actual))
-        ax.plot(np.concatenate([xh, xf]), np.concatenate([hist, s.actual]), color="black", lw=1.5, label="actual")
-        for m, fc in forecasts.items():
-            if b not in fc:
-                continue
-            ax.plot(xf, fc[b], color=COLORS[m], lw=1.2, ls="--" if m != "federated" else "-", label=m.replace("_", " "))
-        ax.axvline(-0.5, color="#bbb", lw=0.8)
-        ax.set_title(f"{b}  ({len(s.history)} months history)", fontsize=9)
-        ax.set_xlabel(f"months from {s.months[0] if s.months else ''}", fontsize=8)
-        ax.set_ylabel("units sold", fontsize=8)
-    axes[0][0].legend(fontsize=7)
-    return _png(fig)
-
-
-def accuracy_plot(per_branch: dict) -> str:
-    branches = sorted(per_branch)
-    methods = [m for m in COLORS if all(m in per_branch[b] for b in branches)]
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(branches) * len(methods) / 2), 3.4))
+def accuracy_plot(summary: dict) -> str:
+    """Alliance-level mean MASE per forecast, all branches and (if released) young ones."""
+    groups = [("all branches", summary["mase"])]
+    if summary["young_branches"]["released"]:
+        groups.append((f"young branches ({summary['young_branches']['nodes']})", summary["young_branches"]["mase"]))
+    methods = [m for m in COLORS if summary["mase"].get(m) is not None]
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
     width = 0.8 / max(1, len(methods))
     for i, m in enumerate(methods):
-        ax.bar(np.arange(len(branches)) + i * width, [per_branch[b][m]["mase"] for b in branches], width, color=COLORS[m], label=m.replace("_", " "))
-    ax.set_xticks(np.arange(len(branches)) + 0.4 - width / 2, branches, rotation=90, fontsize=7)
-    ax.set_ylabel("MASE (lower is better)")
+        values = [g.get(m) or 0.0 for _, g in groups]
+        ax.bar(np.arange(len(groups)) + i * width, values, width, color=COLORS[m], label=m.replace("_", " "))
+    ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, [name for name, _ in groups])
+    ax.set_ylabel("mean MASE (lower is better)")
     ax.legend(fontsize=7)
     return _png(fig)
 
@@ -79,21 +53,18 @@ def privacy_plot(result) -> str:
     return _png(fig)
 
 
-def write_report(path: Path, summary: dict, splits: dict, forecasts: dict, result) -> None:
+def write_report(path: Path, summary: dict, result) -> None:
+    """The analyst's report: alliance-level figures only. Each branch's own forecast and
+    accuracy stay on its node (`sovereign node report`)."""
     esc = html.escape
-    rows = "".join(
-        f"<tr><td>{esc(b)}</td><td>{v['history_months']}</td>" + "".join(
-            f"<td>{v[m]['mase']:.3f}</td><td>{v[m]['smape']:.1f}</td>" if m in v else "<td>-</td><td>-</td>"
-            for m in COLORS
-        ) + "</tr>"
-        for b, v in summary["per_branch"].items()
-    )
-    head = "".join(f"<th colspan=2>{m.replace('_', ' ')}</th>" for m in COLORS)
-    sub = "<th>MASE</th><th>sMAPE %</th>" * len(COLORS)
     means = "".join(
-        f"<tr><td>{m.replace('_', ' ')}</td><td>{summary['mase'][m]}</td><td>{summary['smape'][m]}</td></tr>"
-        for m in COLORS if summary["mase"][m] is not None
+        f"<tr><td>{m.replace('_', ' ')}</td><td>{summary['mase'][m]}</td><td>{summary['smape'][m]}</td>"
+        + (f"<td>{summary['young_branches']['mase'].get(m)}</td>" if summary["young_branches"]["released"] else "") + "</tr>"
+        for m in COLORS if summary["mase"].get(m) is not None
     )
+    young_head = (f"<th>young branches' MASE ({summary['young_branches']['nodes']})</th>"
+                  if summary["young_branches"]["released"] else "")
+    sat_out = "".join(f"<tr><td>{esc(b)}</td><td>{esc(r)}</td></tr>" for b, r in sorted(summary["refusals"].items()))
     eps = summary["epsilon"]
     per_node = "".join(f"<tr><td>{esc(b)}</td><td>{v['planned']}</td><td>{v['spent']:.2f}</td></tr>"
                        for b, v in sorted((eps.get("per_node") or {}).items()))
@@ -123,9 +94,10 @@ def write_report(path: Path, summary: dict, splits: dict, forecasts: dict, resul
         if he["enabled"] else "<p>Homomorphic encryption was <b>off</b>: updates travelled in plaintext.</p>"
     )
     imp = summary["federated_vs_local_mase_improvement"]
+    naive = summary["federated_vs_seasonal_naive_mase_improvement"]
     young = summary["young_branches"]
     young_text = (
-        f"; for the {len(young['branches'])} branches with {esc(young['definition'])}: "
+        f"; for the {young['nodes']} branches with {esc(young['definition'])}: "
         f"<b>{young['federated_vs_local_mase_improvement']:+.0%}</b>"
         if young["federated_vs_local_mase_improvement"] is not None else ""
     )
@@ -147,11 +119,16 @@ td,th{{border:1px solid #ddd;padding:3px 8px;text-align:right}}td:first-child{{t
 <p>{summary['branches']} dealerships, {summary['rounds']} rounds, forecasting monthly units sold {summary['horizon_months']} months ahead.
 Accuracy is measured on each branch's last {summary['holdout_months']} months, which no model saw in training.
 MASE below 1 beats the seasonal-naive forecast's in-sample error; sMAPE is in percent.</p>
-<h2>Accuracy</h2><table><tr><th>forecast</th><th>mean MASE</th><th>mean sMAPE %</th></tr>{means}</table>
-<p>Federated vs each branch alone: <b>{'' if imp is None else f'{imp:+.0%}'}</b> MASE improvement{young_text}.</p>
-<img src="data:image/png;base64,{forecast_plot(splits, forecasts, pick_branches(splits))}">
-<h2>Per branch</h2><img src="data:image/png;base64,{accuracy_plot(summary['per_branch'])}">
-<table><tr><th rowspan=2>branch</th><th rowspan=2>months of history</th>{head}</tr><tr>{sub}</tr>{rows}</table>
+<h2>Accuracy (alliance level)</h2>
+<p>Each node scored the joint model and its own local forecasts on its held-out months and sent the scores encrypted;
+the coordinator added them up and the nodes released only the sums over {summary['branches_evaluated']} branches (never
+fewer than each node's minimum number of contributors). The pooled row is a simulator-side experiment, run apart from the job.</p>
+<table><tr><th>forecast</th><th>mean MASE</th><th>mean sMAPE %</th>{young_head}</tr>{means}</table>
+<p>Federated vs each branch alone: <b>{'' if imp is None else f'{imp:+.0%}'}</b> MASE improvement{young_text};
+vs the same month last year: <b>{'' if naive is None else f'{naive:+.0%}'}</b>.</p>
+<img src="data:image/png;base64,{accuracy_plot(summary)}">
+<h2>Branches that sat out</h2>
+<table><tr><th>branch</th><th>reason code</th></tr>{sat_out or '<tr><td>none</td><td></td></tr>'}</table>
 <h2>Branch policies</h2><p>Each branch read only the fields below, treated as its own policy says, before anything else saw them.</p>
 <table><tr><th>policy</th><th>branch country</th><th>cross-border</th><th>branches</th><th>fields this job used, and how</th></tr>{policy_rows}</table>
 <h2>Privacy</h2>{privacy}{he_text}

@@ -1,0 +1,61 @@
+"""What a branch could do alone, computed on its own node beside the federated forecast.
+
+Run at the held-out evaluation, on the same months, so the alliance sees the comparison only
+as encrypted sums (`common.evaluation`); each branch's own numbers stay on its node.
+
+- local: the same model trained on this branch's data alone, without DP (the data never
+  leaves, so this is the strongest thing the branch can do with it by itself);
+- local under DP: the same, under the job's privacy settings and schedule;
+- seasonal naive: the same month last year.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from common.metrics import seasonal_naive
+from common.model import build_model, forecast, make_windows
+from common.wire import JobSpec
+from node_agent.data import HoldoutSplit
+from node_agent.training import plan_noise_multiplier, train_dp_round, train_plain
+
+# One non-private recipe for small data (small batches, many steps), not the DP job's,
+# whose large batches suit DP-SGD's noise.
+RECIPE = {"epochs": 16, "batch_size": 8, "learning_rate": 0.05}
+
+
+def history_start_month(split: HoldoutSplit) -> int:
+    """Calendar month of the first history month, from the first held-out month."""
+    return (split.target_month - 1 - len(split.history)) % 12 + 1
+
+
+def windows(split: HoldoutSplit, job: JobSpec):
+    return make_windows(split.history, history_start_month(split), lags=job.lags, horizon=job.horizon)
+
+
+def _alone(split: HoldoutSplit, job: JobSpec, train) -> np.ndarray:
+    """A model from this branch's windows only; with none it keeps the seeded init."""
+    x, y, _ = windows(split, job)
+    model = build_model(job.seed, lags=job.lags, horizon=job.horizon)
+    if len(x):
+        train(model, x, y)
+    return forecast(model, split.history, split.target_month)[: len(split.actual)]
+
+
+def local_forecast(split: HoldoutSplit, job: JobSpec) -> np.ndarray:
+    return _alone(split, job, lambda m, x, y: train_plain(m, x, y, **RECIPE, seed=job.seed))
+
+
+def local_dp_forecast(split: HoldoutSplit, job: JobSpec) -> np.ndarray:
+    """This branch alone under the job's DP settings: its rounds, epochs and epsilon."""
+
+    def train(model, x: np.ndarray, y: np.ndarray) -> None:
+        sigma, state = plan_noise_multiplier(len(x), job), None
+        for _ in range(job.rounds):
+            state = train_dp_round(model, x, y, job, noise_multiplier=sigma, accountant_state=state).accountant_state
+
+    return _alone(split, job, train)
+
+
+def naive_forecast(split: HoldoutSplit) -> np.ndarray:
+    return seasonal_naive(split.history, len(split.actual))
