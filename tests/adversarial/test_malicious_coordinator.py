@@ -1,0 +1,205 @@
+"""Each attack a coordinator can make on a node, and the node's defence. Every test plays the
+attacker against real node agents; each is refused or yields nothing, the refusal is in the
+node's lineage, and no canary customer or held-out series reaches the coordinator."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from common import evaluation
+from common.he import create_secret_context, encrypt_vector
+from common.refusals import REASONS
+from common.wire import DPSettings, HESettings, UpdatePayload
+from coordinator.strategy import SecureFedAvg
+from node_agent.report import report_path
+from tests.adversarial.conftest import canaries, small_job
+
+
+def _ckks(values, ctx) -> UpdatePayload:
+    enc = encrypt_vector(ctx, np.asarray(values, dtype=float))
+    return UpdatePayload(scheme="CKKS", length=enc.length, chunks=enc.chunks)
+
+
+def _round(alliance, job, rnd=1, model=None, contributors=None):
+    """One honest-looking round: every branch trains, the coordinator sums what came back."""
+    replies = [alliance.train(b, job, rnd, model, contributors) for b in alliance.configs]
+    assert all(r.status == "ok" for r in replies), [r.code for r in replies]
+    return SecureFedAvg(job=job, public_context=alliance.public).aggregate_train(replies), replies
+
+
+def test_an_encrypted_job_never_takes_or_sends_plaintext(alliance):
+    """HE downgrade: a job that turns encryption off, or a plaintext model in an encrypted job."""
+    branch = next(iter(alliance.configs))
+    reply = alliance.train(branch, small_job(job_id="downgrade", he=HESettings(enabled=False)), 1)
+    assert reply.status == "refused" and reply.code == "encryption-required" and reply.update is None
+    assert alliance.refusals(branch, "encryption-required")
+    # mid-job: admitted encrypted, then the coordinator switches encryption off
+    job = small_job()
+    aggregate, _ = _round(alliance, job)
+    plain = alliance.train(branch, job.model_copy(update={"he": HESettings(enabled=False)}), 2)
+    assert plain.code == "encryption-required" and plain.update is None
+    # a plaintext model in the encrypted job: a hand-made model is never decrypted into training
+    model = UpdatePayload.plain(np.ones(aggregate.payload.length))
+    crafted = alliance.train(branch, job, 2, model, aggregate.contributors)
+    assert crafted.code == "encryption-required" and crafted.update is None
+    alliance.assert_nothing_leaked(canaries())
+
+
+def test_evaluation_sends_no_series_and_a_changed_spec_extracts_nothing(alliance):
+    """Evaluate extraction: replies carry only an encrypted metric vector; a coordinator that
+    re-sends the job with lags 36 and holdout 24 (to read the whole history) is refused."""
+    job = small_job()
+    aggregate, _ = _round(alliance, job)
+    evals = {b: alliance.evaluate(b, job, aggregate.payload, aggregate.contributors) for b in alliance.configs}
+    assert all(r.status == "ok" and r.metrics.scheme == "CKKS" and r.metrics.length == evaluation.LENGTH for r in evals.values())
+    body = json.loads(evals[next(iter(evals))].model_dump_json(exclude={"metrics"}))
+    assert not {"actual", "forecast", "months", "mase", "smape"} & set(body)
+    branch = next(iter(alliance.configs))
+    actual = json.loads(report_path(alliance.configs[branch], job.job_id).read_text())["actual"]  # on the node only
+    greedy = job.model_copy(update={"lags": 36, "holdout": 24})
+    again = alliance.evaluate(branch, greedy, aggregate.payload, aggregate.contributors)
+    assert again.code == "job-changed" and again.metrics is None
+    assert "lags" in alliance.refusals(branch, "job-changed")[0].details["reason"]
+    # evaluations are capped per job (node.json limits.max_evaluations = 2 here)
+    assert alliance.evaluate(branch, job, aggregate.payload, aggregate.contributors).status == "ok"
+    capped = alliance.evaluate(branch, job, aggregate.payload, aggregate.contributors)
+    assert capped.code == "evaluation-limit"
+    series = ", ".join(f"{v:g}" for v in actual).encode()
+    alliance.assert_nothing_leaked(canaries() + [series, json.dumps(actual).encode()])
+
+
+@pytest.mark.parametrize("change", [
+    {"dp": DPSettings(delta=0.9)}, {"batch_size": 4}, {"local_epochs": 5}, {"rounds": 3}, {"horizon": 3},
+])
+def test_a_job_cannot_be_changed_mid_run(alliance, change):
+    """δ, batch size, epochs, rounds or horizon changed after admission: refused, nothing spent."""
+    branch = next(iter(alliance.configs))
+    job = small_job()
+    first = alliance.train(branch, job, 1)
+    assert first.status == "ok"
+    changed = alliance.train(branch, job.model_copy(update=change), 2)
+    assert changed.code == "job-changed" and changed.update is None
+    spend = alliance.agent(branch).ledger.get("sales", job.job_id)
+    assert 0 < spend.epsilon <= spend.planned_epsilon and spend.delta == job.dp.delta
+    assert len(spend.history) == 1  # the changed instruction trained nothing
+
+
+def test_replayed_and_extra_rounds_are_refused(alliance):
+    branch = next(iter(alliance.configs))
+    job = small_job()
+    assert alliance.train(branch, job, 1).status == "ok"
+    replay = alliance.train(branch, job, 1)
+    extra = alliance.train(branch, job, 3)
+    assert replay.code == "replay" and extra.code == "replay"
+    assert replay.update is None and extra.update is None
+    assert len(alliance.refusals(branch, "replay")) == 2
+    assert len(alliance.agent(branch).ledger.get("sales", job.job_id).history) == 1
+
+
+def test_a_one_node_aggregate_is_not_decrypted(alliance):
+    """One node's update presented as the global model: alone, or padded with made-up names."""
+    job = small_job()
+    aggregate, replies = _round(alliance, job)
+    victim, target = replies[0], replies[1].branch_id
+    alone = alliance.train(target, job, 2, victim.update, {victim.branch_id: victim.update.digest()})
+    assert alone.code == "aggregate-rejected" and "min_contributors" in alliance.refusals(target, "aggregate-rejected")[0].details["reason"]
+    other = replies[2]  # a refused instruction uses up the round at that node, so the next lie goes elsewhere
+    padded = {victim.branch_id: victim.update.digest(), other.branch_id: other.update.digest(), "GHOST1": "0" * 64}
+    lie = alliance.train(other.branch_id, job, 2, victim.update, padded)
+    assert lie.code == "aggregate-rejected" and lie.update is None
+    assert "counts" in alliance.refusals(other.branch_id, "aggregate-rejected")[-1].details["reason"]
+
+
+def test_an_aggregate_without_this_node_is_not_decrypted(alliance):
+    job = small_job()
+    aggregate, replies = _round(alliance, job)
+    target = replies[0].branch_id
+    others = [r for r in replies[1:]]
+    summed = SecureFedAvg(job=job, public_context=alliance.public).aggregate_train(others)
+    forged = {**summed.contributors, target: "f" * 64}
+    reply = alliance.train(target, job, 2, summed.payload, forged)
+    assert reply.code == "aggregate-rejected"
+    assert "does not list an update this node sent" in alliance.refusals(target, "aggregate-rejected")[-1].details["reason"]
+
+
+def test_crafted_and_foreign_ciphertexts_are_not_decrypted_into_use(alliance):
+    """A ciphertext under another key, an inflated weight, and a crafted model norm."""
+    job = small_job()
+    aggregate, replies = _round(alliance, job)
+    target = replies[0].branch_id
+    length = aggregate.payload.length
+    foreign = _ckks(np.ones(length), create_secret_context())  # same parameters, another key
+    reply = alliance.train(target, job, 2, foreign, aggregate.contributors)
+    assert reply.code == "aggregate-rejected" and reply.update is None
+    # the coordinator holds the public context, so it can encrypt anything: an inflated weight...
+    n = len(aggregate.contributors)
+    heavy = np.concatenate([np.zeros(length - 2), [n * job.bounds.max_weight * 10.0, n]])
+    agent2 = alliance.train(replies[1].branch_id, job, 2, _ckks(heavy, alliance.public), aggregate.contributors)
+    assert agent2.code == "aggregate-rejected"
+    # ...or a model far outside the job's norm bound, dressed with the right count and weight
+    huge = np.concatenate([np.full(length - 2, 1e3), [1.0, n]])
+    agent3 = alliance.train(replies[2].branch_id, job, 2, _ckks(huge, alliance.public), aggregate.contributors)
+    assert agent3.code == "aggregate-rejected"
+    details = [alliance.refusals(r.branch_id, "aggregate-rejected")[-1].details["reason"] for r in replies[:3]]
+    assert "ciphertext" in details[0] or "counts" in details[0] or "weight" in details[0] or "norm" in details[0]
+    assert "weight" in details[1] and "norm" in details[2]
+
+
+def test_release_decrypts_only_a_checked_sum_of_metric_vectors(alliance):
+    """A crafted ciphertext for decryption: a training update posing as a metric sum, one
+    node's metric vector posing as a sum of three, and an honest sum (released)."""
+    job = small_job()
+    aggregate, replies = _round(alliance, job)
+    evals = [alliance.evaluate(b, job, aggregate.payload, aggregate.contributors) for b in alliance.configs]
+    strategy = SecureFedAvg(job=job, public_context=alliance.public)
+    metrics = strategy.aggregate_evaluate(evals)
+    branches = list(alliance.configs)
+    # a training update relabelled as a metric vector of the agreed length
+    relabelled = UpdatePayload(scheme="CKKS", length=evaluation.LENGTH, chunks=replies[0].update.chunks)
+    got = alliance.release(branches[1], job, relabelled, metrics.contributors)
+    assert got.code == "aggregate-rejected" and not got.values
+    # one node's metric vector presented as the sum of every node's
+    single = alliance.release(branches[1], job, evals[0].metrics, metrics.contributors)
+    assert single.code == "aggregate-rejected" and not single.values
+    # the honest sum: released, alliance-level only
+    honest = alliance.release(branches[2], job, metrics.payload, metrics.contributors)
+    assert honest.status == "ok" and len(honest.values) == evaluation.LENGTH
+    figures = evaluation.alliance_figures(honest.values)
+    assert figures["all"]["nodes"] == 4 and figures["all"]["federated"]["mase"] > 0
+    alliance.assert_nothing_leaked(canaries())
+
+
+def test_a_claimed_domestic_destination_does_not_lift_cross_border_rules(alliance):
+    """A node abroad (its policy's jurisdiction is not the coordinator's) is sent a job that
+    claims the results stay in the node's own country: the node goes by its node.json."""
+    abroad = [b for b, c in alliance.configs.items() if "jurisdiction: JP" not in c.policy_path.read_text()]
+    if not abroad:
+        pytest.skip("no foreign branch among the four longest histories of this alliance")
+    branch = abroad[0]
+    home = next(line.split(":")[1].strip() for line in alliance.configs[branch].policy_path.read_text().splitlines()
+                if line.startswith("jurisdiction:"))
+    reply = alliance.train(branch, small_job(job_id="claim-home", destination=home), 1)
+    assert reply.code == "destination" and reply.update is None
+    assert alliance.refusals(branch, "destination")
+
+
+def test_purposes_roles_and_caps_are_the_nodes_not_the_jobs(alliance):
+    branch = next(iter(alliance.configs))
+    assert alliance.train(branch, small_job(job_id="p", purpose="marketing"), 1).code == "purpose"
+    assert alliance.train(branch, small_job(job_id="r", recipient_role="sales"), 1).code == "recipient"
+    assert alliance.train(branch, small_job(job_id="e", dp=DPSettings(target_epsilon=50)), 1).code == "job-limits"
+    assert alliance.train(branch, small_job(job_id="n", rounds=400), 1).code == "job-limits"
+
+
+def test_refusals_say_why_without_numbers_that_reveal_size(alliance):
+    """A δ too large for the branch's size: the coordinator gets a code and a fixed phrase;
+    the numbers ("1/58 training windows") stay in the node's lineage."""
+    branch = next(iter(alliance.configs))
+    reply = alliance.train(branch, small_job(job_id="big-delta", dp=DPSettings(delta=0.5)), 1)
+    assert reply.code == "privacy-plan" and reply.reason == REASONS["privacy-plan"]
+    assert not any(ch.isdigit() for ch in reply.reason)
+    detail = alliance.refusals(branch, "privacy-plan")[0].details["reason"]
+    assert "training windows" in detail and any(ch.isdigit() for ch in detail)
