@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
