@@ -120,6 +120,7 @@ def verify_chain(
         prev, expected_seq, count = event.event_hash, expected_seq + 1, count + 1
     beyond = [s for s in published if s >= expected_seq]
     if beyond:
+        later = f" (and later ones, up to event {max(beyond)})" if max(beyond) != min(beyond) else ""
         return fault(None, "truncated", f"{actor}: chain ends at event {expected_seq - 1} but {actor} published a head "
-                                        f"at event {max(beyond)} (newest events deleted)")
+                                        f"at event {min(beyond)}{later} (newest events deleted)")
     return ChainReport(actor=actor, events=count, head_seq=expected_seq - 1, head_hash=prev)

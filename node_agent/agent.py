@@ -249,7 +249,7 @@ class NodeAgent:
         request = job_request(job, table, destination=self.config.coordinator_jurisdiction)
         data = read_branch_dataset(
             self.config.db_url, policy, request, key=self._policy_key, target=job.target,
-            today=self.today, table=table,
+            today=self.today, table=table, max_price=self.config.max_sale_price,
         )
         self._record(
             EventKind.POLICY_DECISION, job, rnd, fields=request.fields,

@@ -48,6 +48,8 @@ class NodeConfig(BaseModel):
     policy_file: Path = Field(default=Path("policy.yaml"), description="the branch's policy, relative to node_dir")
     budgets: dict[str, Budget] = Field(default_factory=dict, description="total (epsilon, delta) each dataset may spend")
     accept_non_private_jobs: bool = Field(default=False, description="take jobs without DP (they spend no budget, protect nothing)")
+    max_sale_price: float = Field(default=10_000_000, gt=0,
+                                  description="the ceiling of a believable sale price in the branch's currency; above it a row is quarantined")
     require_he: bool = Field(default=True, description="refuse any job or model that is not CKKS-encrypted")
     coordinator_jurisdiction: str = Field(
         default="JP", pattern=r"^[A-Z]{2}$",

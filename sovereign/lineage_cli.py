@@ -76,9 +76,9 @@ def open_stores(run: Path | None, stores: list[str], public_keys: list[str]) -> 
         coordinator = run / "coordinator"
         if (coordinator / "lineage.db").is_file():
             found.stores["coordinator"] = _open_store(str(coordinator / "lineage.db"))
-            key = coordinator / "keys" / "lineage-ed25519.pub"
-            if key.is_file():
-                found.keys["coordinator"] = _load_key(key, "--run")
+        key = coordinator / "keys" / "lineage-ed25519.pub"
+        if key.is_file():  # also without its store: the nodes' records of its head are still checked
+            found.keys["coordinator"] = _load_key(key, "--run")
         for node_db in sorted((run / "nodes").glob("*/lineage.db")):
             branch = node_db.parent.name
             found.stores[branch] = _open_store(str(node_db))
