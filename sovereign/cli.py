@@ -90,10 +90,12 @@ def deploy_local(
     out: Path = typer.Option(Path("runs/deploy"), help="TLS material, node keys, SuperLink state and logs."),
 ) -> None:
     """Run a job on Flower's deployment engine on this machine: a SuperLink with TLS and
-    SuperNode authentication, one authenticated SuperNode per node directory, `flwr run`."""
+    SuperNode authentication, one authenticated SuperNode per node directory that runs only
+    the app bundle signed by the alliance's publisher key and listed in its node.json, `flwr run`."""
     import json
 
-    from sovereign.deployment import DeploymentError, LocalDeployment, free_port
+    from node_agent.config import NodeConfigError
+    from sovereign.deployment import PUBLISHER_KEY_ID, DeploymentError, LocalDeployment, allow_app, free_port, write_trusted_entities
 
     index = nodes_root / "index.json"
     if not index.exists():
@@ -107,19 +109,29 @@ def deploy_local(
     try:
         with LocalDeployment(out, port=free_port()) as dep, console.status("starting SuperLink (TLS, node authentication)") as status:
             dep.start_superlink()
+            status.update("building the app bundle and signing it with the publisher key")
+            signed = dep.publish(app_dir)
+            publisher = dep.publisher_public_key()
             for branch in branches:
                 status.update(f"registering and starting SuperNode {branch}")
-                dep.start_supernode(branch, dep.register(branch), nodes_root / branch, free_port())
-            status.update(f"flwr run: {rounds} rounds on {len(branches)} SuperNodes (logs in {out / 'logs'})")
-            dep.run(app_dir, {"coordinator-dir": str(coordinator_dir.resolve()), "rounds": rounds,
-                              "min-nodes": len(branches), "job-id": "deploy-local"})
-    except DeploymentError as exc:
+                node_dir = nodes_root / branch
+                allow_app(node_dir, signed)  # the node owner's allow-list: exactly this bundle
+                entities = write_trusted_entities(node_dir / "trusted-entities.yaml", {PUBLISHER_KEY_ID: publisher})
+                dep.start_supernode(branch, dep.register(branch), node_dir, free_port(), entities)
+            status.update(f"flwr run {signed.app_spec}: {rounds} rounds on {len(branches)} SuperNodes (logs in {out / 'logs'})")
+            dep.run(signed, {"coordinator-dir": str(coordinator_dir.resolve()), "rounds": rounds,
+                             "min-nodes": len(branches), "job-id": "deploy-local"})
+    except (DeploymentError, NodeConfigError) as exc:
         fail(str(exc), 1)
+    console.print(f"app {signed.app_spec} (FAB sha256 {signed.fab_hash[:12]}…) signed by {out / 'keys' / 'publisher.pub'}; "
+                  f"each SuperNode trusts only that key, each node.json lists this build of the app and no other")
     result = json.loads((coordinator_dir / "result.json").read_text())
     for r in result["rounds"]:
         console.print(f"round {r['round']}: {len(r['contributors'])} nodes, {r['bytes_received'] / 1e6:.1f} MB up over TLS")
-    if result["metrics"]:
-        console.print(f"held-out MASE {result['metrics']['mase']:.3f}, sMAPE {result['metrics']['smape']:.1f}% over {int(result['metrics']['nodes'])} nodes")
+    metrics = result.get("metrics") or {}
+    federated = (metrics.get("all") or {}).get("federated") if "all" in metrics else metrics
+    if federated and federated.get("mase") is not None:
+        console.print(f"held-out MASE {federated['mase']:.3f}, sMAPE {federated['smape']:.1f}%")
 
 
 if __name__ == "__main__":
