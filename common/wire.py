@@ -232,6 +232,7 @@ class EvaluateReply(NodeReply):
     those stay on the node."""
 
     metrics: UpdatePayload | None = None
+    branch_scores: dict[str, dict[str, float]] | None = None  # only where the branch's policy releases them
 
 
 class ReleaseReply(NodeReply):

@@ -65,6 +65,8 @@ class JobResult(BaseModel):
     evaluation_refused: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     released_by: list[str] = Field(default_factory=list)
+    branch_metrics: dict[str, dict[str, dict[str, float]]] = Field(
+        default_factory=dict, description="only branches whose policy releases their own accuracy by name")
     final_model_digest: str | None = None
 
 
@@ -190,6 +192,7 @@ def _evaluate_and_release(grid, node_ids, strategy: SecureFedAvg, model: Aggrega
     evals = _exchange(grid, node_ids, instruction, "evaluate", job.rounds, EvaluateReply, guard, observer, timeout)
     metrics = strategy.aggregate_evaluate(evals.replies)
     result.evaluated_by = sorted(metrics.contributors)
+    result.branch_metrics = {r.branch_id: r.branch_scores for r in evals.replies if r.status == "ok" and r.branch_scores}
     result.evaluation_refused = {**evals.refused, **{r.branch_id: r.code or "refused" for r in evals.replies if r.status != "ok"},
                                  **{b: f"metrics rejected: {why}" for b, why in metrics.rejected.items()}}
     record(EventKind.EVALUATION, job.rounds, digest=metrics.payload.digest() if metrics.payload else None,

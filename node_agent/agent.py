@@ -152,6 +152,7 @@ class NodeAgent:
             data = self._read(job, rnd)
             self._split(data, job)
             model = self._global_model(instruction, job)
+            release_own = self.policy().release_branch_metrics
         except REFUSALS as exc:
             return self.refused(EvaluateReply, job, rnd, refusal_code(exc), str(exc), head)
         split = holdout_split(data.series, job.holdout, job.horizon)
@@ -169,8 +170,9 @@ class NodeAgent:
         payload = self._payload(job, vector)
         self._record(EventKind.EVALUATION, job, rnd, details={"scores": scores, "young": young, "model_digest": digest,
                                                                "history_months": len(split.history)})
-        reply = EvaluateReply(status="ok", branch_id=self.config.branch_id, metrics=payload)
-        return self._egress(reply, job, rnd, head)
+        own = {arm: {m: round(float(v), 3) for m, v in scores[arm].items()} for arm in ARMS} if release_own else None
+        reply = EvaluateReply(status="ok", branch_id=self.config.branch_id, metrics=payload, branch_scores=own)
+        return self._egress(reply, job, rnd, head, branch_scores_allowed=release_own)
 
     def release(self, instruction: ReleaseInstruction) -> ReleaseReply:
         """Decrypt the coordinator's sum of metric vectors, if it is one this node accepts:
@@ -478,13 +480,14 @@ class NodeAgent:
             return UpdatePayload(scheme="CKKS", length=enc.length, chunks=enc.chunks)
         return UpdatePayload.plain(values)
 
-    def _egress(self, reply: NodeReply, job: JobSpec | None, rnd: int | None, head: CoordinatorHead | None = None) -> NodeReply:
+    def _egress(self, reply: NodeReply, job: JobSpec | None, rnd: int | None, head: CoordinatorHead | None = None,
+                *, branch_scores_allowed: bool = False) -> NodeReply:
         """Every reply passes the egress check (one that fails leaves as a refusal instead), is
         recorded as an emission with the coordinator's chain head it answers, and goes back
         with this node's chain head (the coordinator anchors it, so the node's chain cannot
         lose its tail unseen) and the node's signature."""
         try:
-            check_reply(reply, branch_id=self.config.branch_id)
+            check_reply(reply, branch_id=self.config.branch_id, branch_scores_allowed=branch_scores_allowed)
         except EgressBlocked as exc:
             self.refuse(job, rnd, "egress", f"egress check blocked the reply: {exc}")
             reply = type(reply)(status="refused", branch_id=self.config.branch_id, code="egress", reason=reason_for("egress"))

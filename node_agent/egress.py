@@ -25,7 +25,7 @@ class EgressBlocked(Exception):
     """A reply that must not leave the node; the message names the field, never its value."""
 
 
-def check_reply(reply: NodeReply, *, branch_id: str) -> None:
+def check_reply(reply: NodeReply, *, branch_id: str, branch_scores_allowed: bool = False) -> None:
     """Raise `EgressBlocked` naming the first field whose content may not leave."""
     if type(reply) not in (TrainReply, EvaluateReply, ReleaseReply):
         raise EgressBlocked(f"{type(reply).__name__} is not a reply the protocol sends")
@@ -44,6 +44,15 @@ def check_reply(reply: NodeReply, *, branch_id: str) -> None:
         if reply.update is not None and reply.update.scheme == "plain" and not np.isfinite(reply.update.plain_values()).all():
             raise EgressBlocked("field 'update' holds a value that is not a finite number")
     elif isinstance(reply, EvaluateReply):
+        if reply.branch_scores is not None:
+            if not branch_scores_allowed:
+                raise EgressBlocked("field 'branch_scores' is set but the branch policy does not release its own metrics")
+            if set(reply.branch_scores) - set(evaluation.ARMS):
+                raise EgressBlocked("field 'branch_scores' names a forecast the protocol does not know")
+            for scores in reply.branch_scores.values():
+                if set(scores) - set(evaluation.METRICS):
+                    raise EgressBlocked("field 'branch_scores' holds a figure that is not a metric")
+                _finite("branch_scores", list(scores.values()))
         if reply.metrics is not None:
             if reply.metrics.length != evaluation.LENGTH:
                 raise EgressBlocked("field 'metrics' is not a metric vector of the agreed length")

@@ -79,6 +79,11 @@ class PolicyDocument(BaseModel):
     jurisdiction: str = Field(pattern=r"^[A-Z]{2}$", description="ISO country of the node")
     tables: dict[str, dict[str, FieldClass]]
     rules: list[Rule]
+    release_branch_metrics: bool = Field(
+        default=False,
+        description="send this branch's own held-out accuracy (MASE, sMAPE per forecast) to the alliance by name; "
+                    "off: it reaches the alliance only inside sums over enough branches",
+    )
     # Where the policy came from, for error messages: not part of what it says (nor its hash).
     source: str | None = Field(default=None, exclude=True)
     table_lines: dict[str, int] = Field(default_factory=dict, exclude=True)

@@ -242,6 +242,7 @@ def build_summary(opts, job: JobSpec, result: JobResult, setup: dict, pooled: di
                 "unit": "one dealership's participation (its whole update)",
             } if job.node_dp.enabled and result.rounds and result.rounds[-1].node_level_epsilon is not None else None,
         },
+        "branches_releasing_own_metrics": result.branch_metrics,
         "refusals": refusals,
         "evaluation_refusals": result.evaluation_refused,
         "node_policies": setup["node_policies"],

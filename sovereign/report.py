@@ -64,6 +64,16 @@ def write_report(path: Path, summary: dict, result) -> None:
     )
     young_head = (f"<th>young branches' MASE ({summary['young_branches']['nodes']})</th>"
                   if summary["young_branches"]["released"] else "")
+    named = "".join(
+        f"<tr><td>{esc(b)}</td>" + "".join(f"<td>{scores.get(m, {}).get('mase', '-')}</td>" for m in ("federated", "local", "local_dp", "seasonal_naive"))
+        + "</tr>" for b, scores in sorted(summary.get("branches_releasing_own_metrics", {}).items())
+    )
+    named_table = (
+        "<h2>Branches that release their own accuracy</h2><p>Only branches whose policy says "
+        "<code>release_branch_metrics: true</code>; every other branch's accuracy reaches the alliance only inside sums.</p>"
+        "<table><tr><th>branch</th><th>federated MASE</th><th>alone</th><th>alone, DP</th><th>same month last year</th></tr>"
+        f"{named}</table>" if named else ""
+    )
     sat_out = "".join(f"<tr><td>{esc(b)}</td><td>{esc(r)}</td></tr>" for b, r in sorted(summary["refusals"].items()))
     eps = summary["epsilon"]
     per_node = "".join(f"<tr><td>{esc(b)}</td><td>{v['planned']}</td><td>{v['spent']:.2f}</td></tr>"
@@ -127,6 +137,7 @@ fewer than each node's minimum number of contributors). The pooled row is a simu
 <p>Federated vs each branch alone: <b>{'' if imp is None else f'{imp:+.0%}'}</b> MASE improvement{young_text};
 vs the same month last year: <b>{'' if naive is None else f'{naive:+.0%}'}</b>.</p>
 <img src="data:image/png;base64,{accuracy_plot(summary)}">
+{named_table}
 <h2>Branches that sat out</h2>
 <table><tr><th>branch</th><th>reason code</th></tr>{sat_out or '<tr><td>none</td><td></td></tr>'}</table>
 <h2>Branch policies</h2><p>Each branch read only the fields below, treated as its own policy says, before anything else saw them.</p>

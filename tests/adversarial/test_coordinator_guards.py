@@ -56,3 +56,20 @@ def test_a_branch_id_is_bound_to_the_key_and_node_that_answer_for_it(alliance):
     assert "another node" in guard.problem(103, relayed)  # a replayed copy of b's reply from elsewhere
     unknown = reply_a.model_copy(update={"branch_id": "B999"})
     assert "no registered lineage key" in guard.problem(104, unknown)
+
+
+def test_a_ciphertext_relabelled_as_a_shorter_vector_is_not_decrypted(ckks_keys):
+    """A coordinator that sends another vector's ciphertext under a shorter length, to have a
+    node decrypt that vector's first values: the slots are not periodic in the claimed length."""
+    import pytest
+
+    from common.he import EncryptedVector, decrypt_checked, decrypt_vector
+
+    secret, _ = ckks_keys
+    update = encrypt_vector(secret, np.linspace(-1, 1, 2440))
+    relabelled = EncryptedVector(length=18, chunks=update.chunks)
+    assert decrypt_vector(secret, relabelled).size == 18  # the unguarded path would hand out 18 values
+    with pytest.raises(ValueError, match="holds more than"):
+        decrypt_checked(secret, relabelled)
+    honest = encrypt_vector(secret, np.arange(18.0))
+    np.testing.assert_allclose(decrypt_checked(secret, honest), np.arange(18.0), atol=1e-4)

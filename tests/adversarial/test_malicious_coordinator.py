@@ -203,3 +203,16 @@ def test_refusals_say_why_without_numbers_that_reveal_size(alliance):
     assert not any(ch.isdigit() for ch in reply.reason)
     detail = alliance.refusals(branch, "privacy-plan")[0].details["reason"]
     assert "training windows" in detail and any(ch.isdigit() for ch in detail)
+
+
+def test_a_branch_names_its_own_accuracy_only_when_its_policy_says_so(alliance):
+    job = small_job()
+    aggregate, _ = _round(alliance, job)
+    quiet, opted = list(alliance.configs)[:2]
+    policy = alliance.configs[opted].policy_path
+    policy.write_text(policy.read_text() + "\nrelease_branch_metrics: true\n")
+    silent = alliance.evaluate(quiet, job, aggregate.payload, aggregate.contributors)
+    named = alliance.evaluate(opted, job, aggregate.payload, aggregate.contributors)
+    assert silent.status == "ok" and silent.branch_scores is None
+    assert named.status == "ok" and set(named.branch_scores) == set(evaluation.ARMS)
+    assert named.branch_scores["federated"]["mase"] > 0
