@@ -145,6 +145,7 @@ class CoordinatorHead(BaseModel):
     seq: int = Field(ge=0)
     event_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     key_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$", description="the coordinator's Ed25519 signature over the head")
 
 
 class TrainInstruction(BaseModel):

@@ -36,6 +36,7 @@ from common.wire import (
 from coordinator.guard import ReplyGuard
 from coordinator.strategy import Aggregate, SecureFedAvg
 from lineage import EventKind, LineageEvent, LineageStore, Signer
+from lineage.anchors import head_message
 
 ACTOR = "coordinator"
 
@@ -132,7 +133,8 @@ def run_job(
 
     def head() -> CoordinatorHead:
         seq, event_hash = lineage.head(ACTOR)
-        return CoordinatorHead(seq=seq, event_hash=event_hash, key_id=signer.key_id)
+        return CoordinatorHead(seq=seq, event_hash=event_hash, key_id=signer.key_id,
+                               signature=signer.sign(head_message(seq, event_hash, signer.key_id)))
 
     def record(kind: EventKind, rnd: int, **fields) -> None:
         lineage.append(LineageEvent(kind=kind, actor=ACTOR, job_id=job.job_id, round=rnd, purpose=job.purpose, **fields), signer)

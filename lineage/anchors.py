@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from lineage.signing import verify_signature
 from lineage.chain import ChainFault
 from lineage.models import GENESIS, LineageEvent
 
@@ -67,6 +68,7 @@ class CoordinatorHeadClaim:
     seq: int | None
     event_hash: str | None
     key_id: str | None
+    signature: str | None = None
 
     @property
     def malformed(self) -> bool:
@@ -81,14 +83,21 @@ def coordinator_head_claims(events: Iterable[LineageEvent]) -> Iterator[Coordina
             continue
         if (isinstance(head, dict) and _seq(head.get("seq")) is not None and isinstance(head.get("event_hash"), str)
                 and _HASH.match(head["event_hash"]) and isinstance(head.get("key_id"), str) and _KEY_ID.match(head["key_id"])):
-            yield CoordinatorHeadClaim(event, head["seq"], head["event_hash"], head["key_id"])
+            signature = head.get("signature") if isinstance(head.get("signature"), str) else None
+            yield CoordinatorHeadClaim(event, head["seq"], head["event_hash"], head["key_id"], signature)
         else:
             yield CoordinatorHeadClaim(event, None, None, None)
 
 
+def head_message(seq: int, event_hash: str, key_id: str) -> bytes:
+    """What the coordinator signs when it hands its chain head to a node with an instruction:
+    with the signature recorded beside it, a node cannot later claim a head it was never sent."""
+    return f"sovereign/coordinator-head/1:{seq}:{event_hash}:{key_id}".encode()
+
+
 def check_coordinator_heads(
     claims: Iterable[CoordinatorHeadClaim], held: Mapping[int, str], last_seq: int, key_id: str | None,
-    *, coordinator: str = COORDINATOR,
+    *, coordinator: str = COORDINATOR, public_key=None,
 ) -> list[ChainFault]:
     """Hold the coordinator's chain to the heads the nodes recorded. One fault per node event
     that disagrees, naming it (its actor, seq and id) and what does not match.
@@ -96,11 +105,17 @@ def check_coordinator_heads(
     `held` maps seq to the event hash the coordinator's chain holds there (at least every seq
     claimed), `last_seq` is where that chain ends (0: empty or absent), `key_id` is the id of
     the coordinator public key the auditor verifies with (None: no key at all).
-    A claim at seq 0 says the chain was still empty: its hash must be GENESIS.
+    A claim at seq 0 says the chain was still empty: its hash must be GENESIS. With the
+    coordinator's `public_key`, each claim must also carry the coordinator's signature over the
+    head (`head_message`), so a node cannot frame the coordinator with a head it never sent.
     """
     faults = []
     for claim in claims:
         found = _head_mismatch(claim, held, last_seq, key_id, coordinator)
+        if found is None and public_key is not None and not (
+                claim.signature and verify_signature(public_key, claim.signature, head_message(claim.seq, claim.event_hash, claim.key_id))):
+            found = ("forged", f"recorded a coordinator head (event {claim.seq}) that carries no valid signature of "
+                               f"{coordinator}'s key: the node cannot show {coordinator} sent it")
         if found is not None:
             problem, message = found
             faults.append(ChainFault(actor=claim.event.actor, seq=claim.event.seq, event_id=claim.event.event_id,

@@ -40,7 +40,7 @@ def compute_hash(event: LineageEvent) -> str:
 # other side that the chain no longer has (rewritten), whose key is not the one verified with
 # (resigned), or a record of a head that cannot be read (malformed).
 Problem = Literal["edited", "deleted", "reordered", "inserted", "bad_signature", "unknown_signer", "truncated",
-                  "rewritten", "resigned", "malformed"]
+                  "rewritten", "resigned", "malformed", "forged"]
 
 
 class ChainFault(BaseModel):

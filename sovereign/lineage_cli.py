@@ -123,7 +123,7 @@ def coordinator_head_faults(found: Stores) -> list:
     public = found.keys.get(COORDINATOR) or (holder.stored_public_keys().get(COORDINATOR) if holder else None)
     held = holder.hashes_at(COORDINATOR, (c.seq for c in claims if not c.malformed)) if holder else {}
     last = holder.last_seq(COORDINATOR) if holder else 0
-    return check_coordinator_heads(claims, held, last, key_id(public) if public is not None else None)
+    return check_coordinator_heads(claims, held, last, key_id(public) if public is not None else None, public_key=public)
 
 
 def _cross_check_rows(found: Stores) -> list[tuple[str, str]]:

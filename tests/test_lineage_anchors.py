@@ -22,6 +22,7 @@ from lineage.anchors import (
     CoordinatorHeadClaim,
     check_coordinator_heads,
     coordinator_head_claims,
+    head_message,
     published_node_heads,
 )
 from lineage.signing import public_pem
@@ -54,7 +55,8 @@ def build_run(root: Path) -> Path:
 
     def exchange(message: str, rnd: int, kind: EventKind, **fields) -> None:
         seq, event_hash = coordinator.head("coordinator")
-        head = {"seq": seq, "event_hash": event_hash, "key_id": boss.key_id}
+        head = {"seq": seq, "event_hash": event_hash, "key_id": boss.key_id,
+                "signature": boss.sign(head_message(seq, event_hash, boss.key_id))}
         heads = {}
         for branch in BRANCHES:
             nodes[branch].append(LineageEvent(kind=EventKind.DATA_READ, actor=branch, job_id=JOB, round=rnd,
@@ -294,3 +296,20 @@ def test_the_first_instruction_carries_the_empty_chain(run):
     first = store.events(kind=EventKind.EMISSION)[0]
     store.close()
     assert (first.details["coordinator_head"]["seq"], first.details["coordinator_head"]["event_hash"]) == (0, GENESIS)
+
+
+def test_a_node_cannot_frame_the_coordinator_with_a_head_it_was_never_sent(run):
+    """A node records a coordinator head of its own making (a hash the coordinator never had
+    at that position): without the coordinator's signature over it, the claim is named forged
+    rather than taken as proof that the coordinator rewrote its chain."""
+    forger = Signer.load_or_create("B001", run / "node-keys" / "B001")
+    store = LineageStore(_url(run / "nodes" / "B001" / "lineage.db"))
+    coordinator_key = Signer.load_or_create("coordinator", run / "coordinator" / "keys")
+    fake = {"seq": 1, "event_hash": "e" * 64, "key_id": coordinator_key.key_id, "signature": forger.sign(b"not the coordinator")}
+    store.append(LineageEvent(kind=EventKind.EMISSION, actor="B001", job_id=JOB, round=4, purpose="forecasting",
+                              digest="f" * 64, details={"message": "train", "coordinator_head": fake}), forger)
+    store.close()
+    claims = [c for c in coordinator_head_claims(LineageStore(_url(run / "nodes" / "B001" / "lineage.db")).scan("B001"))
+              if c.event_hash == "e" * 64]
+    fault, = check_coordinator_heads(claims, {1: "e" * 64}, 5, coordinator_key.key_id, public_key=coordinator_key.public_key)
+    assert fault.problem == "forged" and "no valid signature" in fault.message
