@@ -49,3 +49,40 @@ def test_simulate_dealers_writes_one_database_per_branch(tmp_path):
 def test_console_script_is_installed():
     done = subprocess.run([sys.executable, "-m", "sovereign.cli", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "Sovereign" in done.stdout
+
+
+def test_node_report_shows_the_branchs_own_forecast_and_never_needs_the_coordinator(tmp_path, small_alliance):
+    """`sovereign node report`: branch IT reads its own held-out forecast and scores, which
+    stay on the node (the coordinator only ever gets an encrypted metric vector)."""
+    import json
+    import shutil
+
+    from common.wire import DPSettings, HESettings, JobSpec, TrainInstruction
+    from node_agent.agent import NodeAgent
+    from node_agent.config import NodeConfig, write_node_config
+    from tests.conftest import EXAMPLES
+
+    shutil.copy(small_alliance / "B002.db", tmp_path / "B002.db")
+    config = NodeConfig(branch_id="B002", db_url=f"sqlite:///{tmp_path / 'B002.db'}", node_dir=tmp_path / "node",
+                        accept_non_private_jobs=True, require_he=False)
+    write_node_config(config)
+    shutil.copy(EXAMPLES / "domestic_dealer.yaml", config.policy_path)
+    none_yet = runner.invoke(app, ["node", "report", "--node-dir", str(config.node_dir)])
+    assert none_yet.exit_code == 2 and "no forecast report on this node yet" in none_yet.output
+    job = JobSpec(job_id="report-job", rounds=1, local_epochs=1, dp=DPSettings(enabled=False), he=HESettings(enabled=False))
+    assert NodeAgent(config).evaluate(TrainInstruction(job=job, round=1)).status == "ok"
+
+    as_json = runner.invoke(app, ["node", "report", "--node-dir", str(config.node_dir), "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    report = json.loads(as_json.output)
+    assert report == json.loads((config.node_dir / "reports" / "report-job.json").read_text())
+    assert report["branch_id"] == "B002" and len(report["actual"]) == len(report["months"]) == 6
+    assert set(report["forecasts"]) == {"federated", "local", "local_dp", "seasonal_naive"}
+
+    plot = tmp_path / "b002.png"
+    shown = runner.invoke(app, ["node", "report", "--node-dir", str(config.node_dir), "--plot", str(plot)])
+    assert shown.exit_code == 0, shown.output
+    assert report["months"][0] in shown.output and "MASE" in shown.output
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    other = runner.invoke(app, ["node", "report", "--node-dir", str(config.node_dir), "--job", "nope"])
+    assert other.exit_code == 2 and "no forecast report for job nope" in other.output

@@ -1,19 +1,29 @@
 """One real joint forecast (Flower simulation runtime, Opacus, CKKS) on a small alliance,
 with canary PII seeded into a branch: it must appear in nothing the coordinator receives,
-stores or logs. One run serves every assertion here, to keep the suite fast."""
+stores or logs. One run serves every assertion here, to keep the suite fast.
+
+While the demo runs, a Python audit hook records every file this process (the coordinator's
+and analyst's) opens and every SQLite database it connects to: the dealers' side runs in its
+own processes and the node agents in Flower's workers, so no dealer database and no node key
+may show up here."""
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
+import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rich.console import Console
 from sqlalchemy import create_engine, text
 
+from common import evaluation
 from common.he import decrypt_vector, encrypt_vector, load_context, EncryptedVector
 from lineage import EventKind, LineageStore
 from sovereign.demo import DemoOptions, run_demo
@@ -21,12 +31,41 @@ from sovereign.demo import DemoOptions, run_demo
 CANARY_NAME = "Zelda Canarywhistle-7Q"
 CANARY_ID = "CANARY-ID-93170245"
 
+# ------------------------------------------------------------------ the audit of this process
+_AUDITING = False  # the hook below records only while run_demo runs
+_AUDIT_INSTALLED = False
+OPENED: list[tuple[str, str]] = []  # (event, path) for every `open` and `sqlite3.connect` in this process
+
+
+def _audit(event: str, args: tuple) -> None:
+    if not _AUDITING or event not in ("open", "sqlite3.connect"):
+        return
+    target = args[0] if args else None
+    if isinstance(target, (str, bytes, os.PathLike)):
+        OPENED.append((event, os.fsdecode(target)))
+
+
+def _install_audit_hook() -> None:
+    global _AUDIT_INSTALLED
+    if not _AUDIT_INSTALLED:  # an audit hook cannot be removed: install it once, gate it by the flag
+        sys.addaudithook(_audit)
+        _AUDIT_INSTALLED = True
+
+
+def _audited_path(path: str) -> Path:
+    """An opened or connected name as a resolved path ('file:' URIs and their query stripped)."""
+    if path.startswith("file:"):
+        path = path.removeprefix("file:").split("?", 1)[0]
+    return Path(path).resolve()
+
 
 class Recorder:
-    """Captures every byte of every reply the coordinator receives."""
+    """Captures every byte of every reply the coordinator receives, and each reply's JSON body
+    by message type."""
 
     def __init__(self) -> None:
         self.payloads: list[bytes] = []
+        self.bodies: list[tuple[str, dict, dict]] = []  # (message type, JSON body, the record's other keys)
 
     def round_started(self, rnd, total_rounds, nodes):
         pass
@@ -36,6 +75,9 @@ class Recorder:
 
     def reply_received(self, rnd, message):
         if message.has_content():
+            body = message.content["body"]
+            self.bodies.append((message.metadata.message_type, json.loads(body["json"]),
+                                {k: v for k, v in body.items() if k != "json"}))
             for record in message.content.values():
                 for value in record.values():
                     items = value if isinstance(value, list) else [value]
@@ -65,12 +107,20 @@ def demo_run(tmp_path_factory, small_alliance):
     out = root / "run"
     recorder = Recorder()
     console_text = io.StringIO()
-    summary = run_demo(
-        DemoOptions(branches=6, rounds=2, seed=3, out=out, data=dealers),
-        Console(file=console_text, width=120),
-        observers=(recorder,),
-    )
+    global _AUDITING
+    _install_audit_hook()
+    OPENED.clear()
+    _AUDITING = True
+    try:
+        summary = run_demo(
+            DemoOptions(branches=6, rounds=2, seed=3, out=out, data=dealers),
+            Console(file=console_text, width=120),
+            observers=(recorder,),
+        )
+    finally:
+        _AUDITING = False
     return {
+        "opened": list(OPENED),
         "summary": summary, "out": out, "dealers": dealers, "recorder": recorder,
         "console": console_text.getvalue(), "canary_branch": canary_branch,
         "ray_logs": _latest_ray_logs(),
@@ -96,9 +146,70 @@ def test_summary_and_report_are_written(demo_run):
     # Each training branch's impossible rows, counted per reason (the simulator plants them).
     for counts in summary["quarantined_rows"].values():
         assert {"unparseable_date", "future_sale_date", "negative_price", "duplicate_vin"} <= set(counts)
+    # Alliance-level figures only: no branch's own scores or forecasts in the analyst's files.
+    assert "per_branch" not in summary
+    evaluated = summary["evaluated_by"]
+    assert summary["branches_evaluated"] == len(evaluated) >= 3 and not summary["evaluation_refusals"]
+    assert summary["released_by"] == evaluated  # every node that evaluated checked and decrypted the same sum
+    assert set(summary["mase"]) == {"federated", "local", "local_dp", "seasonal_naive", "central"}
+    assert summary["central"]["all"]["nodes"] == summary["branches_evaluated"]  # the pooled experiment, same branches
+    young = summary["young_branches"]
+    assert young["released"] is (young["nodes"] >= 3)  # a group under each node's min_contributors stays zeroed
+    if not young["released"]:
+        assert all(v is None for v in young["mase"].values())
+    result = json.loads((out / "coordinator" / "result.json").read_text())
+    assert "evaluations" not in result and result["metrics"]["all"]["nodes"] == len(evaluated)
+    assert result["metrics"]["all"]["federated"]["mase"] == summary["mase"]["federated"]
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") >= 3 and "Joint forecast" in html
+    assert html.count("data:image/png;base64,") == 2 and "Joint forecast" in html  # accuracy and privacy plots
+    assert "Accuracy (alliance level)" in html
     assert "round 2" in demo_run["console"]
+
+
+def test_the_coordinators_process_opens_no_dealer_database_and_no_node_key(demo_run):
+    """The audit hook's record of this process while the demo ran: the coordinator's own files
+    (its lineage store, the public context) are there; no dealer database and no node-side
+    secret (lineage or policy key, alliance secret key, privacy ledger, node lineage store)."""
+    out, dealers = demo_run["out"].resolve(), demo_run["dealers"].resolve()
+    opened = [(event, _audited_path(path)) for event, path in demo_run["opened"]]
+    # Positive control: the hook saw this process's own reads and connections.
+    assert ("sqlite3.connect", out / "coordinator" / "lineage.db") in opened
+    assert ("open", out / "coordinator" / "he" / "public.ctx") in opened
+    forbidden = [str(dealers / "*.db"), str(out / "dealers" / "*.db")] + [
+        str(out / "nodes" / "*" / pattern) for pattern in ("keys/*", "he/*", "privacy/*", "lineage.db", "lineage.db-*")
+    ]
+    touched = sorted({str(path) for _, path in opened if any(fnmatch.fnmatch(str(path), f) for f in forbidden)})
+    assert not touched, touched
+    # And the node-side files do exist: the dealers' side and the node agents made and used them.
+    for branch in demo_run["summary"]["lineage"]["nodes"]:
+        node = out / "nodes" / branch
+        assert (node / "he" / "secret.ctx").is_file() and (node / "lineage.db").is_file()
+        assert (node / "privacy" / "ledger.db").is_file() and any((node / "keys").iterdir())
+
+
+def test_evaluate_replies_carry_no_held_out_series(demo_run):
+    """Each node's held-out actuals and forecasts stay in its own report; what the coordinator
+    received from the evaluation is a signed body and an encrypted metric vector."""
+    summary, out = demo_run["summary"], demo_run["out"]
+    evaluations = [(body, payload) for kind, body, payload in demo_run["recorder"].bodies if kind == "evaluate"]
+    assert len(evaluations) == summary["branches"]
+    for body, payload in evaluations:
+        assert not {"actual", "forecast", "months", "mase", "smape", "scores"} & set(body), body
+        if body["status"] == "ok":
+            assert payload["metrics.scheme"] == "CKKS" and payload["metrics.length"] == evaluation.LENGTH
+            assert body["signature"] and body["lineage_head"]
+    releases = [body for kind, body, _ in demo_run["recorder"].bodies if kind == "query"]
+    assert releases and all(len(b["values"]) == evaluation.LENGTH for b in releases if b["status"] == "ok")
+    received = demo_run["recorder"].payloads
+    for branch in summary["evaluated_by"]:
+        report = json.loads((out / "nodes" / branch / "reports" / f"{summary['job_id']}.json").read_text())
+        actual, federated = report["actual"], report["forecasts"]["federated"]
+        assert len(actual) == len(report["months"]) == summary["holdout_months"]  # positive control: the node has them
+        needles = [json.dumps(actual).encode(), ", ".join(f"{v:g}" for v in actual).encode(),
+                   np.asarray(actual, dtype=np.float64).tobytes(), json.dumps(federated).encode(),
+                   json.dumps(report["months"]).encode()]
+        for blob in received:
+            assert not any(n in blob for n in needles), branch
 
 
 def test_canary_pii_never_reaches_the_coordinator(demo_run):

@@ -6,6 +6,7 @@ import shutil
 
 from rich.console import Console
 
+from lineage import EventKind, LineageStore
 from sovereign.demo import DemoOptions, run_demo
 
 
@@ -17,9 +18,16 @@ def test_demo_without_privacy_says_so(tmp_path, small_alliance):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dp"] is False and summary["epsilon"]["max"] is None
     assert summary["he"]["enabled"] is False and summary["he"]["scheme"] is None
+    assert "require_he false" in summary["he"]["nodes_opted_out"]
     assert not (out / "coordinator" / "he").exists()  # no key ceremony without encryption
-    assert summary["mase"]["federated"] > 0
-    assert "off" in (out / "report.html").read_text()
+    # Every node opted out of encryption in its own node.json: a plaintext job is otherwise refused.
+    configs = [json.loads(p.read_text()) for p in sorted((out / "nodes").glob("*/node.json"))]
+    assert len(configs) == summary["branches"] and all(c["require_he"] is False for c in configs)
+    assert all(c["accept_non_private_jobs"] is True for c in configs)
+    assert summary["mase"]["federated"] > 0 and summary["mase"]["local"] > 0
+    assert summary["evaluated_by"] and not summary["released_by"]  # plain sums: no node had to decrypt
+    html = (out / "report.html").read_text()
+    assert "Homomorphic encryption was <b>off</b>" in html and "Differential privacy was <b>off</b>" in html
 
 
 def test_demo_on_unreadable_databases_fails_with_the_refusal(tmp_path):
@@ -34,15 +42,20 @@ def test_demo_on_unreadable_databases_fails_with_the_refusal(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--data", str(dealers), "--rounds", "1", "--out", str(tmp_path / "run")])
     assert result.exit_code == 1
     last = result.output.strip().splitlines()[-1]
-    assert last.startswith("error: no branch could take part") and "cannot read table 'sales'" in last
+    assert last == "error: no branch could take part; first refusal: data-contract"  # the code, not the detail
     assert "Traceback" not in result.output
+    for branch in ("B001", "B002"):  # the detail is in each node's own lineage
+        refusals = LineageStore(f"sqlite:///{tmp_path / 'run' / 'nodes' / branch / 'lineage.db'}").events(kind=EventKind.REFUSAL)
+        assert refusals and refusals[0].details["code"] == "data-contract"
+        assert "cannot read table 'sales'" in refusals[0].details["reason"]
+    result_json = json.loads((tmp_path / "run" / "coordinator" / "result.json").read_text())
+    assert set(result_json["rounds"][0]["refused"].values()) == {"data-contract"}
 
 
 def test_node_level_dp_is_accounted_per_round_by_the_coordinator(tmp_path, small_alliance):
     """Node-level DP alone (no record-level DP), under CKKS: each node clips and noises its
     update before encryption; the coordinator accounts the noise the sum really carried."""
     from common.privacy import epsilon_spent
-    from lineage import EventKind, LineageStore
 
     dealers = tmp_path / "dealers"
     shutil.copytree(small_alliance, dealers)
@@ -56,6 +69,8 @@ def test_node_level_dp_is_accounted_per_round_by_the_coordinator(tmp_path, small
     expected = epsilon_spent([(2.0 * (c / 6) ** 0.5, 1.0, 1) for c in contributors], 1e-3)
     assert node_level["nodes"] == 6 and node_level["epsilon"] == round(expected, 4) > 0
     assert summary["mase"]["federated"] < 5  # noisy, but still a forecast
-    trained = [b for b in summary["per_branch"] if b in result["rounds"][0]["contributors"]]
-    events = LineageStore(summary["lineage"]["nodes"][trained[0]]).events(kind=EventKind.TRAINING)
-    assert events[0].details["node_level_dp"]["clip"] == 0.5 and events[0].details["dp"] is False
+    trained = result["rounds"][0]["contributors"]
+    assert trained
+    for branch in trained:
+        events = LineageStore(summary["lineage"]["nodes"][branch]).events(kind=EventKind.TRAINING)
+        assert events[0].details["node_level_dp"]["clip"] == 0.5 and events[0].details["dp"] is False

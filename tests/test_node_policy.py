@@ -3,17 +3,35 @@ restricted fields or a bad policy, every decision and change in lineage, and the
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 import shutil
 
+import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from common.wire import DPSettings, EvaluateReply, HESettings, JobSpec, TrainInstruction, TrainReply
+from pydantic import ValidationError
+
+from common import evaluation
+from common.refusals import REASONS
+from common.wire import (
+    DPSettings,
+    EvaluateReply,
+    HESettings,
+    JobSpec,
+    NodeReply,
+    ReleaseReply,
+    TrainInstruction,
+    TrainReply,
+    UpdatePayload,
+    to_record,
+)
 from lineage import EventKind
 from node_agent import agent as agent_module
-from node_agent.agent import WITHHELD_REASON, NodeAgent
+from node_agent.agent import NodeAgent
 from node_agent.config import NodeConfig, write_node_config
 from node_agent.data import read_branch_dataset
 from node_agent.egress import EgressBlocked, check_reply
@@ -22,11 +40,14 @@ from sovereign.cli import app
 from tests.conftest import EXAMPLES, example_policy, forecast_request
 
 
-def make_node(tmp_path, small_alliance, policy: str = "domestic_dealer", branch: str = "B002") -> NodeConfig:
+def make_node(tmp_path, small_alliance, policy: str = "domestic_dealer", branch: str = "B002", **settings) -> NodeConfig:
+    """A node that takes plaintext, non-DP jobs (node.json require_he false), so the policy is
+    what decides."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     db = tmp_path / f"{branch}.db"
     shutil.copy(small_alliance / f"{branch}.db", db)
-    config = NodeConfig(branch_id=branch, db_url=f"sqlite:///{db}", node_dir=tmp_path / "node", accept_non_private_jobs=True)
+    config = NodeConfig(branch_id=branch, db_url=f"sqlite:///{db}", node_dir=tmp_path / "node", accept_non_private_jobs=True,
+                        require_he=False, **settings)
     write_node_config(config)
     shutil.copy(EXAMPLES / f"{policy}.yaml", config.policy_path)
     return config
@@ -34,11 +55,17 @@ def make_node(tmp_path, small_alliance, policy: str = "domestic_dealer", branch:
 
 def plain_job(**kw) -> JobSpec:
     """DP and HE off: these tests are about the policy, and stay fast."""
-    return JobSpec(job_id="policy-job", rounds=1, local_epochs=1, dp=DPSettings(enabled=False),
-                   he=HESettings(enabled=False), **kw)
+    return JobSpec(**{"job_id": "policy-job", "rounds": 1, "local_epochs": 1, "dp": DPSettings(enabled=False),
+                      "he": HESettings(enabled=False), **kw})
+
+
+_JOBS = itertools.count(1)
 
 
 def train(config: NodeConfig, **kw) -> TrainReply:
+    """One job's first round; each call after the first is a new job (a node takes a job's
+    round once, and a job id only with the spec it was admitted with)."""
+    kw.setdefault("job_id", "policy-job" if not NodeAgent(config).book.get("policy-job") else f"policy-job-{next(_JOBS)}")
     return NodeAgent(config).train(TrainInstruction(job=plain_job(**kw), round=1))
 
 
@@ -90,13 +117,15 @@ def test_same_job_is_masked_at_the_foreign_dealer_and_not_at_home(tmp_path, smal
 
 
 # --------------------------------------------------------------------- refusals
-def _refused_and_recorded(config: NodeConfig, reply, *fragments: str) -> None:
-    assert reply.status == "refused" and reply.update is None
-    for fragment in fragments:
-        assert fragment in reply.reason, reply.reason
-    # The refusal is recorded, then the refusal reply as the only thing that left: no update.
+def _refused_and_recorded(config: NodeConfig, reply, *fragments: str, code: str = "policy") -> None:
+    """The reply carries the refusal code and its fixed phrase only; the detail (file, line,
+    field) is in the node's lineage, recorded before the refusal reply, the only thing that left."""
+    assert (reply.status, reply.code, reply.reason) == ("refused", code, REASONS[code]) and reply.update is None
     refusal, sent = NodeAgent(config).lineage.events()[-2:]
-    assert refusal.kind is EventKind.REFUSAL and refusal.details["reason"] == reply.reason
+    assert refusal.kind is EventKind.REFUSAL and refusal.details["code"] == code
+    for fragment in fragments:
+        assert fragment in refusal.details["reason"], refusal.details["reason"]
+        assert fragment not in reply.model_dump_json()
     assert sent.kind is EventKind.EMISSION and (sent.details["message"], sent.details["status"]) == ("train", "refused")
 
 
@@ -131,10 +160,18 @@ def test_a_treatment_too_coarse_for_the_forecast_refuses(tmp_path, small_allianc
 
 
 def test_the_strict_dealer_takes_only_forecasting_for_analysts(tmp_path, small_alliance):
-    config = make_node(tmp_path, small_alliance, "strict_dealer")
+    # node.json admits marketing as a recipient, so the branch policy is what refuses it
+    config = make_node(tmp_path, small_alliance, "strict_dealer", accepted_recipient_roles=["analyst", "marketing"])
     assert train(config).status == "ok"
     reply = train(config, recipient_role="marketing")
     _refused_and_recorded(config, reply, "asks for sales.sale_id, which rule default-deny drops")
+
+
+def test_node_json_refuses_a_recipient_before_the_policy_is_read(tmp_path, small_alliance):
+    config = make_node(tmp_path, small_alliance, "strict_dealer")  # node.json: analysts only (the default)
+    reply = train(config, recipient_role="marketing")
+    _refused_and_recorded(config, reply, "recipient role 'marketing' is not in node.json", code="recipient")
+    assert not NodeAgent(config).lineage.events(kind=EventKind.POLICY_DECISION)
 
 
 @pytest.mark.parametrize("edit, fragment", [
@@ -183,44 +220,72 @@ def test_policy_changes_are_recorded_with_old_and_new_hash(tmp_path, small_allia
 
 
 # --------------------------------------------------------------------- egress
-def test_egress_blocks_row_content_in_any_reply_field():
-    ok = EvaluateReply(status="ok", branch_id="B1", mase=0.5, smape=10.0, months=["2024-01"], actual=[3.0],
-                       forecast=[2.5], model_digest="0" * 64)
+def _metrics(values=None) -> UpdatePayload:
+    scores = {arm: {"mase": 0.8, "smape": 12.0} for arm in evaluation.ARMS}
+    return UpdatePayload.plain(evaluation.metric_vector(scores, young=False) if values is None else values)
+
+
+def test_egress_lets_only_known_replies_of_the_agreed_shape_leave():
+    ok = EvaluateReply(status="ok", branch_id="B1", metrics=_metrics())
     check_reply(ok, branch_id="B1")
+    check_reply(TrainReply(status="refused", branch_id="B1", code="policy", reason=REASONS["policy"]), branch_id="B1")
+    check_reply(ReleaseReply(status="ok", branch_id="B1", values=[0.0] * evaluation.LENGTH), branch_id="B1")
+    nan = evaluation.metric_vector({arm: {"mase": 1, "smape": 1} for arm in evaluation.ARMS}, young=False)
+    nan[0] = np.nan
     bad = [
-        (ok.model_copy(update={"months": ["Zelda Canarywhistle"]}), "months[0]"),
         (ok.model_copy(update={"branch_id": "B2"}), "branch_id"),
-        (ok.model_copy(update={"model_digest": "VIN123"}), "model_digest"),
-        (ok.model_copy(update={"actual": [float("nan")]}), "actual"),
+        (ok.model_copy(update={"metrics": _metrics(np.arange(evaluation.LENGTH + 6.0))}), "metrics"),  # smuggled values
+        (ok.model_copy(update={"metrics": _metrics(nan)}), "metrics"),
+        (ok.model_copy(update={"reason": "2024-01: 3 units"}), "reason"),
         (TrainReply(status="ok", branch_id="B1", quarantined={"duplicate_vin:JT1234": 1}), "quarantined"),
-        (TrainReply(status="refused", branch_id="B1", reason="customer phone +81-90-1234-5678"), "reason"),
+        (TrainReply(status="ok", branch_id="B1", epsilon=float("nan")), "epsilon"),
+        (TrainReply(status="ok", branch_id="B1", update=UpdatePayload.plain(np.array([1.0, np.inf]))), "update"),
+        (TrainReply(status="refused", branch_id="B1", code="policy", reason="customer phone +81-90-1234-5678"), "reason"),
+        (TrainReply(status="refused", branch_id="B1", code="zelda@example.com", reason=REASONS["policy"]), "reason"),
         (TrainReply(status="refused", branch_id="B1", reason="mail zelda@example.com"), "reason"),
+        (ReleaseReply(status="ok", branch_id="B1", values=[1.0, 2.0, 3.0]), "values"),
+        (ReleaseReply(status="ok", branch_id="B1", values=[float("inf")] * evaluation.LENGTH), "values"),
     ]
     for reply, field in bad:
         with pytest.raises(EgressBlocked, match=re.escape(f"'{field}'")):
             check_reply(reply, branch_id="B1")
+    with pytest.raises(EgressBlocked, match="not a reply the protocol sends"):
+        check_reply(NodeReply(status="ok", branch_id="B1"), branch_id="B1")
+    # The evaluation reply's schema has no place for a series, actuals or forecasts at all.
+    for field in ("actual", "forecast", "months", "mase"):
+        with pytest.raises(ValidationError):
+            EvaluateReply(status="ok", branch_id="B1", **{field: [3.0]})
 
 
 def test_a_bug_upstream_cannot_leak_through_the_egress(tmp_path, small_alliance, monkeypatch):
-    """Simulate a bug that puts a customer's name into the evaluation's month labels."""
+    """Simulate a bug that appends the branch's held-out actuals to its metric vector."""
     config = make_node(tmp_path, small_alliance)
-    real_split = agent_module.holdout_split
+    real_vector, leaked = agent_module.metric_vector, []
 
-    def leaky_split(*args, **kwargs):
-        split = real_split(*args, **kwargs)
-        return split.__class__(**{**split.__dict__, "months": ["Zelda Canarywhistle"] + split.months[1:]})
+    def leaky_vector(scores, *, young):
+        leaked.extend([4242.125, 4343.25])
+        return np.concatenate([real_vector(scores, young=young), leaked])
 
-    monkeypatch.setattr(agent_module, "holdout_split", leaky_split)
+    monkeypatch.setattr(agent_module, "metric_vector", leaky_vector)
     agent = NodeAgent(config)
     reply = agent.evaluate(TrainInstruction(job=plain_job(), round=1))
-    assert reply.status == "refused" and "egress check blocked the reply: field 'months[0]'" in reply.reason
-    assert "Zelda" not in reply.model_dump_json()
-    assert agent.lineage.events(kind=EventKind.REFUSAL)[-1].details["reason"] == reply.reason
+    assert (reply.status, reply.code, reply.reason) == ("refused", "egress", REASONS["egress"]) and reply.metrics is None
+    wire = str(to_record(reply)["body"])
+    assert leaked and not any(f"{v}" in wire for v in leaked)
+    detail = agent.lineage.events(kind=EventKind.REFUSAL)[-1].details
+    assert detail["code"] == "egress" and "egress check blocked the reply: field 'metrics'" in detail["reason"]
 
 
-def test_a_refusal_reason_shaped_like_personal_data_is_withheld_but_kept_in_lineage(tmp_path, small_alliance):
+def test_a_refusal_leaves_as_a_code_and_its_phrase_and_the_detail_stays_in_lineage(tmp_path, small_alliance):
     config = make_node(tmp_path, small_alliance)
     agent = NodeAgent(config)
-    sent = agent.refuse(plain_job(), 1, "row with phone 090-1234-5678 failed")
-    assert sent == WITHHELD_REASON
+    reply = agent.refused(TrainReply, plain_job(), 1, "data-contract", "row with phone 090-1234-5678 failed")
+    assert (reply.status, reply.code, reply.reason) == ("refused", "data-contract", REASONS["data-contract"])
+    assert "090-1234-5678" not in json.dumps(reply.model_dump(mode="json"))
     assert "090-1234-5678" in agent.lineage.events(kind=EventKind.REFUSAL)[-1].details["reason"]
+    # A code the protocol does not know cannot carry anything out either: the egress turns it into its own refusal.
+    odd = agent.refused(TrainReply, plain_job(), 1, "phone-090-1234-5678", "a bug picked a code")
+    assert (odd.code, odd.reason) == ("egress", REASONS["egress"])
+    assert "090-1234-5678" not in json.dumps(odd.model_dump(mode="json"))
+    emitted = [e for e in agent.lineage.events(kind=EventKind.EMISSION)][-2:]
+    assert [e.details["status"] for e in emitted] == ["refused", "refused"]

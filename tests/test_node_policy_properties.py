@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
+from common.refusals import REASONS
 from common.wire import DPSettings, HESettings, JobSpec, TrainInstruction, to_record
 from node_agent.agent import NodeAgent
 from node_agent.config import NodeConfig, write_node_config
@@ -98,8 +99,11 @@ def test_protected_values_never_leave_the_node_agent(case):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_branch(root / "branch.db", columns)
+        # node.json takes plaintext non-DP jobs, for any purpose and role the job draws, its coordinator in the
+        # country the job names: the branch policy alone decides (a KR coordinator makes the job cross-border).
         config = NodeConfig(branch_id="B900", db_url=f"sqlite:///{root / 'branch.db'}", node_dir=root / "node",
-                            accept_non_private_jobs=True)
+                            accept_non_private_jobs=True, require_he=False, accepted_purposes=list(PURPOSES),
+                            accepted_recipient_roles=list(ROLES), coordinator_jurisdiction=job_kw["destination"])
         write_node_config(config)
         config.policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
         job = JobSpec(job_id="prop-job", rounds=1, local_epochs=1, holdout=3, lags=6, horizon=3,
@@ -107,9 +111,14 @@ def test_protected_values_never_leave_the_node_agent(case):
         agent = NodeAgent(config)
         train = agent.train(TrainInstruction(job=job, round=1))
         evaluation = agent.evaluate(TrainInstruction(job=job, round=1))
-        event(f"train {train.status}")
+        event(f"train {train.status} {train.code or ''}")
+        for reply in (train, evaluation):  # a refusal leaves as a known code and its fixed phrase, nothing else
+            assert reply.status == "ok" or (reply.code in REASONS and reply.reason == REASONS[reply.code]), reply
+            assert reply.code not in ("purpose", "recipient", "destination", "encryption-required", "dp-required")
         sent = wire_text(train) + wire_text(evaluation)
         recorded = json.dumps([e.model_dump(mode="json") for e in agent.lineage.events()])
+        report = config.node_dir / "reports" / f"{job.job_id}.json"  # the branch's own forecast report, on the node
+        kept = report.read_text() if report.exists() else ""
         agent.lineage.close()
     decisions = {}
     for e in json.loads(recorded):
@@ -124,5 +133,5 @@ def test_protected_values_never_leave_the_node_agent(case):
         if protected(column, policy, decisions):
             assert not any(v in sent for v in values), (column, "sent")
             assert not any(v in recorded for v in values), (column, "recorded")
-        # Stricter: no row value of any column is ever sent or recorded, treated or not.
-        assert not any(v in sent or v in recorded for v in values), column
+        # Stricter: no row value of any column is ever sent, recorded or kept in a report, treated or not.
+        assert not any(v in sent or v in recorded or v in kept for v in values), column

@@ -10,11 +10,12 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
+from common.refusals import REASONS
 from common.wire import DPSettings, HESettings, JobSpec, TrainInstruction
 from lineage import EventKind
 from node_agent.agent import NodeAgent
 from node_agent.config import NodeConfig, load_node_config, write_node_config
-from node_agent.ledger import Budget
+from node_agent.ledger import Budget, round_allowed
 from sovereign.cli import app
 from tests.conftest import EXAMPLES
 
@@ -23,8 +24,9 @@ from tests.conftest import EXAMPLES
 def node(tmp_path, small_alliance) -> NodeConfig:
     db = tmp_path / "B002.db"
     shutil.copy(small_alliance / "B002.db", db)
+    # require_he false: these jobs run in the clear to stay fast; the budget is what is tested.
     config = NodeConfig(branch_id="B002", db_url=f"sqlite:///{db}", node_dir=tmp_path / "node",
-                        budgets={"sales": Budget(epsilon=10, delta=1e-4)})
+                        budgets={"sales": Budget(epsilon=10, delta=1e-4)}, require_he=False)
     write_node_config(config)
     shutil.copy(EXAMPLES / "domestic_dealer.yaml", config.policy_path)
     return config
@@ -39,6 +41,15 @@ def run(config: NodeConfig, job: JobSpec, rnd: int):
     return NodeAgent(load_node_config(config.node_dir)).train(TrainInstruction(job=job, round=rnd))  # a fresh process each time
 
 
+def refusal_detail(config: NodeConfig, reply, code: str) -> str:
+    """A refusal leaves as its code and fixed phrase only; the detail is in the node's lineage."""
+    assert (reply.status, reply.code, reply.reason) == ("refused", code, REASONS[code]), (reply.code, reply.reason)
+    assert reply.update is None and reply.epsilon is None
+    event = NodeAgent(load_node_config(config.node_dir)).lineage.events(kind=EventKind.REFUSAL)[-1]
+    assert event.details["code"] == code
+    return event.details["reason"]
+
+
 def set_budget(config: NodeConfig, epsilon: float) -> None:
     data = json.loads((config.node_dir / "node.json").read_text())
     data["budgets"]["sales"]["epsilon"] = epsilon
@@ -50,8 +61,8 @@ def test_a_job_the_budget_cannot_cover_is_refused_before_training(node):
     assert all(r.status == "ok" for r in first) and 5.5 < first[-1].epsilon <= 6.0
     assert first[-1].planned_epsilon == pytest.approx(first[-1].epsilon, abs=0.01)
     refused = run(node, dp_job("second"), 1)
-    assert refused.status == "refused" and refused.update is None
-    assert "job second plans ε = 6" in refused.reason and "has 4" in refused.reason and "of 10 left" in refused.reason
+    detail = refusal_detail(node, refused, "privacy-budget")
+    assert "job second plans ε = 6" in detail and "has 4" in detail and "of 10 left" in detail
     agent = NodeAgent(load_node_config(node.node_dir))
     assert not agent.lineage.events(job_id="second", kind=EventKind.TRAINING)
     assert agent.ledger.get("sales", "second") is None  # nothing reserved for a refused job
@@ -72,10 +83,10 @@ def test_a_job_that_reaches_the_limit_mid_run_stops_and_says_why(node):
     assert run(node, dp_job("long"), 1).status == "ok"
     set_budget(node, 3.0)  # the data owner lowers the budget while the job runs
     stopped = run(node, dp_job("long"), 2)
-    assert stopped.status == "refused" and stopped.reason.startswith("privacy budget reached")
-    assert "training stops here" in stopped.reason
+    detail = refusal_detail(node, stopped, "privacy-budget")
+    assert detail.startswith("privacy budget reached") and "training stops here" in detail
     again = run(node, dp_job("long"), 3)
-    assert again.status == "refused" and "job long is stopped at this node" in again.reason
+    assert "job long is stopped at this node" in refusal_detail(node, again, "privacy-budget")
     agent = NodeAgent(load_node_config(node.node_dir))
     assert agent.ledger.get("sales", "long").status == "stopped"
     changes = [e.details["change"] for e in agent.lineage.events(kind=EventKind.BUDGET_CHANGE)]
@@ -87,11 +98,21 @@ def test_a_job_cannot_be_stretched_past_its_plan(node):
     for rnd in (1, 2, 3):
         assert run(node, dp_job("done"), rnd).status == "ok"
     extra = run(node, dp_job("done"), 4)
-    assert extra.status == "refused" and "job done is complete at this node" in extra.reason
-    # A coordinator that replays rounds of a running job gets no more than the plan either.
+    assert "round 4 is past the 3 rounds admitted" in refusal_detail(node, extra, "replay")
+    agent = NodeAgent(load_node_config(node.node_dir))
+    assert agent.ledger.get("sales", "done").status == "complete"
+    # A coordinator that replays rounds of a running job is refused, and spends nothing more.
     replies = [run(node, dp_job("replayed", target_epsilon=3.0), rnd) for rnd in (1, 2, 2, 2)]
-    assert [r.status for r in replies] == ["ok", "ok", "ok", "refused"]
-    assert replies[-1].reason.startswith("privacy plan reached") and "past the ε = 3" in replies[-1].reason
+    assert [r.status for r in replies] == ["ok", "ok", "refused", "refused"]
+    assert "round 2 again" in refusal_detail(node, replies[-1], "replay")
+    spend = agent.ledger.get("sales", "replayed")
+    assert spend.epsilon == pytest.approx(replies[1].epsilon, abs=0.01) and len(spend.history) == 2
+    assert len(agent.lineage.events(job_id="replayed", kind=EventKind.TRAINING)) == 2
+    # Behind the round book, the plan itself is a hard limit: a round past it is not allowed.
+    budget = load_node_config(node.node_dir).budgets["sales"]
+    why = round_allowed(spend, spend.planned_epsilon * 1.01, budget, agent.ledger.spends("sales"))
+    assert why.startswith("privacy plan reached") and "past the ε = 3" in why
+    assert round_allowed(spend, spend.planned_epsilon, budget, agent.ledger.spends("sales")) is None
 
 
 def test_the_books_survive_a_restart(node):
@@ -104,21 +125,22 @@ def test_the_books_survive_a_restart(node):
     assert run(moved, dp_job("kept"), 2).epsilon > before.epsilon  # and composition continues from it
 
 
-@pytest.mark.parametrize("change, job, fragment", [
-    (lambda c: c.model_copy(update={"budgets": {}}), dp_job("j"), "no privacy budget for dataset 'sales'"),
-    (None, dp_job("j", delta=0.5), "δ = 0.5 is not below 1/records"),
-    (None, dp_job("j", noise_multiplier=0.3), "noise σ = 0.3 cannot meet ε = 6 in the planned"),
+@pytest.mark.parametrize("change, job, code, fragment", [
+    (lambda c: c.model_copy(update={"budgets": {}}), dp_job("j"), "privacy-budget", "no privacy budget for dataset 'sales'"),
+    (None, dp_job("j", delta=0.5), "privacy-plan", "δ = 0.5 is not below 1/records"),
+    (None, dp_job("j", noise_multiplier=0.3), "privacy-plan", "noise σ = 0.3 cannot meet ε = 6 in the planned"),
     (lambda c: c.model_copy(update={"accept_non_private_jobs": False}),
-     JobSpec(job_id="j", rounds=1, dp=DPSettings(enabled=False), he=HESettings(enabled=False)), "only differentially private jobs"),
+     JobSpec(job_id="j", rounds=1, dp=DPSettings(enabled=False), he=HESettings(enabled=False)), "dp-required",
+     "accept_non_private_jobs is false"),
 ])
-def test_bad_privacy_settings_are_refused_before_training(node, change, job, fragment):
+def test_bad_privacy_settings_are_refused_before_training(node, change, job, code, fragment):
     if change is not None:
         write_node_config(change(node))
     reply = run(node, job, 1)
-    assert reply.status == "refused" and fragment in reply.reason, reply.reason
+    assert fragment in refusal_detail(node, reply, code)
     agent = NodeAgent(load_node_config(node.node_dir))
     assert not agent.lineage.events(kind=EventKind.TRAINING)
-    assert agent.lineage.events(kind=EventKind.REFUSAL)[-1].details["reason"] == reply.reason
+    assert agent.ledger.get("sales", "j") is None  # nothing reserved
 
 
 def test_a_negative_budget_in_node_json_is_a_one_line_error(node):
