@@ -163,21 +163,6 @@ class TrainInstruction(BaseModel):
     coordinator_head: CoordinatorHead | None = None
 
 
-class ReleaseInstruction(BaseModel):
-    """Coordinator -> node: decrypt this sum of held-out metric vectors so the alliance-level
-    figures can be released. A node decrypts only a sum over enough contributors, its own
-    evaluation among them, of the metric vector's shape."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    protocol: Literal["sovereign/1"] = PROTOCOL_VERSION
-    job: JobSpec
-    round: int = Field(ge=1)
-    aggregate: UpdatePayload
-    contributors: dict[str, str] = Field(min_length=1)
-    coordinator_head: CoordinatorHead | None = None
-
-
 class LineageHead(BaseModel):
     """Where the node's lineage chain stood when it replied: the coordinator keeps it, so
     the node's newest events cannot later be deleted without it showing."""
@@ -198,6 +183,8 @@ class NodeReply(BaseModel):
 
     status: Literal["ok", "refused"]
     branch_id: str
+    job_id: str | None = None  # the job and round this reply answers: signed, so it cannot be replayed elsewhere
+    round: int | None = None
     code: str | None = None
     reason: str | None = None
     lineage_head: LineageHead | None = None
@@ -236,19 +223,43 @@ class EvaluateReply(NodeReply):
     branch_scores: dict[str, dict[str, float]] | None = None  # only where the branch's policy releases them
 
 
+class ReleaseInstruction(BaseModel):
+    """Coordinator -> node: release the alliance-level sum of these held-out metric vectors.
+
+    The coordinator forwards every contribution as its node signed it (the signed reply, with
+    its encrypted metric vector); the decrypting node checks each signature against the
+    branch keys it holds itself, adds the vectors up itself, and decrypts only that sum, so a
+    coordinator cannot pass off one branch's scores (or a padded ciphertext) as a sum."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    protocol: Literal["sovereign/1"] = PROTOCOL_VERSION
+    job: JobSpec
+    round: int = Field(ge=1)
+    contributions: list[EvaluateReply] = Field(min_length=1)
+    coordinator_head: CoordinatorHead | None = None
+
+
 class ReleaseReply(NodeReply):
     """Node -> coordinator: the decrypted sum of metric vectors (rounded), for release."""
 
     values: list[float] = Field(default_factory=list)
 
 
-PAYLOADS = ("update", "global_model", "metrics", "aggregate")  # carried as bytes beside the JSON body
+PAYLOADS = ("update", "global_model", "metrics")  # carried as bytes beside the JSON body
 
 
 def to_record(model: BaseModel) -> RecordDict:
     """A pydantic message as a Flower RecordDict: JSON meta plus payload bytes."""
     payloads = {}
-    data = model.model_dump(mode="json", exclude=set(PAYLOADS))
+    data = model.model_dump(mode="json", exclude=set(PAYLOADS) | {"contributions"})
+    contributions = getattr(model, "contributions", None)
+    if contributions is not None:  # forwarded signed replies: JSON beside their payload bytes
+        data["contributions"] = [c.model_dump(mode="json", exclude={"metrics"}) for c in contributions]
+        payloads["contributions.schemes"] = [c.metrics.scheme if c.metrics else "" for c in contributions]
+        payloads["contributions.lengths"] = [c.metrics.length if c.metrics else 0 for c in contributions]
+        payloads["contributions.counts"] = [len(c.metrics.chunks) if c.metrics else 0 for c in contributions]
+        payloads["contributions.chunks"] = [chunk for c in contributions if c.metrics for chunk in c.metrics.chunks]
     for name in PAYLOADS:
         payload = getattr(model, name, None)
         if payload is not None:
@@ -263,6 +274,13 @@ def from_record(content: RecordDict, schema: type[BaseModel]) -> BaseModel:
     try:
         body = content["body"]
         data = json.loads(body["json"])
+        if "contributions.counts" in body:
+            chunks, at = list(body["contributions.chunks"]), 0
+            for item, scheme, length, count in zip(data["contributions"], body["contributions.schemes"],
+                                                   body["contributions.lengths"], body["contributions.counts"], strict=True):
+                if count:
+                    item["metrics"] = UpdatePayload(scheme=scheme, length=length, chunks=chunks[at : at + count])
+                at += count
         for name in PAYLOADS:
             if f"{name}.scheme" in body:
                 data[name] = UpdatePayload(

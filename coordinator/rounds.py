@@ -39,6 +39,7 @@ from lineage import EventKind, LineageEvent, LineageStore, Signer
 from lineage.anchors import head_message
 
 ACTOR = "coordinator"
+RELEASERS = 3  # contributors asked to check and decrypt the metric sum (each gets every contribution)
 
 
 class RoundReport(BaseModel):
@@ -202,8 +203,9 @@ def _evaluate_and_release(grid, node_ids, strategy: SecureFedAvg, model: Aggrega
     values = None
     release_heads: dict[str, list] = {}
     if metrics.payload is not None and job.he.enabled:
-        release = strategy.configure_release(job.rounds, metrics, coordinator_head=head())
-        answers = _exchange(grid, node_ids, release, "query", job.rounds, ReleaseReply, guard, observer, timeout)
+        release = strategy.configure_release(job.rounds, metrics, evals.replies, coordinator_head=head())
+        releasers = [guard.node_of[b] for b in sorted(metrics.contributors)][:RELEASERS]
+        answers = _exchange(grid, releasers, release, "query", job.rounds, ReleaseReply, guard, observer, timeout)
         release_heads = answers.heads
         released = [r for r in answers.replies if r.status == "ok" and r.values]
         result.released_by = sorted(r.branch_id for r in released)

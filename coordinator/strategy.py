@@ -69,8 +69,11 @@ class SecureFedAvg:
         return self._sum([(r.branch_id, r.metrics) for r in replies if r.status == "ok" and r.metrics is not None],
                          evaluation.LENGTH, _plain_metrics_problem)
 
-    def configure_release(self, rnd: int, metrics: Aggregate, **extra) -> ReleaseInstruction:
-        return ReleaseInstruction(job=self.job, round=rnd, aggregate=metrics.payload, contributors=metrics.contributors, **extra)
+    def configure_release(self, rnd: int, metrics: Aggregate, replies: list[EvaluateReply], **extra) -> ReleaseInstruction:
+        """Forward every contribution that went into `metrics` as its node signed it: the
+        decrypting node checks and adds them itself."""
+        contributions = [r for r in replies if r.metrics is not None and metrics.contributors.get(r.branch_id) == r.metrics.digest()]
+        return ReleaseInstruction(job=self.job, round=rnd, contributions=contributions, **extra)
 
     # ----------------------------------------------------------------- the guarded sum
     def _sum(self, sent: list[tuple[str, UpdatePayload]], length: int, plain_problem) -> Aggregate:

@@ -19,7 +19,7 @@ import numpy as np
 from common.files import create_secret_once
 from common import evaluation
 from common.evaluation import ARMS, YOUNG_MONTHS, metric_vector
-from common.he import EncryptedVector, context_shape, decrypt_checked, encrypt_vector, load_context
+from common.he import EncryptedVector, context_shape, decrypt_checked, encrypt_vector, load_context, sum_encrypted
 from common.metrics import score
 from common.privacy import PrivacyPlanError, epsilon, epsilon_spent, group_privacy, windows_per_month
 from common.model import build_model, forecast, get_flat_weights, make_windows, set_flat_weights
@@ -38,6 +38,7 @@ from common.wire import (
     UpdatePayload,
 )
 from lineage import EventKind, LineageEvent, LineageStore, Signer
+from lineage.signing import SigningKeyError, load_public_key, verify_signature
 from node_agent import baselines
 from node_agent.admission import AdmissionBook, Refusal, admission_refusal
 from node_agent.config import NodeConfig
@@ -175,18 +176,20 @@ class NodeAgent:
         return self._egress(reply, job, rnd, head, branch_scores_allowed=release_own)
 
     def release(self, instruction: ReleaseInstruction) -> ReleaseReply:
-        """Decrypt the coordinator's sum of metric vectors, if it is one this node accepts:
-        enough contributors, this node's own evaluation among them, the metric vector's
-        shape and nothing in the slots past it, a contributor count that matches the list.
-        Only group totals over at least the minimum number of contributors are returned."""
+        """Release the alliance-level sum of held-out metric vectors, if this node can vouch for
+        it: every contribution signed by a different branch whose key this node holds, for this
+        job, enough of them, this node's own evaluation among them as it sent it; the node adds
+        the vectors itself and decrypts only its own sum. Only group totals over at least the
+        minimum number of contributors are returned."""
         job, rnd, head = instruction.job, instruction.round, instruction.coordinator_head
         try:
             job = self._admitted(job)
-            self.book.take(job.job_id, "releases", self.config.limits.max_evaluations)
             values = self._guarded_release(instruction, job)
+            self.book.take(job.job_id, "releases", self.config.limits.max_evaluations)  # counted when something is released
         except REFUSALS as exc:
             return self.refused(ReleaseReply, job, rnd, refusal_code(exc), str(exc), head)
-        self._record(EventKind.EVALUATION, job, rnd, details={"released": values, "contributors": sorted(instruction.contributors)})
+        contributors = sorted(c.branch_id for c in instruction.contributions)
+        self._record(EventKind.EVALUATION, job, rnd, details={"released": values, "contributors": contributors})
         return self._egress(ReleaseReply(status="ok", branch_id=self.config.branch_id, values=values), job, rnd, head)
 
     def holdout(self, job: JobSpec) -> HoldoutSplit:
@@ -365,17 +368,70 @@ class NodeAgent:
                 if e.details.get("message") == message and e.details.get("status") == "ok" and e.digest}
 
     def _guarded_release(self, instruction: ReleaseInstruction, job: JobSpec) -> list[float]:
-        if not self._own_digests(job, "evaluate"):
+        mine = self._own_digests(job, "evaluate")
+        if not mine:
             raise Refusal("aggregate-rejected", "this node has not evaluated in this job, so it releases no sum of it")
-        summed = self._open_aggregate(instruction.aggregate, job, instruction.contributors, length=evaluation.LENGTH,
-                                      own_kind="evaluate")
-        count = summed[evaluation.BLOCK - 1]
-        if abs(count - len(instruction.contributors)) > 0.01:
-            raise Refusal("aggregate-rejected", f"the metric sum counts {count:.2f} contributors but lists "
-                                                f"{len(instruction.contributors)}")
-        if summed.min() < -0.01 or summed.max() > len(instruction.contributors) * evaluation.METRIC_CEILING + 0.01:
+        contributions = instruction.contributions
+        branches = [c.branch_id for c in contributions]
+        if len(set(branches)) != len(branches):
+            raise Refusal("aggregate-rejected", "a branch is listed twice among the contributions")
+        if len(branches) < self.config.min_contributors:
+            raise Refusal("aggregate-rejected", f"the sum has {len(branches)} contributions; node.json min_contributors "
+                                                f"is {self.config.min_contributors}")
+        own = next((c for c in contributions if c.branch_id == self.config.branch_id), None)
+        if own is None or own.metrics is None or own.metrics.digest() not in mine:
+            raise Refusal("aggregate-rejected", "the contributions do not hold the metric vector this node sent")
+        for c in contributions:
+            problem = self._contribution_problem(c, job)
+            if problem:
+                raise Refusal("aggregate-rejected", f"contribution of {c.branch_id}: {problem}")
+        if job.he.enabled:
+            try:
+                summed_enc = sum_encrypted(self._secret_context, [EncryptedVector(length=c.metrics.length, chunks=c.metrics.chunks)
+                                                                  for c in contributions])
+                summed = decrypt_checked(self._secret_context, summed_enc)
+            except (ValueError, RuntimeError, TypeError) as exc:
+                raise Refusal("aggregate-rejected", f"the contributions do not add up under the alliance key ({exc})") from None
+        else:
+            summed = np.sum([c.metrics.plain_values() for c in contributions], axis=0)
+        counts = [summed[(g + 1) * evaluation.BLOCK - 1] for g in range(len(evaluation.GROUPS))]
+        if abs(counts[0] - len(contributions)) > 0.01 or not all(-0.01 <= c <= counts[0] + 0.01 for c in counts):
+            raise Refusal("aggregate-rejected", f"the metric sum counts {counts[0]:.2f} contributors but holds "
+                                                f"{len(contributions)} contributions")
+        if not np.isfinite(summed).all() or summed.min() < -0.01 or summed.max() > len(contributions) * evaluation.METRIC_CEILING + 0.01:
             raise Refusal("aggregate-rejected", "the metric sum holds values no sum of metric vectors can hold")
         return [float(v) for v in evaluation.release_values(summed, self.config.min_contributors)]
+
+    def _contribution_problem(self, reply: EvaluateReply, job: JobSpec) -> str | None:
+        """Why a forwarded contribution is not one a branch of the alliance sent for this job."""
+        if reply.status != "ok" or reply.metrics is None:
+            return "not a metric vector"
+        if reply.job_id != job.job_id or reply.round != job.rounds:
+            return "not sent for this job's evaluation"
+        expected = "CKKS" if job.he.enabled else "plain"
+        slots = job.he.params.slots
+        if reply.metrics.scheme != expected or reply.metrics.length != evaluation.LENGTH or (
+                expected == "CKKS" and len(reply.metrics.chunks) != -(-evaluation.LENGTH // slots)):
+            return "not a metric vector of the agreed shape"
+        key = self._peer_key(reply.branch_id)
+        if key is None:
+            return "no key for this branch in this node's peers/"
+        if not reply.signature or not verify_signature(key, reply.signature, reply.signed_body()):
+            return "not signed by that branch's key"
+        return None
+
+    def _peer_key(self, branch: str):
+        """A branch's lineage public key as this node holds it (`<node dir>/peers/<branch>.pub`,
+        exchanged node to node like the alliance key, never taken from the coordinator)."""
+        if branch == self.config.branch_id:
+            return self.signer.public_key
+        path = self.config.peer_keys_dir / f"{branch}.pub"
+        if "/" in branch or not path.is_file():
+            return None
+        try:
+            return load_public_key(path)
+        except SigningKeyError:
+            return None
 
     def _train(self, model, x, y, job: JobSpec, rnd: int):
         if not job.dp.enabled:
@@ -504,7 +560,8 @@ class NodeAgent:
                 k for k, v in reply.model_dump(exclude_none=True).items() if v not in ([], {}))}
         emitted = self._record(EventKind.EMISSION, job, rnd, details=details,
                                digest=payload.digest() if payload is not None else hashlib.sha256(body.encode()).hexdigest())
-        reply = reply.model_copy(update={"lineage_head": LineageHead(seq=emitted.seq, event_hash=emitted.event_hash)})
+        reply = reply.model_copy(update={"lineage_head": LineageHead(seq=emitted.seq, event_hash=emitted.event_hash),
+                                         "job_id": job.job_id if job else None, "round": rnd})
         return reply.model_copy(update={"signature": self.signer.sign(reply.signed_body())})
 
     @cached_property

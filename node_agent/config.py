@@ -91,6 +91,12 @@ class NodeConfig(BaseModel):
         return self.node_dir / "keys"
 
     @property
+    def peer_keys_dir(self) -> Path:
+        """The other branches' lineage public keys, `<branch>.pub`, exchanged node to node: what
+        this node checks forwarded contributions against (never keys from the coordinator)."""
+        return self.node_dir / "peers"
+
+    @property
     def policy_key_path(self) -> Path:
         """The node-held key of the policy's keyed-hash treatment; it never leaves the node."""
         return self.node_dir / "keys" / "policy-hmac.key"

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from common.evaluation import ARMS, YOUNG_MONTHS
 from common.wire import DPSettings, HESettings, JobSpec, NodeDPSettings
-from coordinator.rounds import CoordinatorPaths, JobResult, RoundReport
+from coordinator.rounds import RELEASERS, CoordinatorPaths, JobResult, RoundReport
 from sovereign.federation import SetupError, run_simulation
 from sovereign.report import write_report
 
@@ -75,7 +75,8 @@ class RoundProgress:
             self.progress.advance(self.eval_task)
         elif message.metadata.message_type == "query":
             if self.release_task is None:
-                self.release_task = self.progress.add_task("nodes check and decrypt the summed accuracy", total=self.nodes)
+                self.release_task = self.progress.add_task("nodes check and decrypt the summed accuracy",
+                                                           total=min(RELEASERS, self.nodes))
             self.progress.advance(self.release_task)
         elif self.task is not None:
             self.progress.advance(self.task)

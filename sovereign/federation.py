@@ -97,12 +97,21 @@ def setup_nodes(
 
 
 def register_lineage_keys(configs: list[NodeConfig], coordinator: CoordinatorPaths) -> None:
-    """Each node makes its lineage signing key (node side) and hands the coordinator its
-    public half: what an auditor later verifies that node's lineage against."""
+    """Each node makes its lineage signing key (node side) and hands its public half to the
+    coordinator (what an auditor verifies that node's lineage against, and what binds a reply
+    to its branch) and to every other node (what a node checks forwarded contributions
+    against before it decrypts their sum): node to node, like the alliance key."""
     coordinator.node_lineage_keys.mkdir(parents=True, exist_ok=True)
+    publics = {}
     for config in configs:
         signer = Signer.load_or_create(config.branch_id, config.lineage_key_dir)
-        (coordinator.node_lineage_keys / f"{config.branch_id}.pub").write_text(public_pem(signer.public_key))
+        publics[config.branch_id] = public_pem(signer.public_key)
+        (coordinator.node_lineage_keys / f"{config.branch_id}.pub").write_text(publics[config.branch_id])
+    for config in configs:
+        config.peer_keys_dir.mkdir(parents=True, exist_ok=True)
+        for branch, pem in publics.items():
+            if branch != config.branch_id:
+                (config.peer_keys_dir / f"{branch}.pub").write_text(pem)
 
 
 def run_key_ceremony(configs: list[NodeConfig], coordinator: CoordinatorPaths, job: JobSpec) -> None:

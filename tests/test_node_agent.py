@@ -27,6 +27,7 @@ from common.wire import (
 )
 from coordinator.strategy import SecureFedAvg
 from lineage import EventKind
+from lineage.signing import public_pem
 from lineage.signing import verify_signature
 from node_agent.agent import NodeAgent
 from node_agent.config import NodeConfig, NodeConfigError, load_node_config, write_node_config
@@ -235,6 +236,9 @@ def test_two_nodes_release_only_the_checked_sum_of_their_metric_vectors(node, sm
     other.he_secret_path.parent.mkdir(parents=True)
     other.he_secret_path.write_bytes(node.he_secret_path.read_bytes())
     agents = {"B002": NodeAgent(node.model_copy(update={"min_contributors": 2})), "B006": NodeAgent(other)}
+    for a, peer in ((agents["B002"], agents["B006"]), (agents["B006"], agents["B002"])):  # keys exchanged node to node
+        a.config.peer_keys_dir.mkdir(parents=True, exist_ok=True)
+        (a.config.peer_keys_dir / f"{peer.config.branch_id}.pub").write_text(public_pem(peer.signer.public_key))
     spec = JobSpec(job_id="release-job", rounds=1, local_epochs=1, dp=DPSettings(enabled=False))
     strategy = SecureFedAvg(job=spec, public_context=public)
     model = strategy.aggregate_train([a.train(TrainInstruction(job=spec, round=1)) for a in agents.values()])
@@ -242,7 +246,7 @@ def test_two_nodes_release_only_the_checked_sum_of_their_metric_vectors(node, sm
     evals = [a.evaluate(strategy.configure_evaluate(1, model)) for a in agents.values()]
     assert all(r.status == "ok" and r.metrics.scheme == "CKKS" for r in evals), [r.code for r in evals]
     metrics = strategy.aggregate_evaluate(evals)
-    release = strategy.configure_release(1, metrics)
+    release = strategy.configure_release(1, metrics, evals)
     released = {b: a.release(release) for b, a in agents.items()}
     assert all(r.status == "ok" for r in released.values()), {b: r.code for b, r in released.items()}
     assert np.allclose(released["B002"].values, released["B006"].values, atol=1e-2)
@@ -251,8 +255,8 @@ def test_two_nodes_release_only_the_checked_sum_of_their_metric_vectors(node, sm
     assert figures["all"]["nodes"] == 2
     assert figures["all"]["federated"]["mase"] == pytest.approx(
         np.mean([r["scores"]["federated"]["mase"] for r in reports]), abs=1e-3)
-    # A "sum" that lists only one contributor is a single branch's scores: not decrypted.
-    single = release.model_copy(update={"contributors": {"B002": metrics.contributors["B002"]}})
+    # A "sum" of one contribution is a single branch's scores: not decrypted.
+    single = release.model_copy(update={"contributions": [r for r in evals if r.branch_id == "B002"]})
     refused = agents["B002"].release(single)
     assert "min_contributors is 2" in refusal_detail(agents["B002"], refused, "aggregate-rejected") and not refused.values
 

@@ -17,6 +17,8 @@ from common.wire import (
     TrainReply,
     UpdateBounds,
     UpdatePayload,
+    from_record,
+    to_record,
 )
 from coordinator.strategy import Aggregate, SecureFedAvg
 
@@ -107,9 +109,10 @@ def test_metric_vectors_are_summed_and_a_release_asks_for_that_sum(ckks_keys):
     figures = evaluation.alliance_figures(list(evaluation.release_values(summed, 3)))
     assert figures["all"]["nodes"] == 3 and figures["all"]["federated"]["mase"] == 2.0
     assert figures["young"]["nodes"] == 0 and figures["young"]["federated"] is None  # one young branch: withheld
-    release = strategy.configure_release(1, metrics)
-    assert isinstance(release, ReleaseInstruction)
-    assert release.aggregate == metrics.payload and release.contributors == metrics.contributors
+    release = strategy.configure_release(1, metrics, replies)
+    assert isinstance(release, ReleaseInstruction)  # every summed contribution, forwarded as its node signed it
+    assert [r.branch_id for r in release.contributions] == ["B1", "B2", "B3"]
+    assert from_record(to_record(release), ReleaseInstruction) == release  # the payloads survive the wire
 
 
 def test_plain_metric_vectors_that_are_not_one_nodes_scores_are_rejected():

@@ -72,8 +72,8 @@ class MaliciousCoordinator:
         instruction = TrainInstruction(job=job, round=job.rounds, global_model=model, contributors=contributors or {})
         return self._send(branch, instruction, TrainInstruction, NodeAgent.evaluate, EvaluateReply)
 
-    def release(self, branch: str, job: JobSpec, aggregate: UpdatePayload, contributors: dict[str, str]) -> ReleaseReply:
-        instruction = ReleaseInstruction(job=job, round=job.rounds, aggregate=aggregate, contributors=contributors)
+    def release(self, branch: str, job: JobSpec, contributions: list[EvaluateReply]) -> ReleaseReply:
+        instruction = ReleaseInstruction(job=job, round=job.rounds, contributions=contributions)
         return self._send(branch, instruction, ReleaseInstruction, NodeAgent.release, ReleaseReply)
 
     def refusals(self, branch: str, code: str) -> list:

@@ -148,24 +148,40 @@ def test_crafted_and_foreign_ciphertexts_are_not_decrypted_into_use(alliance):
     assert "weight" in details[1] and "norm" in details[2]
 
 
-def test_release_decrypts_only_a_checked_sum_of_metric_vectors(alliance):
-    """A crafted ciphertext for decryption: a training update posing as a metric sum, one
-    node's metric vector posing as a sum of three, and an honest sum (released)."""
+def test_release_decrypts_only_a_sum_the_node_can_vouch_for(alliance):
+    """Crafted ciphertexts for decryption: the decrypting node takes only contributions signed
+    by distinct branches it knows, for this job, its own among them as sent, and adds them up
+    itself. A training update relabelled as metrics, one branch's vector padded with encrypted
+    counts (the coordinator holds the public key), a vector listed twice, too few contributions,
+    and a contribution from another job are refused; the honest sum is released."""
     job = small_job()
     aggregate, replies = _round(alliance, job)
     evals = [alliance.evaluate(b, job, aggregate.payload, aggregate.contributors) for b in alliance.configs]
-    strategy = SecureFedAvg(job=job, public_context=alliance.public)
-    metrics = strategy.aggregate_evaluate(evals)
     branches = list(alliance.configs)
-    # a training update relabelled as a metric vector of the agreed length
-    relabelled = UpdatePayload(scheme="CKKS", length=evaluation.LENGTH, chunks=replies[0].update.chunks)
-    got = alliance.release(branches[1], job, relabelled, metrics.contributors)
-    assert got.code == "aggregate-rejected" and not got.values
-    # one node's metric vector presented as the sum of every node's
-    single = alliance.release(branches[1], job, evals[0].metrics, metrics.contributors)
-    assert single.code == "aggregate-rejected" and not single.values
-    # the honest sum: released, alliance-level only
-    honest = alliance.release(branches[2], job, metrics.payload, metrics.contributors)
+    decrypter = branches[1]
+
+    def refused(contributions, fragment):
+        got = alliance.release(decrypter, job, contributions)
+        assert got.code == "aggregate-rejected" and not got.values, got
+        assert fragment in alliance.refusals(decrypter, "aggregate-rejected")[-1].details["reason"]
+
+    relabelled = evals[0].model_copy(update={"metrics": UpdatePayload(
+        scheme="CKKS", length=evaluation.LENGTH, chunks=replies[0].update.chunks)})
+    refused([relabelled, *evals[1:]], "not signed")
+    padding = np.zeros(evaluation.LENGTH)
+    padding[evaluation.BLOCK - 1] = padding[2 * evaluation.BLOCK - 1] = 2.0  # "two more contributors", all young
+    enc = encrypt_vector(alliance.public, padding)
+    padded_chunks = [(a + b).serialize() for a, b in zip(
+        [__import__("tenseal").ckks_vector_from(alliance.public, c) for c in evals[0].metrics.chunks],
+        [__import__("tenseal").ckks_vector_from(alliance.public, c) for c in enc.chunks])]
+    padded = evals[0].model_copy(update={"metrics": evals[0].metrics.model_copy(update={"chunks": padded_chunks})})
+    refused([padded, evals[1], evals[2]], "not signed")
+    refused([evals[1], evals[1], evals[0]], "listed twice")
+    refused([evals[0], evals[1]], "min_contributors")
+    refused([evals[0], evals[2], evals[3]], "do not hold the metric vector this node sent")
+    other_job = evals[2].model_copy(update={"job_id": "another-job"})
+    refused([evals[0], evals[1], other_job], "not sent for this job")
+    honest = alliance.release(branches[2], job, evals)
     assert honest.status == "ok" and len(honest.values) == evaluation.LENGTH
     figures = evaluation.alliance_figures(honest.values)
     assert figures["all"]["nodes"] == 4 and figures["all"]["federated"]["mase"] > 0
