@@ -30,10 +30,10 @@ class DPSettings(BaseModel):
     enabled: bool = True
     target_epsilon: float = Field(default=8.0, gt=0, le=100)
     delta: float = Field(default=1e-5, gt=0, lt=1)
-    max_grad_norm: float = Field(default=0.3, gt=0)
+    max_grad_norm: float = Field(default=0.3, gt=0, le=100)
     accountant: Literal["rdp", "prv"] = "rdp"
     noise_multiplier: float | None = Field(
-        default=None, gt=0, description="fix sigma instead of planning it; a node refuses it if it cannot meet target_epsilon",
+        default=None, ge=0.1, le=100, description="fix sigma instead of planning it; a node refuses it if it cannot meet target_epsilon",
     )
 
 

@@ -20,7 +20,7 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 from pydantic import BaseModel, Field
 
-from common.evaluation import alliance_figures, release_values
+from common.evaluation import LENGTH, alliance_figures, release_values
 from common.he import load_context
 from common.privacy import epsilon_spent
 from common.wire import (
@@ -207,12 +207,7 @@ def _evaluate_and_release(grid, node_ids, strategy: SecureFedAvg, model: Aggrega
         releasers = [guard.node_of[b] for b in sorted(metrics.contributors)][:RELEASERS]
         answers = _exchange(grid, releasers, release, "query", job.rounds, ReleaseReply, guard, observer, timeout)
         release_heads = answers.heads
-        released = [r for r in answers.replies if r.status == "ok" and r.values]
-        result.released_by = sorted(r.branch_id for r in released)
-        if released:
-            values = released[0].values
-            if any(not np.allclose(r.values, values, atol=1e-2) for r in released):
-                values = None  # decryptions disagree: a node misreported; release nothing
+        values, result.released_by = agreed_release(answers.replies)
     elif metrics.payload is not None:  # nodes that opted out of encryption sent plain vectors
         values = list(release_values(metrics.payload.plain_values(), min_release))
     if values is not None:
@@ -222,6 +217,19 @@ def _evaluate_and_release(grid, node_ids, strategy: SecureFedAvg, model: Aggrega
            details={"rounds": job.rounds, "last_aggregated_round": global_round, "released_to": job.recipient_role,
                     "destination": job.destination, "metrics": result.metrics, "evaluated_by": result.evaluated_by,
                     "released_by": result.released_by, "node_heads": release_heads})
+
+
+def agreed_release(replies: list[ReleaseReply]) -> tuple[list[float] | None, list[str]]:
+    """The values the releasing nodes agree on, and who released them. A reply that is not a
+    full, finite metric sum is left out; if the rest disagree, nothing is released (a node
+    misreported), and one odd reply never stops the job."""
+    released = [r for r in replies if r.status == "ok" and len(r.values) == LENGTH and np.isfinite(r.values).all()]
+    if not released:
+        return None, []
+    values = released[0].values
+    if any(not np.allclose(r.values, values, atol=1e-2) for r in released):
+        return None, sorted(r.branch_id for r in released)
+    return values, sorted(r.branch_id for r in released)
 
 
 def node_level_sigma(job: JobSpec, contributors: int) -> float:

@@ -104,9 +104,14 @@ class SecureFedAvg:
 
     def _open(self, payload: UpdatePayload) -> list:
         vectors = [ts.ckks_vector_from(self.public_context, c) for c in payload.chunks]
+        scale = 2.0**self.job.he.params.global_scale_bits
         for v in vectors:
             if v.size() > self.job.he.params.slots:
                 raise ValueError("ciphertext holds more slots than the job's parameters allow")
+            for ct in v.ciphertext():  # one scale, two polynomials, nothing transparent: what an honest node sends
+                if abs(ct.scale - scale) > 1e-6 * scale or ct.size() != 2 or ct.is_transparent():
+                    raise ValueError(f"ciphertext (scale 2^{np.log2(ct.scale):.1f}, size {ct.size()}) is not a fresh "
+                                     f"encryption at the job's scale 2^{self.job.he.params.global_scale_bits}")
         return vectors
 
     @staticmethod

@@ -57,6 +57,7 @@ from node_agent.training import (
 from policies import JobRefusal, PolicyDocument, PolicyFileError, lint, load_policy
 
 MIN_TRAIN_WINDOWS = 1
+PAYLOAD_CEILING = 2.0**18  # CKKS at scale 2^40 holds sums below about 2^19: anything larger is refused, not sent
 GOVERNANCE = "governance"  # the purpose and job id of events no job caused (a policy change)
 
 
@@ -149,26 +150,27 @@ class NodeAgent:
         job, rnd, head = instruction.job, instruction.round, instruction.coordinator_head
         try:
             job = self._admitted(job)
+            if not self._own_digests(job, "train"):
+                raise Refusal("aggregate-rejected", "this node has sent no update in this job, so it evaluates no model of it")
             self.book.take(job.job_id, "evaluations", self.config.limits.max_evaluations)
             data = self._read(job, rnd)
             self._split(data, job)
             model = self._global_model(instruction, job)
             release_own = self.policy().release_branch_metrics
+            split = holdout_split(data.series, job.holdout, job.horizon)
+            forecasts = {
+                "federated": forecast(model, split.history, split.target_month)[: len(split.actual)],
+                "local": baselines.local_forecast(split, job),
+                "seasonal_naive": baselines.naive_forecast(split),
+            }
+            forecasts["local_dp"] = baselines.local_dp_forecast(split, job) if job.dp.enabled else forecasts["local"]
+            scores = {arm: score(split.actual, forecasts[arm], split.history) for arm in ARMS}
+            young = len(split.history) < YOUNG_MONTHS
+            digest = hashlib.sha256(np.round(get_flat_weights(model), 6).tobytes()).hexdigest()
+            write_branch_report(self.config, job, split, forecasts, scores, model_digest=digest)
+            payload = self._payload(job, metric_vector(scores, young=young))
         except REFUSALS as exc:
             return self.refused(EvaluateReply, job, rnd, refusal_code(exc), str(exc), head)
-        split = holdout_split(data.series, job.holdout, job.horizon)
-        forecasts = {
-            "federated": forecast(model, split.history, split.target_month)[: len(split.actual)],
-            "local": baselines.local_forecast(split, job),
-            "seasonal_naive": baselines.naive_forecast(split),
-        }
-        forecasts["local_dp"] = baselines.local_dp_forecast(split, job) if job.dp.enabled else forecasts["local"]
-        scores = {arm: score(split.actual, forecasts[arm], split.history) for arm in ARMS}
-        young = len(split.history) < YOUNG_MONTHS
-        digest = hashlib.sha256(np.round(get_flat_weights(model), 6).tobytes()).hexdigest()
-        write_branch_report(self.config, job, split, forecasts, scores, model_digest=digest)
-        vector = metric_vector(scores, young=young)
-        payload = self._payload(job, vector)
         self._record(EventKind.EVALUATION, job, rnd, details={"scores": scores, "young": young, "model_digest": digest,
                                                                "history_months": len(split.history)})
         own = {arm: {m: round(float(v), 3) for m, v in scores[arm].items()} for arm in ARMS} if release_own else None
@@ -342,7 +344,7 @@ class NodeAgent:
             raise Refusal("aggregate-rejected", f"the aggregate sums {len(contributors)} contributors; node.json "
                                                 f"min_contributors is {minimum}")
         mine = self._own_digests(job, own_kind)
-        if mine and contributors.get(self.config.branch_id) not in mine:
+        if contributors.get(self.config.branch_id) not in mine:  # none sent yet: nothing to vouch for
             raise Refusal("aggregate-rejected", "the aggregate does not list an update this node sent in this job")
         if payload.length != length:
             raise Refusal("aggregate-rejected", f"the aggregate has {payload.length} values; this job's needs {length}")
@@ -531,6 +533,9 @@ class NodeAgent:
         return self._payload(job, np.concatenate([weights * n, [float(n), 1.0]]))
 
     def _payload(self, job: JobSpec, values: np.ndarray) -> UpdatePayload:
+        if not np.isfinite(values).all() or np.abs(values).max(initial=0.0) > PAYLOAD_CEILING:
+            raise Refusal("privacy-plan", f"the values to send are not finite or exceed {PAYLOAD_CEILING:g} "
+                                          "(the job's settings made training diverge)")
         if job.he.enabled:
             enc = encrypt_vector(self._secret_context, values)
             return UpdatePayload(scheme="CKKS", length=enc.length, chunks=enc.chunks)

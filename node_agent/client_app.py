@@ -80,7 +80,11 @@ def _handle(msg: Message, context: Context, action: str) -> Message:
 
     if (why := deployed_app_refusal(context, agent.config)) is not None:  # before any branch data is read
         return Message(content=to_record(agent.refused(reply_type, None, None, "untrusted-app", why)), reply_to=msg)
-    return Message(content=to_record(method(agent, instruction)), reply_to=msg)
+    try:
+        reply = method(agent, instruction)
+    except Exception as exc:  # noqa: BLE001 - nothing unforeseen may leave as an error text; lineage keeps it
+        reply = agent.refused(reply_type, None, None, "node-config", f"unexpected {type(exc).__name__}: {exc}")
+    return Message(content=to_record(reply), reply_to=msg)
 
 
 @app.train()

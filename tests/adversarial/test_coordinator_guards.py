@@ -73,3 +73,32 @@ def test_a_ciphertext_relabelled_as_a_shorter_vector_is_not_decrypted(ckks_keys)
         decrypt_checked(secret, relabelled)
     honest = encrypt_vector(secret, np.arange(18.0))
     np.testing.assert_allclose(decrypt_checked(secret, honest), np.arange(18.0), atol=1e-4)
+
+
+def test_a_ciphertext_at_another_scale_cannot_take_over_the_sum_by_arriving_first(alliance):
+    """Summed in arrival order, a first payload at another CKKS scale would make every honest
+    update fail to add: each payload is checked against the job's scale before it is added."""
+    import tenseal as ts
+
+    job = small_job()
+    replies = [alliance.train(b, job, 1) for b in alliance.configs]
+    length = replies[0].update.length
+    odd = ts.ckks_vector(alliance.public, list(np.ones(length)), scale=2.0**30)
+    evil = replies[0].model_copy(update={"branch_id": "EVIL", "update": UpdatePayload(
+        scheme="CKKS", length=length, chunks=[odd.serialize()])})
+    aggregate = SecureFedAvg(job=job, public_context=alliance.public).aggregate_train([evil, *replies])
+    assert sorted(aggregate.contributors) == sorted(r.branch_id for r in replies)
+    assert "scale" in aggregate.rejected["EVIL"]
+
+
+def test_one_odd_release_reply_neither_stops_the_job_nor_is_believed():
+    from common import evaluation
+    from common.wire import ReleaseReply
+    from coordinator.rounds import agreed_release
+
+    good = [0.5] * evaluation.LENGTH
+    replies = [ReleaseReply(status="ok", branch_id="B1", values=[1.0] * 5),
+               ReleaseReply(status="ok", branch_id="B2", values=good), ReleaseReply(status="ok", branch_id="B3", values=good)]
+    assert agreed_release(replies) == (good, ["B2", "B3"])
+    liar = ReleaseReply(status="ok", branch_id="B4", values=[0.9] * evaluation.LENGTH)
+    assert agreed_release([*replies, liar])[0] is None
