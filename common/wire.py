@@ -227,22 +227,39 @@ class ReleaseInstruction(BaseModel):
     """Coordinator -> node: release the alliance-level sum of these held-out metric vectors.
 
     The coordinator forwards every contribution as its node signed it (the signed reply, with
-    its encrypted metric vector); the decrypting node checks each signature against the
-    branch keys it holds itself, adds the vectors up itself, and decrypts only that sum, so a
-    coordinator cannot pass off one branch's scores (or a padded ciphertext) as a sum."""
+    its encrypted metric vector); a node checks each signature against the branch keys it
+    holds itself. In the commit stage every contributor signs the contributor set, once per
+    job; in the release stage a node adds the vectors up itself and decrypts that sum only if
+    every contributor signed the same set, so a coordinator can neither pass off one branch's
+    scores (or a padded ciphertext) as a sum nor difference two sums over different sets."""
 
     model_config = ConfigDict(extra="forbid")
 
     protocol: Literal["sovereign/1"] = PROTOCOL_VERSION
     job: JobSpec
     round: int = Field(ge=1)
+    stage: Literal["commit", "release"] = "release"
     contributions: list[EvaluateReply] = Field(min_length=1)
+    commitments: dict[str, str] = Field(default_factory=dict, description="branch -> its signature over this set")
     coordinator_head: CoordinatorHead | None = None
+
+    def set_digest(self) -> str:
+        """The contributor set: which branch contributed which metric vector, in one hash."""
+        pairs = sorted((c.branch_id, c.metrics.digest() if c.metrics else "") for c in self.contributions)
+        return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
+
+
+def commitment_message(job_id: str, set_digest: str) -> bytes:
+    """What a node signs when it agrees to the one contributor set its job's metrics may be
+    released over: one set per job, so releases cannot be differenced against each other."""
+    return f"sovereign/release-set/1:{job_id}:{set_digest}".encode()
 
 
 class ReleaseReply(NodeReply):
-    """Node -> coordinator: the decrypted sum of metric vectors (rounded), for release."""
+    """Node -> coordinator: at the commit stage, the node's signature over the contributor set
+    it agrees to (once per job); at the release stage, the decrypted sum (rounded)."""
 
+    commitment: str | None = Field(default=None, pattern=r"^[0-9a-f]{128}$")
     values: list[float] = Field(default_factory=list)
 
 

@@ -203,11 +203,22 @@ def _evaluate_and_release(grid, node_ids, strategy: SecureFedAvg, model: Aggrega
     values = None
     release_heads: dict[str, list] = {}
     if metrics.payload is not None and job.he.enabled:
-        release = strategy.configure_release(job.rounds, metrics, evals.replies, coordinator_head=head())
-        releasers = [guard.node_of[b] for b in sorted(metrics.contributors)][:RELEASERS]
-        answers = _exchange(grid, releasers, release, "query", job.rounds, ReleaseReply, guard, observer, timeout)
-        release_heads = answers.heads
-        values, result.released_by = agreed_release(answers.replies)
+        # Commit: every contributor signs the one contributor set (once per job); release: three of
+        # them check every signature, add the vectors up themselves and decrypt.
+        commit = strategy.configure_release(job.rounds, metrics, evals.replies, stage="commit", coordinator_head=head())
+        contributors = [guard.node_of[b] for b in sorted(metrics.contributors)]
+        agreed = _exchange(grid, contributors, commit, "query", job.rounds, ReleaseReply, guard, observer, timeout)
+        commitments = {r.branch_id: r.commitment for r in agreed.replies if r.status == "ok" and r.commitment}
+        release_heads = agreed.heads
+        if set(commitments) == set(metrics.contributors):
+            release = commit.model_copy(update={"stage": "release", "commitments": commitments, "coordinator_head": head()})
+            answers = _exchange(grid, contributors[:RELEASERS], release, "query", job.rounds, ReleaseReply, guard, observer,
+                                timeout)
+            release_heads = {**agreed.heads, **answers.heads}
+            values, result.released_by = agreed_release(answers.replies)
+        else:
+            result.evaluation_refused |= {b: "did not agree to the contributor set" for b in metrics.contributors
+                                          if b not in commitments}
     elif metrics.payload is not None:  # nodes that opted out of encryption sent plain vectors
         values = list(release_values(metrics.payload.plain_values(), min_release))
     if values is not None:

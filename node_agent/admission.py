@@ -27,6 +27,7 @@ admitted_table = Table(
     Column("spec", Text, nullable=False), Column("admitted_at", String(32), nullable=False),
     Column("last_round", Integer, nullable=False), Column("evaluations", Integer, nullable=False),
     Column("releases", Integer, nullable=False),
+    Column("release_set", String(64), nullable=True),
 )
 
 
@@ -130,6 +131,19 @@ class AdmissionBook:
                 raise Refusal("evaluation-limit", f"job {job_id} has used its {cap} {counter} at this node")
             conn.execute(update(admitted_table).where(admitted_table.c.job_id == job_id).values({counter: used + 1}))
         return used + 1
+
+    def commit_release_set(self, job_id: str, set_digest: str) -> None:
+        """Agree to the one contributor set this job's metrics may be released over."""
+        with writer(self.engine) as conn:
+            held = conn.execute(select(admitted_table.c.release_set).where(admitted_table.c.job_id == job_id)).scalar_one()
+            if held is not None and held != set_digest:
+                raise Refusal("aggregate-rejected", f"this node already agreed to another contributor set for job {job_id} "
+                                                    f"({held[:12]}); one set per job")
+            conn.execute(update(admitted_table).where(admitted_table.c.job_id == job_id).values(release_set=set_digest))
+
+    def release_set(self, job_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(admitted_table.c.release_set).where(admitted_table.c.job_id == job_id)).scalar_one_or_none()
 
     def close(self) -> None:
         self.engine.dispose()

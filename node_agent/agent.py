@@ -32,6 +32,7 @@ from common.wire import (
     NodeDPSettings,
     NodeReply,
     ReleaseInstruction,
+    commitment_message,
     ReleaseReply,
     TrainInstruction,
     TrainReply,
@@ -178,20 +179,31 @@ class NodeAgent:
         return self._egress(reply, job, rnd, head, branch_scores_allowed=release_own)
 
     def release(self, instruction: ReleaseInstruction) -> ReleaseReply:
-        """Release the alliance-level sum of held-out metric vectors, if this node can vouch for
-        it: every contribution signed by a different branch whose key this node holds, for this
-        job, enough of them, this node's own evaluation among them as it sent it; the node adds
-        the vectors itself and decrypts only its own sum. Only group totals over at least the
+        """Two stages over one contributor set per job. Commit: check every contribution
+        (signed by a different branch whose key this node holds, for this job, enough of them,
+        this node's own among them as it sent it) and sign the set, once per job. Release: the
+        same checks, every contributor's signature over that same set, then add the vectors up
+        here and decrypt only this node's own sum; only group totals over at least the
         minimum number of contributors are returned."""
         job, rnd, head = instruction.job, instruction.round, instruction.coordinator_head
         try:
             job = self._admitted(job)
-            values = self._guarded_release(instruction, job)
+            self._check_contributions(instruction, job)
+            digest = instruction.set_digest()
+            if instruction.stage == "commit":
+                self.book.commit_release_set(job.job_id, digest)
+                signature = self.signer.sign(commitment_message(job.job_id, digest))
+                self._record(EventKind.EVALUATION, job, rnd, details={"committed_set": digest,
+                                                                       "contributors": sorted(c.branch_id for c in instruction.contributions)})
+                return self._egress(ReleaseReply(status="ok", branch_id=self.config.branch_id, commitment=signature), job, rnd, head)
+            self._check_commitments(instruction, job, digest)
+            values = self._decrypt_sum(instruction, job)
             self.book.take(job.job_id, "releases", self.config.limits.max_evaluations)  # counted when something is released
         except REFUSALS as exc:
             return self.refused(ReleaseReply, job, rnd, refusal_code(exc), str(exc), head)
         contributors = sorted(c.branch_id for c in instruction.contributions)
-        self._record(EventKind.EVALUATION, job, rnd, details={"released": values, "contributors": contributors})
+        self._record(EventKind.EVALUATION, job, rnd, details={"released": values, "contributors": contributors,
+                                                               "released_set": digest})
         return self._egress(ReleaseReply(status="ok", branch_id=self.config.branch_id, values=values), job, rnd, head)
 
     def holdout(self, job: JobSpec) -> HoldoutSplit:
@@ -369,7 +381,7 @@ class NodeAgent:
         return {e.digest for e in self.lineage.events(actor=self.config.branch_id, job_id=job.job_id, kind=EventKind.EMISSION)
                 if e.details.get("message") == message and e.details.get("status") == "ok" and e.digest}
 
-    def _guarded_release(self, instruction: ReleaseInstruction, job: JobSpec) -> list[float]:
+    def _check_contributions(self, instruction: ReleaseInstruction, job: JobSpec) -> None:
         mine = self._own_digests(job, "evaluate")
         if not mine:
             raise Refusal("aggregate-rejected", "this node has not evaluated in this job, so it releases no sum of it")
@@ -387,6 +399,19 @@ class NodeAgent:
             problem = self._contribution_problem(c, job)
             if problem:
                 raise Refusal("aggregate-rejected", f"contribution of {c.branch_id}: {problem}")
+
+    def _check_commitments(self, instruction: ReleaseInstruction, job: JobSpec, digest: str) -> None:
+        """Every contributor, this node included, agreed to exactly this set for this job."""
+        if self.book.release_set(job.job_id) != digest:
+            raise Refusal("aggregate-rejected", "this node did not agree to this contributor set for this job")
+        message = commitment_message(job.job_id, digest)
+        for c in instruction.contributions:
+            signature, key = instruction.commitments.get(c.branch_id), self._peer_key(c.branch_id)
+            if not signature or key is None or not verify_signature(key, signature, message):
+                raise Refusal("aggregate-rejected", f"{c.branch_id} did not sign this contributor set")
+
+    def _decrypt_sum(self, instruction: ReleaseInstruction, job: JobSpec) -> list[float]:
+        contributions = instruction.contributions
         if job.he.enabled:
             try:
                 summed_enc = sum_encrypted(self._secret_context, [EncryptedVector(length=c.metrics.length, chunks=c.metrics.chunks)

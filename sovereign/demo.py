@@ -75,8 +75,8 @@ class RoundProgress:
             self.progress.advance(self.eval_task)
         elif message.metadata.message_type == "query":
             if self.release_task is None:
-                self.release_task = self.progress.add_task("nodes check and decrypt the summed accuracy",
-                                                           total=min(RELEASERS, self.nodes))
+                self.release_task = self.progress.add_task("nodes agree on the contributors, then decrypt their sum",
+                                                           total=self.nodes + min(RELEASERS, self.nodes))
             self.progress.advance(self.release_task)
         elif self.task is not None:
             self.progress.advance(self.task)

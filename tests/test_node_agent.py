@@ -246,7 +246,9 @@ def test_two_nodes_release_only_the_checked_sum_of_their_metric_vectors(node, sm
     evals = [a.evaluate(strategy.configure_evaluate(1, model)) for a in agents.values()]
     assert all(r.status == "ok" and r.metrics.scheme == "CKKS" for r in evals), [r.code for r in evals]
     metrics = strategy.aggregate_evaluate(evals)
-    release = strategy.configure_release(1, metrics, evals)
+    commit = strategy.configure_release(1, metrics, evals, stage="commit")
+    commitments = {b: a.release(commit).commitment for b, a in agents.items()}
+    release = commit.model_copy(update={"stage": "release", "commitments": commitments})
     released = {b: a.release(release) for b, a in agents.items()}
     assert all(r.status == "ok" for r in released.values()), {b: r.code for b, r in released.items()}
     assert np.allclose(released["B002"].values, released["B006"].values, atol=1e-2)

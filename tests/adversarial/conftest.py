@@ -72,9 +72,16 @@ class MaliciousCoordinator:
         instruction = TrainInstruction(job=job, round=job.rounds, global_model=model, contributors=contributors or {})
         return self._send(branch, instruction, TrainInstruction, NodeAgent.evaluate, EvaluateReply)
 
-    def release(self, branch: str, job: JobSpec, contributions: list[EvaluateReply]) -> ReleaseReply:
-        instruction = ReleaseInstruction(job=job, round=job.rounds, contributions=contributions)
+    def release(self, branch: str, job: JobSpec, contributions: list[EvaluateReply], *, stage: str = "release",
+                commitments: dict[str, str] | None = None) -> ReleaseReply:
+        instruction = ReleaseInstruction(job=job, round=job.rounds, contributions=contributions, stage=stage,
+                                         commitments=commitments or {})
         return self._send(branch, instruction, ReleaseInstruction, NodeAgent.release, ReleaseReply)
+
+    def commit_all(self, job: JobSpec, contributions: list[EvaluateReply]) -> dict[str, str]:
+        """The commit stage at every contributor: branch -> its signature over the set."""
+        replies = {c.branch_id: self.release(c.branch_id, job, contributions, stage="commit") for c in contributions}
+        return {b: r.commitment for b, r in replies.items() if r.status == "ok"}
 
     def refusals(self, branch: str, code: str) -> list:
         """The refusals with this code in the branch's own lineage (the detail is there)."""

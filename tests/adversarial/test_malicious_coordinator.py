@@ -181,7 +181,10 @@ def test_release_decrypts_only_a_sum_the_node_can_vouch_for(alliance):
     refused([evals[0], evals[2], evals[3]], "do not hold the metric vector this node sent")
     other_job = evals[2].model_copy(update={"job_id": "another-job"})
     refused([evals[0], evals[1], other_job], "not sent for this job")
-    honest = alliance.release(branches[2], job, evals)
+    refused(evals, "did not agree to this contributor set")  # the right set, but nobody has signed it yet
+    commitments = alliance.commit_all(job, evals)
+    assert set(commitments) == set(branches)
+    honest = alliance.release(branches[2], job, evals, commitments=commitments)
     assert honest.status == "ok" and len(honest.values) == evaluation.LENGTH
     figures = evaluation.alliance_figures(honest.values)
     assert figures["all"]["nodes"] == 4 and figures["all"]["federated"]["mase"] > 0
@@ -232,3 +235,24 @@ def test_a_branch_names_its_own_accuracy_only_when_its_policy_says_so(alliance):
     assert silent.status == "ok" and silent.branch_scores is None
     assert named.status == "ok" and set(named.branch_scores) == set(evaluation.ARMS)
     assert named.branch_scores["federated"]["mase"] > 0
+
+
+def test_one_contributor_set_per_job_so_releases_cannot_be_differenced(alliance):
+    """Sums over ABC and ABD would give C - D: every contributor signs one set per job, and a
+    node releases only a set that every contributor signed."""
+    job = small_job()
+    aggregate, _ = _round(alliance, job)
+    evals = {b: alliance.evaluate(b, job, aggregate.payload, aggregate.contributors) for b in alliance.configs}
+    a, b, c, d = list(evals)
+    abc, abd = [evals[a], evals[b], evals[c]], [evals[a], evals[b], evals[d]]
+    commitments = alliance.commit_all(job, abc)
+    assert set(commitments) == {a, b, c}
+    second = alliance.release(a, job, abd, stage="commit")
+    assert second.code == "aggregate-rejected" and second.commitment is None
+    assert "one set per job" in alliance.refusals(a, "aggregate-rejected")[-1].details["reason"]
+    d_alone = alliance.release(d, job, abd, stage="commit")  # d has signed nothing yet: it signs abd...
+    assert d_alone.status == "ok"
+    other = alliance.release(d, job, abd, commitments={d: d_alone.commitment, a: commitments[a], b: commitments[b]})
+    assert other.code == "aggregate-rejected" and not other.values  # ...but a and b signed abc, not abd
+    first = alliance.release(c, job, abc, commitments=commitments)
+    assert first.status == "ok" and evaluation.alliance_figures(first.values)["all"]["nodes"] == 3
