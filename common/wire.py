@@ -200,17 +200,14 @@ class NodeReply(BaseModel):
 
 
 class TrainReply(NodeReply):
-    """Node -> coordinator. A refusal carries a reason and no update.
+    """Node -> coordinator. A refusal carries a code and no update.
 
-    Deliberately no step count or noise multiplier: both would reveal the branch's number of
-    training windows, which the encrypted weighting keeps from the coordinator. They stay in
-    the node's own lineage."""
+    Deliberately no step count, noise multiplier or per-node epsilon: each would reveal the
+    branch's number of training windows (a coordinator that fixes sigma can read the size off
+    a rounded epsilon), which the encrypted weighting keeps from the coordinator. They stay in
+    the node's lineage and ledger; the job's guarantee is its target, which no node exceeds."""
 
     update: UpdatePayload | None = None
-    epsilon: float | None = None  # spent so far in this job; this and the plan are rounded to 0.01, since
-    planned_epsilon: float | None = None  # their exact values would hint at the node's number of windows
-    customer_epsilon: float | None = None  # epsilon for one customer's sale, by group privacy over its windows
-    customer_delta: float | None = None
     quarantined: dict[str, int] = Field(default_factory=dict)
 
 

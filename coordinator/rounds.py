@@ -49,10 +49,6 @@ class RoundReport(BaseModel):
     quarantined: dict[str, dict[str, int]] = Field(default_factory=dict)  # branch -> reason -> rows
     bytes_received: int = 0
     bytes_sent: int = 0
-    epsilon_max: float | None = None
-    epsilon_by_node: dict[str, tuple[float | None, float | None]] = Field(default_factory=dict)  # planned, spent so far
-    customer_epsilon_max: float | None = None
-    customer_delta_max: float | None = None
     node_level_epsilon: float | None = None  # node-level DP: any one dealership's participation, so far
     seconds: float = 0.0
 
@@ -161,16 +157,10 @@ def run_job(
                         "node_heads": exchange.heads, "refused": refused})
         if job.node_dp.enabled and aggregate.payload is not None:
             node_level_history.append((node_level_sigma(job, len(aggregate.contributors)), 1.0, 1))
-        ok = [r for r in replies if r.status == "ok"]
-        eps = [r.epsilon for r in ok if r.epsilon is not None]
-        customer = [(r.customer_epsilon, r.customer_delta) for r in ok if r.customer_epsilon is not None]
         report = RoundReport(
             round=rnd, contributors=sorted(aggregate.contributors), refused=refused,
             quarantined={r.branch_id: r.quarantined for r in replies if r.quarantined},
-            bytes_received=exchange.received, bytes_sent=sent, epsilon_max=max(eps) if eps else None,
-            epsilon_by_node={r.branch_id: (r.planned_epsilon, r.epsilon) for r in ok if r.epsilon is not None},
-            customer_epsilon_max=max(c[0] for c in customer) if customer else None,
-            customer_delta_max=max((c[1] for c in customer if c[1] is not None), default=None),
+            bytes_received=exchange.received, bytes_sent=sent,
             node_level_epsilon=epsilon_spent(node_level_history, job.node_dp.delta) if node_level_history else None,
             seconds=round(time.perf_counter() - started, 3),
         )

@@ -10,10 +10,10 @@ counted against the node's per-job caps. The books live beside the privacy ledge
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from pydantic import BaseModel
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, create_engine, insert, select, update
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, create_engine, func, insert, select, update
 
 from common.db import tune_sqlite, writer
 from common.wire import JobSpec
@@ -68,6 +68,8 @@ def admission_refusal(job: JobSpec, config: NodeConfig, key_shape: tuple[int, in
         return Refusal("dp-required", "the job has no DP; node.json accept_non_private_jobs is false")
     if job.rounds > limits.max_rounds:
         return Refusal("job-limits", f"the job asks for {job.rounds} rounds; node.json limits.max_rounds is {limits.max_rounds}")
+    if job.dp.enabled and job.dp.delta > limits.max_delta:
+        return Refusal("job-limits", f"the job asks for δ = {job.dp.delta:g}; node.json limits.max_delta is {limits.max_delta:g}")
     if job.dp.enabled and job.dp.target_epsilon > limits.max_epsilon:
         return Refusal("job-limits", f"the job plans ε = {job.dp.target_epsilon:g}; node.json limits.max_epsilon "
                                               f"is {limits.max_epsilon:g}")
@@ -93,13 +95,20 @@ class AdmissionBook:
             row = conn.execute(select(admitted_table).where(admitted_table.c.job_id == job_id)).mappings().first()
         return _admitted(row) if row else None
 
-    def admit(self, job: JobSpec) -> tuple[Admitted, bool]:
+    def admit(self, job: JobSpec, *, max_new_per_day: int = 10_000) -> tuple[Admitted, bool]:
         """The job as admitted (frozen at its first instruction) and whether it is new here.
-        Raises Refusal when an admitted job comes back with another spec."""
+        Raises Refusal when an admitted job comes back with another spec, or when a new job
+        would pass the node's cap of new jobs in 24 hours."""
         digest = job.spec_hash()
         with writer(self.engine) as conn:
             row = conn.execute(select(admitted_table).where(admitted_table.c.job_id == job.job_id)).mappings().first()
             if row is None:
+                since = format_time(datetime.now(timezone.utc) - timedelta(days=1))
+                recent = conn.execute(select(func.count()).select_from(admitted_table)
+                                      .where(admitted_table.c.admitted_at >= since)).scalar_one()
+                if recent >= max_new_per_day:
+                    raise Refusal("job-limits", f"{recent} jobs admitted in the last 24 hours; node.json "
+                                                f"limits.max_new_jobs_per_day is {max_new_per_day}")
                 conn.execute(insert(admitted_table).values(
                     job_id=job.job_id, spec_hash=digest, spec=job.model_dump_json(), admitted_at=_now(),
                     last_round=0, evaluations=0, releases=0))

@@ -133,13 +133,8 @@ class NodeAgent:
                 weights, n = node_level_update(start, result.weights, job.node_dp), 1
             else:  # the weight is bounded by the job, so one large branch cannot dominate the sum
                 weights, n = result.weights, min(len(x), job.bounds.max_weight)
-            reply = TrainReply(
-                status="ok", branch_id=self.config.branch_id, update=self._encode(job, weights, n=n),
-                epsilon=round(spend.epsilon, 2) if spend else None,
-                planned_epsilon=round(spend.planned_epsilon, 2) if spend else None,
-                customer_epsilon=customer.get("customer_epsilon"), customer_delta=customer.get("customer_delta"),
-                quarantined=data.quarantined,
-            )
+            reply = TrainReply(status="ok", branch_id=self.config.branch_id, update=self._encode(job, weights, n=n),
+                               quarantined=data.quarantined)
         except REFUSALS as exc:
             return self.refused(TrainReply, job, rnd, refusal_code(exc), str(exc), head)
         return self._egress(reply, job, rnd, head)
@@ -315,7 +310,7 @@ class NodeAgent:
         refusal = admission_refusal(job, self.config, key_shape)
         if refusal is not None:
             raise refusal
-        admitted, _ = self.book.admit(job)
+        admitted, _ = self.book.admit(job, max_new_per_day=self.config.limits.max_new_jobs_per_day)
         return admitted.job
 
     def _global_model(self, instruction: TrainInstruction, job: JobSpec):
@@ -495,16 +490,12 @@ class NodeAgent:
     def _customer_privacy(job: JobSpec, windows: int, window_epsilon: float | None) -> dict:
         """What the window-level epsilon means for one customer: their sale moves one month's
         total, which sits in up to lags + horizon training windows (group privacy over them).
-
-        What is sent is derived from the rounded epsilon and the public group bound lags +
-        horizon only, so it says nothing more about the node's size than the rounded epsilon."""
+        Kept in the node's lineage; the coordinator works out the job-level bound itself."""
         if window_epsilon is None:
             return {}
         group = windows_per_month(job.lags, job.horizon, windows)
         eps, delta = group_privacy(window_epsilon, job.dp.delta, group)
-        sent_eps, sent_delta = group_privacy(round(window_epsilon, 2), job.dp.delta, job.lags + job.horizon)
-        return {"customer_group_size": group, "customer_epsilon_exact": eps, "customer_delta_exact": min(delta, 1.0),
-                "customer_epsilon": round(sent_eps, 2), "customer_delta": float(f"{min(sent_delta, 1.0):.2g}")}
+        return {"customer_group_size": group, "customer_epsilon": eps, "customer_delta": min(delta, 1.0)}
 
     def _admit(self, job: JobSpec, windows: int, rnd: int) -> tuple[JobSpend, Budget]:
         """The job's spend record at this node: made at its first round after the preflight

@@ -31,6 +31,10 @@ class JobLimits(BaseModel):
 
     max_rounds: int = Field(default=20, ge=1, le=500)
     max_epsilon: float = Field(default=10.0, gt=0, le=100, description="the largest target epsilon one job may plan")
+    max_delta: float = Field(default=1e-4, gt=0, lt=1, description="the largest delta one job may ask for (checked before "
+                             "any data is read, so a refusal says nothing about the branch's size)")
+    max_new_jobs_per_day: int = Field(default=10, ge=1, le=10_000,
+                                      description="jobs this node admits in any 24 hours: bounds probing by throw-away jobs")
     max_evaluations: int = Field(default=2, ge=0, le=100, description="held-out evaluations (and metric releases) per job")
     max_weight: int = Field(default=5_000, ge=1, description="the most training windows one node's update may weigh")
 

@@ -36,8 +36,6 @@ def check_reply(reply: NodeReply, *, branch_id: str, branch_scores_allowed: bool
     if reply.status == "ok" and (reply.code is not None or reply.reason is not None):
         raise EgressBlocked("field 'reason' is set on a reply that is not a refusal")
     if isinstance(reply, TrainReply):
-        for name in ("epsilon", "planned_epsilon", "customer_epsilon", "customer_delta"):
-            _finite(name, [getattr(reply, name)])
         for key, count in reply.quarantined.items():
             if key not in QUARANTINE_REASONS or not isinstance(count, int) or count < 0:
                 raise EgressBlocked("field 'quarantined' holds a key that is not a quarantine reason")

@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from common.evaluation import ARMS, YOUNG_MONTHS
+from common.privacy import group_privacy
 from common.wire import DPSettings, HESettings, JobSpec, NodeDPSettings
 from coordinator.rounds import RELEASERS, CoordinatorPaths, JobResult, RoundReport
 from sovereign.federation import SetupError, run_simulation
@@ -82,12 +83,11 @@ class RoundProgress:
             self.progress.advance(self.task)
 
     def round_finished(self, report: RoundReport) -> None:
-        eps = f", ε ≤ {report.epsilon_max:.2f}" if report.epsilon_max is not None else ""
         refused = f", {len(report.refused)} refused" if report.refused else ""
         self.progress.update(
             self.task,
             description=f"round {report.round}: {len(report.contributors)} nodes, "
-            f"{report.bytes_received / 1e6:.1f} MB up{eps}{refused}",
+            f"{report.bytes_received / 1e6:.1f} MB up{refused}",
         )
 
 
@@ -198,7 +198,6 @@ def build_summary(opts, job: JobSpec, result: JobResult, setup: dict, pooled: di
                 "federated_vs_seasonal_naive_mase_improvement": _improvement(mase, "seasonal_naive")}
 
     everyone = group("all")
-    eps = [r.epsilon_max for r in result.rounds if r.epsilon_max is not None]
     refusals = {b: reason for r in result.rounds for b, reason in r.refused.items()}
     return {
         "job_id": job.job_id,
@@ -229,14 +228,14 @@ def build_summary(opts, job: JobSpec, result: JobResult, setup: dict, pooled: di
                            "released": bool(group("young")["nodes"]), **group("young")},
         "central": pooled,
         "epsilon": {
-            "max": round(max(eps), 4) if eps else None,
+            "max": job.dp.target_epsilon if job.dp.enabled and result.rounds else None,
+            "bound": "the job's target: each node plans its noise for it and stops at its plan; the exact spend per node "
+                     "stays on the node (sovereign node budget), since it would reveal the branch's size",
             "target": job.dp.target_epsilon if job.dp.enabled else None,
             "delta": job.dp.delta if job.dp.enabled else None,
             "accountant": job.dp.accountant if job.dp.enabled else None,
             "unit": f"one training window ({job.lags} months of a branch's units plus the {job.horizon} that follow)",
-            "per_node": {b: {"planned": p, "spent": a} for b, (p, a) in
-                         {b: pa for r in result.rounds for b, pa in r.epsilon_by_node.items()}.items()},  # each node's latest
-            "customer": _customer(result, job),
+            "customer": _customer(job) if job.dp.enabled and result.rounds else None,
             "node_level": {
                 "epsilon": round(result.rounds[-1].node_level_epsilon, 4), "delta": job.node_dp.delta,
                 "clip": job.node_dp.clip, "noise_multiplier": job.node_dp.noise_multiplier, "nodes": job.node_dp.nodes,
@@ -261,17 +260,15 @@ def _improvement(mase: dict, baseline: str) -> float | None:
     return round(1 - mase["federated"] / mase[baseline], 4) if mase.get("federated") and mase.get(baseline) else None
 
 
-def _customer(result: JobResult, job: JobSpec) -> dict | None:
+def _customer(job: JobSpec) -> dict:
     """The window-level guarantee restated for one customer (one sale moves one month's
-    total, which sits in up to lags + horizon windows): group privacy, as the nodes report it."""
-    reported = [r for r in result.rounds if r.customer_epsilon_max is not None]
-    if not reported:
-        return None
-    delta = max((r.customer_delta_max for r in reported if r.customer_delta_max is not None), default=None)
+    total, which sits in up to lags + horizon windows): group privacy over the job's target."""
+    eps, delta = group_privacy(job.dp.target_epsilon, job.dp.delta, job.lags + job.horizon)
+    delta = float(f"{min(delta, 1.0):.2g}")
     return {
         "unit": "one customer's sale (one month of one branch)",
-        "windows_per_month": job.lags + job.horizon,  # the group bound the nodes report with
-        "epsilon": round(max(r.customer_epsilon_max for r in reported), 2),
+        "windows_per_month": job.lags + job.horizon,
+        "epsilon": round(eps, 2),
         "delta": delta,
         "meaningful": delta is not None and delta < 1e-3,
         "note": "group privacy over the windows that hold the sale's month: (k·ε, k·e^((k-1)ε)·δ); "
@@ -301,7 +298,8 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         console.print(f"  for the {young['nodes']} young branches ({young['definition']}): "
                       f"{young['federated_vs_local_mase_improvement']:+.0%} vs each branch alone")
     if summary["epsilon"]["max"] is not None:
-        console.print(f"privacy: ε ≤ {summary['epsilon']['max']:.2f} at δ = {summary['epsilon']['delta']:g} per training window, every node")
+        console.print(f"privacy: ε ≤ {summary['epsilon']['max']:.2f} at δ = {summary['epsilon']['delta']:g} per training window, "
+                      "every node (each stops at its plan; exact spends stay on the nodes)")
         customer = summary["epsilon"]["customer"]
         if customer:
             console.print(f"  for one customer's sale (in up to {customer['windows_per_month']} windows): ε ≤ {customer['epsilon']:g}, "

@@ -43,13 +43,17 @@ def accuracy_plot(summary: dict) -> str:
     return _png(fig)
 
 
-def privacy_plot(result) -> str:
+def rounds_plot(result) -> str:
+    """Who took part in each round: contributors and nodes that sat out (by refusal)."""
     rounds = [r.round for r in result.rounds]
-    eps = [r.epsilon_max or 0.0 for r in result.rounds]
+    took_part = [len(r.contributors) for r in result.rounds]
+    sat_out = [len(r.refused) for r in result.rounds]
     fig, ax = plt.subplots(figsize=(4.5, 3))
-    ax.plot(rounds, eps, marker="o")
+    ax.bar(rounds, took_part, color="#1f77b4", label="contributed")
+    ax.bar(rounds, sat_out, bottom=took_part, color="#bbbbbb", label="sat out")
     ax.set_xlabel("round")
-    ax.set_ylabel("ε spent so far (max over nodes)")
+    ax.set_ylabel("nodes")
+    ax.legend(fontsize=7)
     return _png(fig)
 
 
@@ -76,8 +80,6 @@ def write_report(path: Path, summary: dict, result) -> None:
     )
     sat_out = "".join(f"<tr><td>{esc(b)}</td><td>{esc(r)}</td></tr>" for b, r in sorted(summary["refusals"].items()))
     eps = summary["epsilon"]
-    per_node = "".join(f"<tr><td>{esc(b)}</td><td>{v['planned']}</td><td>{v['spent']:.2f}</td></tr>"
-                       for b, v in sorted((eps.get("per_node") or {}).items()))
     customer = eps.get("customer")
     customer_text = (
         f"<p>For one customer's sale, which sits in up to {customer['windows_per_month']} windows, group privacy gives "
@@ -86,10 +88,10 @@ def write_report(path: Path, summary: dict, result) -> None:
         if customer else ""
     )
     privacy = (
-        f"<p>Every node trained with DP-SGD (Opacus, {eps['accountant']} accountant). The largest ε any node spent "
-        f"is <b>{eps['max']}</b> at δ = {eps['delta']}, protecting {esc(eps['unit'])}.</p>{customer_text}"
-        + f"<img src='data:image/png;base64,{privacy_plot(result)}'>"
-        + (f"<table><tr><th>node</th><th>planned ε</th><th>spent ε</th></tr>{per_node}</table>" if per_node else "")
+        f"<p>Every node trained with DP-SGD (Opacus, {eps['accountant']} accountant) and planned its noise for "
+        f"<b>ε ≤ {eps['max']}</b> at δ = {eps['delta']}, protecting {esc(eps['unit'])}; a node stops at its plan. "
+        "Each node's exact spend stays in its own ledger (<code>sovereign node budget</code>): it would reveal the "
+        f"branch's size.</p>{customer_text}"
         if summary["dp"] else "<p>Differential privacy was <b>off</b> for this run.</p>"
     )
     if eps.get("node_level"):
@@ -138,6 +140,7 @@ fewer than each node's minimum number of contributors). The pooled row is a simu
 vs the same month last year: <b>{'' if naive is None else f'{naive:+.0%}'}</b>.</p>
 <img src="data:image/png;base64,{accuracy_plot(summary)}">
 {named_table}
+<h2>Rounds</h2><img src="data:image/png;base64,{rounds_plot(result)}">
 <h2>Branches that sat out</h2>
 <table><tr><th>branch</th><th>reason code</th></tr>{sat_out or '<tr><td>none</td><td></td></tr>'}</table>
 <h2>Branch policies</h2><p>Each branch read only the fields below, treated as its own policy says, before anything else saw them.</p>

@@ -70,7 +70,9 @@ def test_node_report_shows_the_branchs_own_forecast_and_never_needs_the_coordina
     none_yet = runner.invoke(app, ["node", "report", "--node-dir", str(config.node_dir)])
     assert none_yet.exit_code == 2 and "no forecast report on this node yet" in none_yet.output
     job = JobSpec(job_id="report-job", rounds=1, local_epochs=1, dp=DPSettings(enabled=False), he=HESettings(enabled=False))
-    assert NodeAgent(config).evaluate(TrainInstruction(job=job, round=1)).status == "ok"
+    agent = NodeAgent(config)
+    assert agent.train(TrainInstruction(job=job, round=1)).status == "ok"  # a node evaluates only a job it trained in
+    assert agent.evaluate(TrainInstruction(job=job, round=1)).status == "ok"
 
     as_json = runner.invoke(app, ["node", "report", "--node-dir", str(config.node_dir), "--json"])
     assert as_json.exit_code == 0, as_json.output

@@ -134,9 +134,15 @@ def test_summary_and_report_are_written(demo_run):
     assert len(summary["quarantined_rows"]) >= 4
     for method in ("federated", "local", "central", "seasonal_naive"):
         assert summary["mase"][method] > 0 and summary["smape"][method] > 0
-    assert 0 < summary["epsilon"]["max"] <= 8.0 and summary["epsilon"]["delta"] == 1e-5
-    per_node = summary["epsilon"]["per_node"]  # planned and spent, for every node that trained
-    assert per_node and all(7.9 <= p["planned"] <= 8.0 and 7.5 < p["spent"] <= 8.0 for p in per_node.values())
+    assert summary["epsilon"]["max"] == 8.0 and summary["epsilon"]["delta"] == 1e-5  # the job's bound, not a node's spend
+    assert "per_node" not in summary["epsilon"]  # exact spends would reveal sizes: they stay in each node's ledger
+    for branch in summary["evaluated_by"]:
+        from node_agent.config import load_node_config
+        from node_agent.ledger import PrivacyLedger
+
+        config = load_node_config(out / "nodes" / branch)
+        spend = PrivacyLedger(config.ledger_url).get("sales", summary["job_id"])
+        assert 7.9 <= spend.planned_epsilon <= 8.0 and 7.5 < spend.epsilon <= spend.planned_epsilon * 1.001
     customer = summary["epsilon"]["customer"]  # what the window-level epsilon means for one customer's sale
     assert customer["windows_per_month"] == 18 and customer["epsilon"] == pytest.approx(18 * summary["epsilon"]["max"], rel=0.01)
     assert customer["meaningful"] is False
@@ -149,7 +155,10 @@ def test_summary_and_report_are_written(demo_run):
     # Alliance-level figures only: no branch's own scores or forecasts in the analyst's files.
     assert "per_branch" not in summary
     evaluated = summary["evaluated_by"]
-    assert summary["branches_evaluated"] == len(evaluated) >= 3 and not summary["evaluation_refusals"]
+    assert summary["branches_evaluated"] == len(evaluated) >= 3
+    # only a branch that sent no update may not evaluate: it cannot vouch for any global model
+    assert set(summary["evaluation_refusals"]) == set(summary["refusals"]) - set(evaluated)
+    assert all(code == "aggregate-rejected" for code in summary["evaluation_refusals"].values())
     assert summary["released_by"] == evaluated[:3]  # three contributors each checked, re-added and decrypted the same sum
     assert set(summary["mase"]) == {"federated", "local", "local_dp", "seasonal_naive", "central"}
     assert summary["central"]["all"]["nodes"] == summary["branches_evaluated"]  # the pooled experiment, same branches
@@ -198,8 +207,11 @@ def test_evaluate_replies_carry_no_held_out_series(demo_run):
         if body["status"] == "ok":
             assert payload["metrics.scheme"] == "CKKS" and payload["metrics.length"] == evaluation.LENGTH
             assert body["signature"] and body["lineage_head"]
-    releases = [body for kind, body, _ in demo_run["recorder"].bodies if kind == "query"]
-    assert releases and all(len(b["values"]) == evaluation.LENGTH for b in releases if b["status"] == "ok")
+    queries = [body for kind, body, _ in demo_run["recorder"].bodies if kind == "query"]
+    commitments = [b for b in queries if b.get("commitment")]
+    releases = [b for b in queries if b.get("values")]
+    assert len(commitments) == len(summary["evaluated_by"])  # every contributor signed the one set
+    assert releases and all(len(b["values"]) == evaluation.LENGTH for b in releases)
     received = demo_run["recorder"].payloads
     for branch in summary["evaluated_by"]:
         report = json.loads((out / "nodes" / branch / "reports" / f"{summary['job_id']}.json").read_text())
@@ -253,7 +265,7 @@ def test_lineage_traces_every_read_and_every_contribution(demo_run):
     for branch, url in summary["lineage"]["nodes"].items():
         store = LineageStore(url)
         reads = store.events(job_id=summary["job_id"], kind=EventKind.DATA_READ)
-        assert len(reads) >= 3 and all(r.content_hash and r.policy_hash for r in reads)
+        assert len(reads) >= 2 and all(r.content_hash and r.policy_hash for r in reads)
         emissions = store.emissions(branch, summary["job_id"])
         updates = [e for e in emissions if e.details["message"] == "train" and e.details["status"] == "ok"]
         assert [e.details["message"] for e in emissions].count("evaluate") == 1  # every reply that left is recorded
@@ -282,7 +294,7 @@ def test_each_branch_obeys_its_own_policy_across_the_border(demo_run):
         store = LineageStore(summary["lineage"]["nodes"][branch])
         assert store.events(kind=EventKind.POLICY_CHANGE)[0].policy_hash == declared["hash"]
         decisions = store.events(job_id=summary["job_id"], kind=EventKind.POLICY_DECISION)
-        assert len(decisions) >= 3 and all(e.policy_hash == declared["hash"] for e in decisions)
+        assert len(decisions) >= 2 and all(e.policy_hash == declared["hash"] for e in decisions)
         by_field = {d["field"]: d for d in decisions[0].details["decisions"]}
         assert by_field["sales.vin"]["kind"] == ("hash" if abroad else "allow")
         assert by_field["sales.sale_date"]["kind"] == ("generalise" if abroad else "allow")

@@ -77,8 +77,13 @@ def test_train_sends_only_an_encrypted_update_and_records_lineage(node):
     assert emission.digest == reply.update.digest()
     assert (reply.lineage_head.seq, reply.lineage_head.event_hash) == (emission.seq, emission.event_hash)
     assert verify_signature(agent.signer.public_key, reply.signature, reply.signed_body())  # signed by the node's key
-    forged = reply.model_copy(update={"epsilon": 0.01})
-    assert not verify_signature(agent.signer.public_key, reply.signature, forged.signed_body())
+    for change in ({"round": 2}, {"job_id": "other-job"}, {"quarantined": {**reply.quarantined, "duplicate_sale_id": 1}}):
+        forged = reply.model_copy(update=change)
+        assert not verify_signature(agent.signer.public_key, reply.signature, forged.signed_body()), change
+    # No per-node epsilon leaves: with sigma fixed by the coordinator it would give away the branch's size.
+    sent = set(reply.model_dump()) | set(json.loads(to_record(reply)["body"]["json"]))  # the fields, and what goes on the wire
+    assert not {"epsilon", "planned_epsilon", "customer_epsilon", "customer_delta", "steps", "windows"} & sent
+    assert agent.ledger.get("sales", "test-job").epsilon > 0  # it is in the node's own ledger
     report, = agent.lineage.verify({"B002": agent.signer.public_key})
     assert report.ok and report.head_seq == emission.seq
 
@@ -88,9 +93,21 @@ def test_epsilon_composes_across_rounds_and_survives_restart(node):
     eps = []
     for rnd in (1, 2, 3):
         agent = NodeAgent(load_node_config(node.node_dir))  # a fresh process each round
-        eps.append(agent.train(TrainInstruction(job=spec, round=rnd)).epsilon)
+        assert agent.train(TrainInstruction(job=spec, round=rnd)).status == "ok"
+        eps.append(NodeAgent(load_node_config(node.node_dir)).ledger.get("sales", spec.job_id).epsilon)
     assert eps[0] < eps[1] < eps[2] <= spec.dp.target_epsilon * 1.01
     assert eps[2] > spec.dp.target_epsilon * 0.9  # the plan spends the budget, not a fraction of it
+    spend = NodeAgent(load_node_config(node.node_dir)).ledger.get("sales", spec.job_id)
+    assert spend.status == "complete" and len(spend.history) == 3 and spend.delta == spec.dp.delta
+    # What it means for one customer stays in the node's lineage: group privacy over the
+    # training windows one month's total sits in.
+    trained = [e.details for e in agent.lineage.events(job_id=spec.job_id, kind=EventKind.TRAINING)]
+    assert [d["epsilon"] for d in trained] == pytest.approx(eps)
+    for d in trained:
+        group = min(spec.lags + spec.horizon, d["windows"])
+        assert d["customer_group_size"] == group > 1
+        assert d["customer_epsilon"] == pytest.approx(group * d["epsilon"])
+        assert spec.dp.delta * group <= d["customer_delta"] <= 1.0
 
 
 def test_no_dp_no_he_sends_plain_weights_with_a_bounded_weight_and_a_count_slot(node):
@@ -101,7 +118,8 @@ def test_no_dp_no_he_sends_plain_weights_with_a_bounded_weight_and_a_count_slot(
     spec = job(dp=DPSettings(enabled=False), he=HESettings(enabled=False), bounds=UpdateBounds(max_weight=5))
     reply = agent.train(TrainInstruction(job=spec, round=1))
     assert reply.status == "ok", reply.code
-    assert reply.update.scheme == "plain" and reply.epsilon is None
+    assert reply.update.scheme == "plain"
+    assert agent.ledger.get("sales", spec.job_id) is None  # no DP: nothing planned or spent
     values = reply.update.plain_values()
     assert values.size == build_model(spec.seed, lags=spec.lags, horizon=spec.horizon).num_parameters() + 2
     assert np.isfinite(values).all() and values[-1] == 1.0  # the contributor count slot
@@ -199,6 +217,24 @@ def test_evaluate_scores_held_out_months_and_sends_only_a_metric_vector(node):
     model = build_model(spec.seed, lags=spec.lags, horizon=spec.horizon)
     set_flat_weights(model, summed[:-2] / summed[-2])
     assert report["model_digest"] == hashlib.sha256(np.round(get_flat_weights(model), 6).tobytes()).hexdigest()
+
+
+def test_a_node_evaluates_only_in_a_job_it_has_trained_in(node):
+    """Evaluating (and decrypting a global model) is for a job this node sent an update in:
+    training in another job does not count, and the refusal reads no data and uses none of
+    the job's evaluations."""
+    config = node.model_copy(update={"require_he": False})
+    agent = NodeAgent(config)
+    spec = job(job_id="eval-first", rounds=1, dp=DPSettings(enabled=False), he=HESettings(enabled=False))
+    assert agent.train(TrainInstruction(job=spec.model_copy(update={"job_id": "another-job"}), round=1)).status == "ok"
+    reply = agent.evaluate(TrainInstruction(job=spec, round=1))
+    assert "has sent no update in this job" in refusal_detail(agent, reply, "aggregate-rejected") and reply.metrics is None
+    assert not agent.lineage.events(job_id=spec.job_id, kind=EventKind.DATA_READ)
+    assert not report_path(config, spec.job_id).exists() and agent.book.get(spec.job_id).evaluations == 0
+    assert agent.train(TrainInstruction(job=spec, round=1)).status == "ok"
+    evaluated = agent.evaluate(TrainInstruction(job=spec, round=1))
+    assert evaluated.status == "ok", evaluated.code
+    assert report_path(config, spec.job_id).exists() and agent.book.get(spec.job_id).evaluations == 1
 
 
 def test_a_node_decrypts_only_an_aggregate_it_is_part_of_over_enough_contributors(node):

@@ -238,7 +238,6 @@ def test_egress_lets_only_known_replies_of_the_agreed_shape_leave():
         (ok.model_copy(update={"metrics": _metrics(nan)}), "metrics"),
         (ok.model_copy(update={"reason": "2024-01: 3 units"}), "reason"),
         (TrainReply(status="ok", branch_id="B1", quarantined={"duplicate_vin:JT1234": 1}), "quarantined"),
-        (TrainReply(status="ok", branch_id="B1", epsilon=float("nan")), "epsilon"),
         (TrainReply(status="ok", branch_id="B1", update=UpdatePayload.plain(np.array([1.0, np.inf]))), "update"),
         (TrainReply(status="refused", branch_id="B1", code="policy", reason="customer phone +81-90-1234-5678"), "reason"),
         (TrainReply(status="refused", branch_id="B1", code="zelda@example.com", reason=REASONS["policy"]), "reason"),
@@ -255,11 +254,17 @@ def test_egress_lets_only_known_replies_of_the_agreed_shape_leave():
     for field in ("actual", "forecast", "months", "mase"):
         with pytest.raises(ValidationError):
             EvaluateReply(status="ok", branch_id="B1", **{field: [3.0]})
+    # Nor the training reply's for a per-node epsilon: with σ fixed it would give away the branch's size.
+    for field in ("epsilon", "planned_epsilon", "customer_epsilon", "customer_delta"):
+        with pytest.raises(ValidationError):
+            TrainReply(status="ok", branch_id="B1", **{field: 1.0})
 
 
 def test_a_bug_upstream_cannot_leak_through_the_egress(tmp_path, small_alliance, monkeypatch):
     """Simulate a bug that appends the branch's held-out actuals to its metric vector."""
     config = make_node(tmp_path, small_alliance)
+    agent = NodeAgent(config)
+    assert agent.train(TrainInstruction(job=plain_job(), round=1)).status == "ok"  # a node evaluates only a job it trained in
     real_vector, leaked = agent_module.metric_vector, []
 
     def leaky_vector(scores, *, young):
@@ -267,7 +272,6 @@ def test_a_bug_upstream_cannot_leak_through_the_egress(tmp_path, small_alliance,
         return np.concatenate([real_vector(scores, young=young), leaked])
 
     monkeypatch.setattr(agent_module, "metric_vector", leaky_vector)
-    agent = NodeAgent(config)
     reply = agent.evaluate(TrainInstruction(job=plain_job(), round=1))
     assert (reply.status, reply.code, reply.reason) == ("refused", "egress", REASONS["egress"]) and reply.metrics is None
     wire = str(to_record(reply)["body"])

@@ -72,7 +72,7 @@ def test_evaluation_sends_no_series_and_a_changed_spec_extracts_nothing(alliance
 
 
 @pytest.mark.parametrize("change", [
-    {"dp": DPSettings(delta=0.9)}, {"batch_size": 4}, {"local_epochs": 5}, {"rounds": 3}, {"horizon": 3},
+    {"dp": DPSettings(delta=5e-5)}, {"batch_size": 4}, {"local_epochs": 5}, {"rounds": 3}, {"horizon": 3},
 ])
 def test_a_job_cannot_be_changed_mid_run(alliance, change):
     """δ, batch size, epochs, rounds or horizon changed after admission: refused, nothing spent."""
@@ -216,7 +216,11 @@ def test_purposes_roles_and_caps_are_the_nodes_not_the_jobs(alliance):
 def test_refusals_say_why_without_numbers_that_reveal_size(alliance):
     """A δ too large for the branch's size: the coordinator gets a code and a fixed phrase;
     the numbers ("1/58 training windows") stay in the node's lineage."""
+    from node_agent.config import write_node_config
+
     branch = next(iter(alliance.configs))
+    config = alliance.configs[branch]  # a node that lets δ up to 0.9 through admission, to reach the size check
+    write_node_config(config.model_copy(update={"limits": config.limits.model_copy(update={"max_delta": 0.9})}))
     reply = alliance.train(branch, small_job(job_id="big-delta", dp=DPSettings(delta=0.5)), 1)
     assert reply.code == "privacy-plan" and reply.reason == REASONS["privacy-plan"]
     assert not any(ch.isdigit() for ch in reply.reason)
@@ -256,3 +260,24 @@ def test_one_contributor_set_per_job_so_releases_cannot_be_differenced(alliance)
     assert other.code == "aggregate-rejected" and not other.values  # ...but a and b signed abc, not abd
     first = alliance.release(c, job, abc, commitments=commitments)
     assert first.status == "ok" and evaluation.alliance_figures(first.values)["all"]["nodes"] == 3
+
+
+def test_delta_is_judged_before_any_read_so_probing_it_reveals_no_size(alliance):
+    """Binary search over δ (refused as δ ≥ 1/records or not) would find a branch's number of
+    training windows; the node's own max_delta refuses every such δ before data is touched."""
+    branch = next(iter(alliance.configs))
+    codes = {alliance.train(branch, small_job(job_id=f"probe-{i}", dp=DPSettings(delta=d)), 1).code
+             for i, d in enumerate((0.5, 0.05, 0.02, 0.01, 1e-3))}
+    assert codes == {"job-limits"}
+    assert not alliance.agent(branch).lineage.events(kind=__import__("lineage").EventKind.DATA_READ)
+
+
+def test_throw_away_jobs_are_capped_per_day(alliance):
+    branch = next(iter(alliance.configs))
+    config = alliance.configs[branch]
+    from node_agent.config import write_node_config
+
+    write_node_config(config.model_copy(update={"limits": config.limits.model_copy(update={"max_new_jobs_per_day": 2})}))
+    codes = [alliance.train(branch, small_job(job_id=f"throwaway-{i}"), 1).code for i in range(3)]
+    assert codes[:2] == [None, None] and codes[2] == "job-limits"
+    assert "max_new_jobs_per_day" in alliance.refusals(branch, "job-limits")[-1].details["reason"]
