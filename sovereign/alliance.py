@@ -56,10 +56,11 @@ def setup(run: Path, job: JobSpec, *, branches: int, seed: int, data: Path | Non
             "node_policies": branch_policies(configs, job)}
 
 
-def pooled(run: Path, job: JobSpec) -> dict:
+def pooled(run: Path, job: JobSpec, only: list[str] | None = None) -> dict:
     """Every branch's held-out split, read under its own policy (recorded in its lineage as a
     simulator-side experiment), one model trained on all of them, scored per branch and
-    averaged: the pooled upper bound, alliance-level like the job's own figures."""
+    averaged over `only` (the branches the job evaluated, so both compare on the same
+    branches): the pooled upper bound, alliance-level like the job's own figures."""
     from node_agent.agent import REFUSALS, NodeAgent
 
     index = json.loads((run / "nodes" / "index.json").read_text())["nodes"]
@@ -77,14 +78,14 @@ def pooled(run: Path, job: JobSpec) -> dict:
         train_plain(model, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), **RECIPE,
                     seed=job.seed)
     scores = {b: score(s.actual, forecast(model, s.history, s.target_month)[: len(s.actual)], s.history)
-              for b, s in splits.items()}
+              for b, s in splits.items() if only is None or b in only}
 
     def mean(branches: list[str]) -> dict | None:
         if not branches:
             return None
         return {"nodes": len(branches), **{m: round(float(np.mean([scores[b][m] for b in branches])), 4) for m in ("mase", "smape")}}
 
-    young = [b for b, s in splits.items() if len(s.history) < YOUNG_MONTHS]
+    young = [b for b in scores if len(splits[b].history) < YOUNG_MONTHS]
     return {"label": "simulator-side experiment: all branches' data pooled in one place (an upper bound no alliance runs)",
             "all": mean(list(scores)), "young": mean(young)}
 
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--accept-non-private", action="store_true")
+    parser.add_argument("--only", default=None, help="pooled: score only these branches (comma-separated)")
     args = parser.parse_args(argv)
     try:
         job = JobSpec.model_validate_json(args.job.read_text())
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                         accept_non_private=args.accept_non_private)
             target = args.run / "alliance" / "setup.json"
         else:
-            out = pooled(args.run, job)
+            out = pooled(args.run, job, args.only.split(",") if args.only else None)
             target = args.run / "simulator" / "pooled.json"
     except Exception as exc:  # noqa: BLE001 - the parent process shows this one line
         print(f"{type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)

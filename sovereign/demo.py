@@ -155,7 +155,7 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
         reasons = sorted({r for rnd in result.rounds for r in rnd.refused.values()})
         raise SetupError(f"no branch could take part; first refusal: {reasons[0] if reasons else 'none recorded'}")
     with console.status("simulator-side experiment: all data pooled (an upper bound no alliance can run)"):
-        pooled = _alliance_step("pooled", out, job, opts)
+        pooled = _alliance_step("pooled", out, job, opts, only=result.evaluated_by)
     summary = build_summary(opts, job, result, setup, pooled, coordinator, time.perf_counter() - started)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -164,7 +164,7 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
     return summary
 
 
-def _alliance_step(step: str, out: Path, job: JobSpec, opts: DemoOptions) -> dict:
+def _alliance_step(step: str, out: Path, job: JobSpec, opts: DemoOptions, *, only: list[str] | None = None) -> dict:
     """Run one dealers'-side step in its own process (see `sovereign.alliance`)."""
     job_file = out / "coordinator" / "job.json"
     job_file.write_text(job.model_dump_json(indent=2))
@@ -174,6 +174,8 @@ def _alliance_step(step: str, out: Path, job: JobSpec, opts: DemoOptions) -> dic
         cmd += ["--data", str(opts.data)]
     if not opts.dp:
         cmd.append("--accept-non-private")
+    if only:
+        cmd += ["--only", ",".join(only)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()

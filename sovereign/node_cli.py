@@ -14,19 +14,25 @@ from sovereign.console import console, fail
 node_app = typer.Typer(help="What branch IT runs on the node: its privacy budget and its own forecast report.", no_args_is_help=True)
 
 
+def _node_config(node_dir: Path):
+    """The node's configuration, or a one-line error naming the file."""
+    from node_agent.config import NodeConfigError, load_node_config
+
+    try:
+        return load_node_config(node_dir)
+    except NodeConfigError as exc:
+        fail(str(exc))
+
+
 @node_app.command("budget")
 def budget_cmd(
     node_dir: Path = typer.Option(..., help="The node's directory (holds node.json and privacy/ledger.db)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Spent and remaining privacy per dataset, and each job's plan and spend."""
-    from node_agent.config import NodeConfigError, load_node_config
     from node_agent.ledger import PrivacyLedger, standing
 
-    try:
-        config = load_node_config(node_dir)
-    except NodeConfigError as exc:
-        fail(str(exc))
+    config = _node_config(node_dir)
     ledger_file = config.privacy_dir / "ledger.db"
     spends_by_dataset = {}
     if ledger_file.exists():
@@ -70,13 +76,9 @@ def report_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """This branch's own forecast and accuracy for a job: they never leave the node."""
-    from node_agent.config import NodeConfigError, load_node_config
     from node_agent.report import read_branch_reports
 
-    try:
-        config = load_node_config(node_dir)
-    except NodeConfigError as exc:
-        fail(str(exc))
+    config = _node_config(node_dir)
     reports = [r for r in read_branch_reports(config) if job is None or r["job_id"] == job]
     if not reports:
         fail(f"--node-dir {node_dir}: no forecast report" + (f" for job {job}" if job else "") + " on this node yet")
