@@ -160,6 +160,9 @@ class TrainInstruction(BaseModel):
     round: int = Field(ge=1)
     global_model: UpdatePayload | None = None
     contributors: dict[str, str] = Field(default_factory=dict)
+    contributions: list["TrainReply"] = Field(
+        default_factory=list,
+        description="the signed updates the global model sums, for a node that sent none itself: it re-adds them")
     coordinator_head: CoordinatorHead | None = None
 
 
@@ -260,7 +263,13 @@ class ReleaseReply(NodeReply):
     values: list[float] = Field(default_factory=list)
 
 
+TrainInstruction.model_rebuild()  # `contributions` names TrainReply, defined after it
+
 PAYLOADS = ("update", "global_model", "metrics")  # carried as bytes beside the JSON body
+
+
+def _carried(reply: BaseModel) -> UpdatePayload | None:
+    return getattr(reply, "update", None) or getattr(reply, "metrics", None)
 
 
 def to_record(model: BaseModel) -> RecordDict:
@@ -268,12 +277,13 @@ def to_record(model: BaseModel) -> RecordDict:
     payloads = {}
     data = model.model_dump(mode="json", exclude=set(PAYLOADS) | {"contributions"})
     contributions = getattr(model, "contributions", None)
-    if contributions is not None:  # forwarded signed replies: JSON beside their payload bytes
-        data["contributions"] = [c.model_dump(mode="json", exclude={"metrics"}) for c in contributions]
-        payloads["contributions.schemes"] = [c.metrics.scheme if c.metrics else "" for c in contributions]
-        payloads["contributions.lengths"] = [c.metrics.length if c.metrics else 0 for c in contributions]
-        payloads["contributions.counts"] = [len(c.metrics.chunks) if c.metrics else 0 for c in contributions]
-        payloads["contributions.chunks"] = [chunk for c in contributions if c.metrics for chunk in c.metrics.chunks]
+    if contributions:  # forwarded signed replies: JSON beside their payload bytes
+        carried = [_carried(c) for c in contributions]
+        data["contributions"] = [c.model_dump(mode="json", exclude=set(PAYLOADS)) for c in contributions]
+        payloads["contributions.schemes"] = [p.scheme if p else "" for p in carried]
+        payloads["contributions.lengths"] = [p.length if p else 0 for p in carried]
+        payloads["contributions.counts"] = [len(p.chunks) if p else 0 for p in carried]
+        payloads["contributions.chunks"] = [chunk for p in carried if p for chunk in p.chunks]
     for name in PAYLOADS:
         payload = getattr(model, name, None)
         if payload is not None:
@@ -293,7 +303,8 @@ def from_record(content: RecordDict, schema: type[BaseModel]) -> BaseModel:
             for item, scheme, length, count in zip(data["contributions"], body["contributions.schemes"],
                                                    body["contributions.lengths"], body["contributions.counts"], strict=True):
                 if count:
-                    item["metrics"] = UpdatePayload(scheme=scheme, length=length, chunks=chunks[at : at + count])
+                    field = "metrics" if schema is ReleaseInstruction else "update"
+                    item[field] = UpdatePayload(scheme=scheme, length=length, chunks=chunks[at : at + count])
                 at += count
         for name in PAYLOADS:
             if f"{name}.scheme" in body:

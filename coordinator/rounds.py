@@ -125,7 +125,7 @@ def run_job(
     guard = ReplyGuard(paths.node_lineage_keys)
     node_ids = _wait_for_nodes(grid, min_nodes, node_wait_seconds)
     result = JobResult(job=job)
-    model, global_round = None, 0
+    model, global_round, model_updates = None, 0, []
     node_level_history: list[tuple[float, float, int]] = []
 
     def head() -> CoordinatorHead:
@@ -150,6 +150,7 @@ def run_job(
         previous_round = global_round
         if aggregate.payload is not None:
             model, global_round = aggregate, rnd
+            model_updates = [r for r in replies if r.update is not None and aggregate.contributors.get(r.branch_id) == r.update.digest()]
         record(EventKind.AGGREGATION, rnd, digest=aggregate.payload.digest() if aggregate.payload else None,
                model_version=model_version(job, rnd) if aggregate.payload else None,
                details={"contributors": aggregate.contributors, "scheme": aggregate.payload.scheme if aggregate.payload else None,
@@ -169,20 +170,31 @@ def run_job(
             observer.round_finished(report)
     if model is not None:
         result.final_model_digest = model.payload.digest()
-        _evaluate_and_release(grid, node_ids, strategy, model, result, guard, observer, reply_timeout, head, record,
-                              min_release, global_round)
+        _evaluate_and_release(grid, node_ids, strategy, model, model_updates, result, guard, observer, reply_timeout, head,
+                              record, min_release, global_round)
     paths.result.write_text(result.model_dump_json(indent=2))
     lineage.close()
     return result
 
 
-def _evaluate_and_release(grid, node_ids, strategy: SecureFedAvg, model: Aggregate, result: JobResult, guard: ReplyGuard,
+def _evaluate_and_release(grid, node_ids, strategy: SecureFedAvg, model: Aggregate, model_updates: list[TrainReply],
+                          result: JobResult, guard: ReplyGuard,
                           observer, timeout: float, head, record, min_release: int, global_round: int) -> None:
     """Held-out evaluation on every node, summed; then (encrypted jobs) the nodes decrypt the
     sum, each checking it first. Only group figures over enough contributors come back."""
     job = strategy.job
     instruction = strategy.configure_evaluate(job.rounds, model, coordinator_head=head())
-    evals = _exchange(grid, node_ids, instruction, "evaluate", job.rounds, EvaluateReply, guard, observer, timeout)
+    # Nodes whose update is in the model recognise it by their own digest; the others (a branch
+    # too young to train) get the signed updates the model sums, to add up and check themselves.
+    own = {guard.node_of[b] for b in model.contributors if b in guard.node_of}
+    evals = _exchange(grid, [n for n in node_ids if n in own], instruction, "evaluate", job.rounds, EvaluateReply, guard,
+                      observer, timeout)
+    others = [n for n in node_ids if n not in own]
+    if others:
+        vouched = instruction.model_copy(update={"contributions": model_updates})
+        more = _exchange(grid, others, vouched, "evaluate", job.rounds, EvaluateReply, guard, observer, timeout)
+        evals = Exchange(replies=evals.replies + more.replies, refused={**evals.refused, **more.refused},
+                         heads={**evals.heads, **more.heads}, received=evals.received + more.received)
     metrics = strategy.aggregate_evaluate(evals.replies)
     result.evaluated_by = sorted(metrics.contributors)
     result.branch_metrics = {r.branch_id: r.branch_scores for r in evals.replies if r.status == "ok" and r.branch_scores}

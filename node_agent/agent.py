@@ -146,12 +146,13 @@ class NodeAgent:
         job, rnd, head = instruction.job, instruction.round, instruction.coordinator_head
         try:
             job = self._admitted(job)
-            if not self._own_digests(job, "train"):
-                raise Refusal("aggregate-rejected", "this node has sent no update in this job, so it evaluates no model of it")
+            if not self._own_digests(job, "train") and not instruction.contributions:
+                raise Refusal("aggregate-rejected", "this node has sent no update in this job and was forwarded no signed "
+                                                    "updates to vouch for the model with")
+            model = self._global_model(instruction, job)  # checked before any data is read
             self.book.take(job.job_id, "evaluations", self.config.limits.max_evaluations)
             data = self._read(job, rnd)
             self._split(data, job)
-            model = self._global_model(instruction, job)
             release_own = self.policy().release_branch_metrics
             split = holdout_split(data.series, job.holdout, job.horizon)
             forecasts = {
@@ -320,14 +321,18 @@ class NodeAgent:
         payload = instruction.global_model
         if payload is None:
             return model  # the public, seeded initial model
-        summed = self._open_aggregate(payload, job, instruction.contributors, length=model.num_parameters() + 2)
+        length = model.num_parameters() + 2
+        if self._own_digests(job, "train"):
+            summed = self._open_aggregate(payload, job, instruction.contributors, length=length)
+        else:  # nothing of its own to vouch with: it adds up the signed updates itself
+            summed = self._resum(instruction.contributions, job, length=length, attr="update", latest_round=instruction.round)
+        listed = len(instruction.contributors) if self._own_digests(job, "train") else len(instruction.contributions)
         weight, count = summed[-2], summed[-1]
-        if abs(count - len(instruction.contributors)) > 0.01:
-            raise Refusal("aggregate-rejected", f"the aggregate counts {count:.2f} contributors but lists "
-                                                f"{len(instruction.contributors)}")
-        if not 0 < weight <= len(instruction.contributors) * job.bounds.max_weight + 0.01:
+        if abs(count - listed) > 0.01:
+            raise Refusal("aggregate-rejected", f"the aggregate counts {count:.2f} contributors but lists {listed}")
+        if not 0 < weight <= listed * job.bounds.max_weight + 0.01:
             raise Refusal("aggregate-rejected", f"the aggregate's total weight {weight:.3g} is outside (0, "
-                                                f"{len(instruction.contributors)} x {job.bounds.max_weight}]")
+                                                f"{listed} x {job.bounds.max_weight}]")
         averaged = summed[:-2] / weight
         norm = float(np.linalg.norm(averaged))
         if not np.isfinite(norm) or norm > job.bounds.max_model_norm:
@@ -407,15 +412,7 @@ class NodeAgent:
 
     def _decrypt_sum(self, instruction: ReleaseInstruction, job: JobSpec) -> list[float]:
         contributions = instruction.contributions
-        if job.he.enabled:
-            try:
-                summed_enc = sum_encrypted(self._secret_context, [EncryptedVector(length=c.metrics.length, chunks=c.metrics.chunks)
-                                                                  for c in contributions])
-                summed = decrypt_checked(self._secret_context, summed_enc)
-            except (ValueError, RuntimeError, TypeError) as exc:
-                raise Refusal("aggregate-rejected", f"the contributions do not add up under the alliance key ({exc})") from None
-        else:
-            summed = np.sum([c.metrics.plain_values() for c in contributions], axis=0)
+        summed = self._resum(contributions, job, length=evaluation.LENGTH, attr="metrics", latest_round=job.rounds)
         counts = [summed[(g + 1) * evaluation.BLOCK - 1] for g in range(len(evaluation.GROUPS))]
         if abs(counts[0] - len(contributions)) > 0.01 or not all(-0.01 <= c <= counts[0] + 0.01 for c in counts):
             raise Refusal("aggregate-rejected", f"the metric sum counts {counts[0]:.2f} contributors but holds "
@@ -424,23 +421,53 @@ class NodeAgent:
             raise Refusal("aggregate-rejected", "the metric sum holds values no sum of metric vectors can hold")
         return [float(v) for v in evaluation.release_values(summed, self.config.min_contributors)]
 
-    def _contribution_problem(self, reply: EvaluateReply, job: JobSpec) -> str | None:
-        """Why a forwarded contribution is not one a branch of the alliance sent for this job."""
-        if reply.status != "ok" or reply.metrics is None:
-            return "not a metric vector"
-        if reply.job_id != job.job_id or reply.round != job.rounds:
-            return "not sent for this job's evaluation"
+    def _contribution_problem(self, reply: NodeReply, job: JobSpec, *, attr: str = "metrics",
+                              length: int = evaluation.LENGTH, rounds: tuple[int, int] | None = None) -> str | None:
+        """Why a forwarded contribution is not one a branch of the alliance sent for this job:
+        a signed reply of the right round carrying a payload of the agreed shape."""
+        payload = getattr(reply, attr, None)
+        low, high = rounds or (job.rounds, job.rounds)
+        if reply.status != "ok" or payload is None:
+            return "not a contribution"
+        if reply.job_id != job.job_id or reply.round is None or not low <= reply.round <= high:
+            return "not sent for this job and round"
         expected = "CKKS" if job.he.enabled else "plain"
         slots = job.he.params.slots
-        if reply.metrics.scheme != expected or reply.metrics.length != evaluation.LENGTH or (
-                expected == "CKKS" and len(reply.metrics.chunks) != -(-evaluation.LENGTH // slots)):
-            return "not a metric vector of the agreed shape"
+        if payload.scheme != expected or payload.length != length or (
+                expected == "CKKS" and len(payload.chunks) != -(-length // slots)):
+            return "not of the agreed shape"
         key = self._peer_key(reply.branch_id)
         if key is None:
             return "no key for this branch in this node's peers/"
         if not reply.signature or not verify_signature(key, reply.signature, reply.signed_body()):
             return "not signed by that branch's key"
         return None
+
+    def _resum(self, contributions: list, job: JobSpec, *, length: int, attr: str, latest_round: int) -> np.ndarray:
+        """Add up forwarded signed contributions here, after checking each, and decrypt the sum:
+        what a node does when it has no contribution of its own to recognise a sum by."""
+        branches = [c.branch_id for c in contributions]
+        if not contributions:
+            raise Refusal("aggregate-rejected", "no signed contributions were forwarded for this node to add up")
+        if len(set(branches)) != len(branches):
+            raise Refusal("aggregate-rejected", "a branch is listed twice among the contributions")
+        if len(branches) < self.config.min_contributors:
+            raise Refusal("aggregate-rejected", f"the sum has {len(branches)} contributions; node.json min_contributors "
+                                                f"is {self.config.min_contributors}")
+        if len({c.round for c in contributions}) != 1:
+            raise Refusal("aggregate-rejected", "the contributions come from different rounds")
+        for c in contributions:
+            problem = self._contribution_problem(c, job, attr=attr, length=length, rounds=(1, latest_round))
+            if problem:
+                raise Refusal("aggregate-rejected", f"contribution of {c.branch_id}: {problem}")
+        payloads = [getattr(c, attr) for c in contributions]
+        if not job.he.enabled:
+            return np.sum([p.plain_values() for p in payloads], axis=0)
+        try:
+            summed = sum_encrypted(self._secret_context, [EncryptedVector(length=p.length, chunks=p.chunks) for p in payloads])
+            return decrypt_checked(self._secret_context, summed)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise Refusal("aggregate-rejected", f"the contributions do not add up under the alliance key ({exc})") from None
 
     def _peer_key(self, branch: str):
         """A branch's lineage public key as this node holds it (`<node dir>/peers/<branch>.pub`,

@@ -281,3 +281,37 @@ def test_throw_away_jobs_are_capped_per_day(alliance):
     codes = [alliance.train(branch, small_job(job_id=f"throwaway-{i}"), 1).code for i in range(3)]
     assert codes[:2] == [None, None] and codes[2] == "job-limits"
     assert "max_new_jobs_per_day" in alliance.refusals(branch, "job-limits")[-1].details["reason"]
+
+
+def test_a_node_that_did_not_train_evaluates_only_a_sum_of_signed_updates(alliance):
+    """A branch with no update of its own in the job (too young to train, or a fresh job made
+    up by the coordinator) cannot recognise a sum by its own digest: it decrypts a model only by
+    adding up, itself, enough updates signed by distinct branches for this job."""
+    job = small_job()
+    branches = list(alliance.configs)
+    trained, young = branches[:3], branches[3]
+    replies = [alliance.train(b, job, 1) for b in trained]
+    aggregate = SecureFedAvg(job=job, public_context=alliance.public).aggregate_train(replies)
+
+    def evaluate(contributions, contributors=None):
+        instruction_contributors = aggregate.contributors if contributors is None else contributors
+        from common.wire import EvaluateReply, TrainInstruction
+        from node_agent.agent import NodeAgent
+
+        instruction = TrainInstruction(job=job, round=job.rounds, global_model=aggregate.payload,
+                                       contributors=instruction_contributors, contributions=contributions)
+        return alliance._send(young, instruction, TrainInstruction, NodeAgent.evaluate, EvaluateReply)
+
+    assert evaluate([]).code == "aggregate-rejected"  # no updates to vouch with: nothing decrypted
+    ts = __import__("tenseal")
+    doubled = [(ts.ckks_vector_from(alliance.public, c) + ts.ckks_vector_from(alliance.public, c)).serialize()
+               for c in replies[0].update.chunks]  # one branch's update counted twice
+    padded_update = replies[0].update.model_copy(update={"chunks": doubled})
+    forged = [replies[0].model_copy(update={"update": padded_update}), *replies[1:]]
+    assert evaluate(forged).code == "aggregate-rejected"
+    assert "not signed" in alliance.refusals(young, "aggregate-rejected")[-1].details["reason"]
+    assert evaluate(replies[:2]).code == "aggregate-rejected"  # fewer than min_contributors
+    other_job = [r.model_copy(update={"job_id": "elsewhere"}) for r in replies]
+    assert evaluate(other_job).code == "aggregate-rejected"
+    honest = evaluate(replies)
+    assert honest.status == "ok" and honest.metrics is not None
