@@ -226,8 +226,8 @@ def build_summary(opts, job: JobSpec, result: JobResult, setup: dict, pooled: di
         "federated_vs_local_mase_improvement": everyone["federated_vs_local_mase_improvement"],
         "federated_vs_local_dp_mase_improvement": everyone["federated_vs_local_dp_mase_improvement"],
         "federated_vs_seasonal_naive_mase_improvement": everyone["federated_vs_seasonal_naive_mase_improvement"],
-        "young_branches": {"definition": f"under {YOUNG_MONTHS} months of training history",
-                           "released": bool(group("young")["nodes"]), **group("young")},
+        "young_branches": _with_pooled({"definition": f"under {YOUNG_MONTHS} months of training history",
+                                        "released": bool(group("young")["nodes"]), **group("young")}, pooled.get("young")),
         "central": pooled,
         "epsilon": {
             "max": job.dp.target_epsilon if job.dp.enabled and result.rounds else None,
@@ -256,6 +256,15 @@ def build_summary(opts, job: JobSpec, result: JobResult, setup: dict, pooled: di
         },
         "seconds": round(seconds, 1),
     }
+
+
+def _with_pooled(group: dict, pooled: dict | None) -> dict:
+    """A group's figures with the simulator-side pooled experiment's row beside them (only
+    where the group itself was released: there is nothing to compare with otherwise)."""
+    shown = pooled if group["released"] else None
+    group["mase"]["central"] = (shown or {}).get("mase")
+    group["smape"]["central"] = (shown or {}).get("smape")
+    return group
 
 
 def _improvement(mase: dict, baseline: str) -> float | None:
