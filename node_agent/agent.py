@@ -324,8 +324,9 @@ class NodeAgent:
         length = model.num_parameters() + 2
         if self._own_digests(job, "train"):
             summed = self._open_aggregate(payload, job, instruction.contributors, length=length)
-        else:  # nothing of its own to vouch with: it adds up the signed updates itself
-            summed = self._resum(instruction.contributions, job, length=length, attr="update", latest_round=instruction.round)
+        else:  # nothing of its own to recognise the sum by: it adds up the signed updates itself
+            self._vouch(instruction.contributions, job, length=length, attr="update", latest_round=instruction.round)
+            summed = self._add_and_decrypt([c.update for c in instruction.contributions], job)
         listed = len(instruction.contributors) if self._own_digests(job, "train") else len(instruction.contributions)
         weight, count = summed[-2], summed[-1]
         if abs(count - listed) > 0.01:
@@ -382,23 +383,15 @@ class NodeAgent:
                 if e.details.get("message") == message and e.details.get("status") == "ok" and e.digest}
 
     def _check_contributions(self, instruction: ReleaseInstruction, job: JobSpec) -> None:
+        """The metric vectors to release are signed contributions (`_vouch`), this node's own
+        among them as it sent it."""
         mine = self._own_digests(job, "evaluate")
         if not mine:
             raise Refusal("aggregate-rejected", "this node has not evaluated in this job, so it releases no sum of it")
-        contributions = instruction.contributions
-        branches = [c.branch_id for c in contributions]
-        if len(set(branches)) != len(branches):
-            raise Refusal("aggregate-rejected", "a branch is listed twice among the contributions")
-        if len(branches) < self.config.min_contributors:
-            raise Refusal("aggregate-rejected", f"the sum has {len(branches)} contributions; node.json min_contributors "
-                                                f"is {self.config.min_contributors}")
-        own = next((c for c in contributions if c.branch_id == self.config.branch_id), None)
+        self._vouch(instruction.contributions, job, length=evaluation.LENGTH, attr="metrics", latest_round=job.rounds)
+        own = next((c for c in instruction.contributions if c.branch_id == self.config.branch_id), None)
         if own is None or own.metrics is None or own.metrics.digest() not in mine:
             raise Refusal("aggregate-rejected", "the contributions do not hold the metric vector this node sent")
-        for c in contributions:
-            problem = self._contribution_problem(c, job)
-            if problem:
-                raise Refusal("aggregate-rejected", f"contribution of {c.branch_id}: {problem}")
 
     def _check_commitments(self, instruction: ReleaseInstruction, job: JobSpec, digest: str) -> None:
         """Every contributor, this node included, agreed to exactly this set for this job."""
@@ -411,8 +404,8 @@ class NodeAgent:
                 raise Refusal("aggregate-rejected", f"{c.branch_id} did not sign this contributor set")
 
     def _decrypt_sum(self, instruction: ReleaseInstruction, job: JobSpec) -> list[float]:
-        contributions = instruction.contributions
-        summed = self._resum(contributions, job, length=evaluation.LENGTH, attr="metrics", latest_round=job.rounds)
+        contributions = instruction.contributions  # vouched for by `_check_contributions`
+        summed = self._add_and_decrypt([c.metrics for c in contributions], job)
         counts = [summed[(g + 1) * evaluation.BLOCK - 1] for g in range(len(evaluation.GROUPS))]
         if abs(counts[0] - len(contributions)) > 0.01 or not all(-0.01 <= c <= counts[0] + 0.01 for c in counts):
             raise Refusal("aggregate-rejected", f"the metric sum counts {counts[0]:.2f} contributors but holds "
@@ -443,9 +436,10 @@ class NodeAgent:
             return "not signed by that branch's key"
         return None
 
-    def _resum(self, contributions: list, job: JobSpec, *, length: int, attr: str, latest_round: int) -> np.ndarray:
-        """Add up forwarded signed contributions here, after checking each, and decrypt the sum:
-        what a node does when it has no contribution of its own to recognise a sum by."""
+    def _vouch(self, contributions: list, job: JobSpec, *, length: int, attr: str, latest_round: int) -> None:
+        """Forwarded contributions this node can vouch for: at least min_contributors, from
+        distinct branches, one round of this job, each signed by its branch's key as this node
+        holds it, each payload of the agreed shape."""
         branches = [c.branch_id for c in contributions]
         if not contributions:
             raise Refusal("aggregate-rejected", "no signed contributions were forwarded for this node to add up")
@@ -460,7 +454,9 @@ class NodeAgent:
             problem = self._contribution_problem(c, job, attr=attr, length=length, rounds=(1, latest_round))
             if problem:
                 raise Refusal("aggregate-rejected", f"contribution of {c.branch_id}: {problem}")
-        payloads = [getattr(c, attr) for c in contributions]
+
+    def _add_and_decrypt(self, payloads: list[UpdatePayload], job: JobSpec) -> np.ndarray:
+        """The sum of vouched-for payloads, added here and decrypted (or read, without HE)."""
         if not job.he.enabled:
             return np.sum([p.plain_values() for p in payloads], axis=0)
         try:
