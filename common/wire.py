@@ -193,6 +193,10 @@ class NodeReply(BaseModel):
     lineage_head: LineageHead | None = None
     signature: str | None = None
 
+    def carried(self) -> UpdatePayload | None:
+        """The payload this reply carries (a training update or a metric vector), if any."""
+        return getattr(self, "update", None) or getattr(self, "metrics", None)
+
     def signed_body(self) -> bytes:
         """What the signature covers: every field but the signature, payloads by digest."""
         data = self.model_dump(mode="json", exclude={"signature", "update", "metrics"})
@@ -268,17 +272,13 @@ TrainInstruction.model_rebuild()  # `contributions` names TrainReply, defined af
 PAYLOADS = ("update", "global_model", "metrics")  # carried as bytes beside the JSON body
 
 
-def _carried(reply: BaseModel) -> UpdatePayload | None:
-    return getattr(reply, "update", None) or getattr(reply, "metrics", None)
-
-
 def to_record(model: BaseModel) -> RecordDict:
     """A pydantic message as a Flower RecordDict: JSON meta plus payload bytes."""
     payloads = {}
     data = model.model_dump(mode="json", exclude=set(PAYLOADS) | {"contributions"})
     contributions = getattr(model, "contributions", None)
     if contributions:  # forwarded signed replies: JSON beside their payload bytes
-        carried = [_carried(c) for c in contributions]
+        carried = [c.carried() for c in contributions]
         data["contributions"] = [c.model_dump(mode="json", exclude=set(PAYLOADS)) for c in contributions]
         payloads["contributions.schemes"] = [p.scheme if p else "" for p in carried]
         payloads["contributions.lengths"] = [p.length if p else 0 for p in carried]

@@ -34,7 +34,7 @@ from common.wire import (
     to_record,
 )
 from coordinator.guard import ReplyGuard
-from coordinator.strategy import Aggregate, SecureFedAvg
+from coordinator.strategy import Aggregate, SecureFedAvg, summed_replies
 from lineage import EventKind, LineageEvent, LineageStore, Signer
 from lineage.anchors import head_message
 
@@ -150,7 +150,7 @@ def run_job(
         previous_round = global_round
         if aggregate.payload is not None:
             model, global_round = aggregate, rnd
-            model_updates = [r for r in replies if r.update is not None and aggregate.contributors.get(r.branch_id) == r.update.digest()]
+            model_updates = summed_replies(aggregate, replies)
         record(EventKind.AGGREGATION, rnd, digest=aggregate.payload.digest() if aggregate.payload else None,
                model_version=model_version(job, rnd) if aggregate.payload else None,
                details={"contributors": aggregate.contributors, "scheme": aggregate.payload.scheme if aggregate.payload else None,

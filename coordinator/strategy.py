@@ -72,8 +72,7 @@ class SecureFedAvg:
     def configure_release(self, rnd: int, metrics: Aggregate, replies: list[EvaluateReply], **extra) -> ReleaseInstruction:
         """Forward every contribution that went into `metrics` as its node signed it: the
         decrypting node checks and adds them itself."""
-        contributions = [r for r in replies if r.metrics is not None and metrics.contributors.get(r.branch_id) == r.metrics.digest()]
-        return ReleaseInstruction(job=self.job, round=rnd, contributions=contributions, **extra)
+        return ReleaseInstruction(job=self.job, round=rnd, contributions=summed_replies(metrics, replies), **extra)
 
     # ----------------------------------------------------------------- the guarded sum
     def _sum(self, sent: list[tuple[str, UpdatePayload]], length: int, plain_problem) -> Aggregate:
@@ -132,6 +131,12 @@ class SecureFedAvg:
         elif sum(len(c) for c in payload.chunks) != 8 * length:
             return "plain payload's bytes do not match its length"
         return None
+
+
+def summed_replies(aggregate: Aggregate, replies: list) -> list:
+    """The replies whose payload (update or metric vector) went into `aggregate`, as their
+    nodes signed them: what a node that checks a sum itself is forwarded."""
+    return [r for r in replies if r.carried() is not None and aggregate.contributors.get(r.branch_id) == r.carried().digest()]
 
 
 def _plain_metrics_problem(values: np.ndarray) -> str | None:

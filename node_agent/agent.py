@@ -321,13 +321,14 @@ class NodeAgent:
         payload = instruction.global_model
         if payload is None:
             return model  # the public, seeded initial model
-        length = model.num_parameters() + 2
-        if self._own_digests(job, "train"):
-            summed = self._open_aggregate(payload, job, instruction.contributors, length=length)
+        length, mine = model.num_parameters() + 2, self._own_digests(job, "train")
+        if mine:
+            summed = self._open_aggregate(payload, job, instruction.contributors, mine, length=length)
+            listed = len(instruction.contributors)
         else:  # nothing of its own to recognise the sum by: it adds up the signed updates itself
             self._vouch(instruction.contributions, job, length=length, attr="update", latest_round=instruction.round)
             summed = self._add_and_decrypt([c.update for c in instruction.contributions], job)
-        listed = len(instruction.contributors) if self._own_digests(job, "train") else len(instruction.contributions)
+            listed = len(instruction.contributions)
         weight, count = summed[-2], summed[-1]
         if abs(count - listed) > 0.01:
             raise Refusal("aggregate-rejected", f"the aggregate counts {count:.2f} contributors but lists {listed}")
@@ -342,12 +343,12 @@ class NodeAgent:
         set_flat_weights(model, averaged)
         return model
 
-    def _open_aggregate(self, payload: UpdatePayload, job: JobSpec, contributors: dict[str, str], *,
-                        length: int, own_kind: str = "train") -> np.ndarray:
+    def _open_aggregate(self, payload: UpdatePayload, job: JobSpec, contributors: dict[str, str], mine: set[str], *,
+                        length: int) -> np.ndarray:
         """Decrypt (or read) an aggregate the coordinator sent, if this node accepts it: the
         job's scheme (never a plaintext model in an encrypted job), at least the node's minimum
-        number of contributors, this node among them with a digest it really sent, the expected
-        shape, and ciphertexts that hold nothing but the vector they claim (`decrypt_checked`)."""
+        number of contributors, this node among them with a digest it really sent (`mine`), the
+        expected shape, and ciphertexts that hold nothing but the vector they claim."""
         if job.he.enabled and payload.scheme != "CKKS":
             raise Refusal("encryption-required", "a plaintext aggregate was sent for an encrypted job")
         if not job.he.enabled and payload.scheme == "CKKS":
@@ -356,8 +357,7 @@ class NodeAgent:
         if len(contributors) < minimum:
             raise Refusal("aggregate-rejected", f"the aggregate sums {len(contributors)} contributors; node.json "
                                                 f"min_contributors is {minimum}")
-        mine = self._own_digests(job, own_kind)
-        if contributors.get(self.config.branch_id) not in mine:  # none sent yet: nothing to vouch for
+        if contributors.get(self.config.branch_id) not in mine:
             raise Refusal("aggregate-rejected", "the aggregate does not list an update this node sent in this job")
         if payload.length != length:
             raise Refusal("aggregate-rejected", f"the aggregate has {payload.length} values; this job's needs {length}")
@@ -368,10 +368,7 @@ class NodeAgent:
             if len(payload.chunks) != -(-length // slots):
                 raise Refusal("aggregate-rejected", f"the aggregate has {len(payload.chunks)} ciphertexts; "
                                                     f"{length} values need {-(-length // slots)}")
-            try:
-                values = decrypt_checked(self._secret_context, EncryptedVector(length=length, chunks=payload.chunks))
-            except (ValueError, RuntimeError, TypeError) as exc:
-                raise Refusal("aggregate-rejected", f"the aggregate is not an honest ciphertext under the alliance key ({exc})") from None
+            values = self._decrypt(EncryptedVector(length=length, chunks=payload.chunks))
         if not np.isfinite(values).all():
             raise Refusal("aggregate-rejected", "the aggregate holds values that are not finite numbers")
         return values
@@ -461,9 +458,16 @@ class NodeAgent:
             return np.sum([p.plain_values() for p in payloads], axis=0)
         try:
             summed = sum_encrypted(self._secret_context, [EncryptedVector(length=p.length, chunks=p.chunks) for p in payloads])
-            return decrypt_checked(self._secret_context, summed)
         except (ValueError, RuntimeError, TypeError) as exc:
             raise Refusal("aggregate-rejected", f"the contributions do not add up under the alliance key ({exc})") from None
+        return self._decrypt(summed)
+
+    def _decrypt(self, vector: EncryptedVector) -> np.ndarray:
+        """Decrypt with the alliance key, refusing a ciphertext that holds more than it claims."""
+        try:
+            return decrypt_checked(self._secret_context, vector)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            raise Refusal("aggregate-rejected", f"not an honest ciphertext under the alliance key ({exc})") from None
 
     def _peer_key(self, branch: str):
         """A branch's lineage public key as this node holds it (`<node dir>/peers/<branch>.pub`,
@@ -489,8 +493,9 @@ class NodeAgent:
             )
             return result, None
         spend, budget = self._admit(job, len(x), rnd)
-        if sample_rate(len(x), job) > spend.sample_rate * (1 + 1e-9):
-            raise Refusal("privacy-plan", f"the data now gives sampling rate {sample_rate(len(x), job):.4g}, above the "
+        q = sample_rate(len(x), job)
+        if q > spend.sample_rate * (1 + 1e-9):
+            raise Refusal("privacy-plan", f"the data now gives sampling rate {q:.4g}, above the "
                                           f"{spend.sample_rate:.4g} the job was admitted with")
         # Accounting uses the ledger's delta and sampling rate (the admitted ones), never the instruction's.
         history = [*spend.history, [spend.noise_multiplier, spend.sample_rate, steps_per_round(len(x), job)]]
@@ -591,7 +596,7 @@ class NodeAgent:
         except EgressBlocked as exc:
             self.refuse(job, rnd, "egress", f"egress check blocked the reply: {exc}")
             reply = type(reply)(status="refused", branch_id=self.config.branch_id, code="egress", reason=reason_for("egress"))
-        payload = getattr(reply, "update", None) or getattr(reply, "metrics", None)
+        payload = reply.carried()
         body = reply.model_dump_json(exclude_none=True, exclude={"update", "metrics"})
         message = {EvaluateReply: "evaluate", ReleaseReply: "release"}.get(type(reply), "train")
         details = {"destination": "coordinator", "jurisdiction": self.config.coordinator_jurisdiction,
