@@ -43,5 +43,8 @@ def seasonal_naive(history: np.ndarray, horizon: int, season: int = 12) -> np.nd
 
 
 def score(actual: np.ndarray, forecast: np.ndarray, history: np.ndarray) -> dict[str, float]:
-    """Both accuracy figures the reports use, for one branch's held-out months."""
-    return {"mase": mase(actual, forecast, history), "smape": smape(actual, forecast)}
+    """The accuracy figures for one branch's held-out months: MASE and sMAPE (scale-free, the
+    ones reports quote) and the MAE in units (only ever compared with another arm's MAE on
+    the same branch: on its own it would tell the branch's size)."""
+    err = float(np.mean(np.abs(np.asarray(actual, float) - np.asarray(forecast, float))))
+    return {"mase": mase(actual, forecast, history), "smape": smape(actual, forecast), "mae": err}

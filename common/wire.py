@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from flwr.app import ConfigRecord, RecordDict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from common.evaluation import REGION_SLOTS
 from common.he import CkksParams
 
 PROTOCOL_VERSION = "sovereign/1"
@@ -93,11 +94,20 @@ class JobSpec(BaseModel):
     node_dp: NodeDPSettings = NodeDPSettings()
     he: HESettings = HESettings()
     bounds: UpdateBounds = UpdateBounds()
+    regions: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=REGION_SLOTS,
+        description="regions whose forecast totals the job asks for (each released only over enough branches)")
 
     def spec_hash(self) -> str:
         """SHA-256 over the canonical JSON of the whole spec: what a node freezes at admission."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @model_validator(mode="after")
+    def _regions_once(self) -> "JobSpec":
+        if len(set(self.regions)) != len(self.regions):
+            raise ValueError("regions: a region is listed twice")
+        return self
 
     @model_validator(mode="after")
     def _node_dp_needs_encryption(self) -> "JobSpec":

@@ -224,7 +224,7 @@ def _evaluate_and_release(grid, node_ids, strategy: SecureFedAvg, model: Aggrega
     elif metrics.payload is not None:  # nodes that opted out of encryption sent plain vectors
         values = list(release_values(metrics.payload.plain_values(), min_release))
     if values is not None:
-        result.metrics = alliance_figures(values)
+        result.metrics = alliance_figures(values, regions=job.regions, horizon=job.horizon)
     record(EventKind.MODEL_RELEASE, global_round, digest=result.final_model_digest,
            model_version=model_version(job, global_round),
            details={"rounds": job.rounds, "last_aggregated_round": global_round, "released_to": job.recipient_role,

@@ -140,6 +140,6 @@ def summed_replies(aggregate: Aggregate, replies: list) -> list:
 
 
 def _plain_metrics_problem(values: np.ndarray) -> str | None:
-    if values[evaluation.BLOCK - 1] != 1.0 or values.min() < 0 or values.max() > evaluation.METRIC_CEILING:
+    if values[evaluation.BLOCK - 1] != 1.0 or values.min() < 0 or (values > evaluation.CEILINGS).any():
         return "metric vector is not one node's bounded scores"
     return None

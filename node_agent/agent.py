@@ -18,7 +18,7 @@ import numpy as np
 
 from common.files import create_secret_once
 from common import evaluation
-from common.evaluation import ARMS, YOUNG_MONTHS, metric_vector
+from common.evaluation import ARMS, METRICS, YOUNG_MONTHS, metric_vector
 from common.he import EncryptedVector, context_shape, decrypt_checked, encrypt_vector, load_context, sum_encrypted
 from common.metrics import score
 from common.privacy import PrivacyPlanError, epsilon, epsilon_spent, group_privacy, windows_per_month
@@ -40,7 +40,7 @@ from common.wire import (
 )
 from lineage import EventKind, LineageEvent, LineageStore, Signer
 from lineage.signing import SigningKeyError, load_public_key, verify_signature
-from node_agent import baselines
+from node_agent import baselines, outlook
 from node_agent.admission import AdmissionBook, Refusal, admission_refusal
 from node_agent.config import NodeConfig
 from node_agent.contract import ContractViolation
@@ -155,22 +155,28 @@ class NodeAgent:
             self._split(data, job)
             release_own = self.policy().release_branch_metrics
             split = holdout_split(data.series, job.holdout, job.horizon)
+            statistical, chosen = baselines.statistical_forecasts(split)
             forecasts = {
                 "federated": forecast(model, split.history, split.target_month)[: len(split.actual)],
                 "local": baselines.local_forecast(split, job),
-                "seasonal_naive": baselines.naive_forecast(split),
+                **statistical,
             }
             forecasts["local_dp"] = baselines.local_dp_forecast(split, job) if job.dp.enabled else forecasts["local"]
             scores = {arm: score(split.actual, forecasts[arm], split.history) for arm in ARMS}
             young = len(split.history) < YOUNG_MONTHS
+            held_out = outlook.held_out_intervals(model, split, job.horizon)
+            ahead = outlook.months_ahead(model, data.series, job.horizon)
             digest = hashlib.sha256(np.round(get_flat_weights(model), 6).tobytes()).hexdigest()
-            write_branch_report(self.config, job, split, forecasts, scores, model_digest=digest)
-            payload = self._payload(job, metric_vector(scores, young=young))
+            write_branch_report(self.config, job, split, forecasts, scores, model_digest=digest, local_choice=chosen,
+                                intervals=held_out, outlook=ahead)
+            payload = self._payload(job, metric_vector(
+                scores, young=young, coverage=held_out.coverage(split.actual), outlook=(ahead.point, ahead.variance),
+                region_slot=job.regions.index(self.config.region) if self.config.region in job.regions else None))
         except REFUSALS as exc:
             return self.refused(EvaluateReply, job, rnd, refusal_code(exc), str(exc), head)
         self._record(EventKind.EVALUATION, job, rnd, details={"scores": scores, "young": young, "model_digest": digest,
                                                                "history_months": len(split.history)})
-        own = {arm: {m: round(float(v), 3) for m, v in scores[arm].items()} for arm in ARMS} if release_own else None
+        own = {arm: {m: round(float(scores[arm][m]), 3) for m in METRICS} for arm in ARMS} if release_own else None
         reply = EvaluateReply(status="ok", branch_id=self.config.branch_id, metrics=payload, branch_scores=own)
         return self._egress(reply, job, rnd, head, branch_scores_allowed=release_own)
 
@@ -403,11 +409,12 @@ class NodeAgent:
     def _decrypt_sum(self, instruction: ReleaseInstruction, job: JobSpec) -> list[float]:
         contributions = instruction.contributions  # vouched for by `_check_contributions`
         summed = self._add_and_decrypt([c.metrics for c in contributions], job)
-        counts = [summed[(g + 1) * evaluation.BLOCK - 1] for g in range(len(evaluation.GROUPS))]
+        counts = [summed[at] for at in evaluation.count_slots()]
         if abs(counts[0] - len(contributions)) > 0.01 or not all(-0.01 <= c <= counts[0] + 0.01 for c in counts):
             raise Refusal("aggregate-rejected", f"the metric sum counts {counts[0]:.2f} contributors but holds "
                                                 f"{len(contributions)} contributions")
-        if not np.isfinite(summed).all() or summed.min() < -0.01 or summed.max() > len(contributions) * evaluation.METRIC_CEILING + 0.01:
+        ceiling = len(contributions) * evaluation.CEILINGS * (1 + 1e-6) + 0.01
+        if not np.isfinite(summed).all() or summed.min() < -0.01 or (summed > ceiling).any():
             raise Refusal("aggregate-rejected", "the metric sum holds values no sum of metric vectors can hold")
         return [float(v) for v in evaluation.release_values(summed, self.config.min_contributors)]
 

@@ -6,14 +6,16 @@ as encrypted sums (`common.evaluation`); each branch's own numbers stay on its n
 - local: the same model trained on this branch's data alone, without DP (the data never
   leaves, so this is the strongest thing the branch can do with it by itself);
 - local under DP: the same, under the job's privacy settings and schedule;
-- seasonal naive: the same month last year.
+- the competent statistical methods a branch could run alone (`common.local_methods`):
+  seasonal naive, moving average of 3, 12-month mean, AutoETS, AutoTheta, and the per-branch
+  choice among them by rolling-origin validation on the training months.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from common.metrics import seasonal_naive
+from common import local_methods
 from common.model import build_model, forecast, make_windows
 from common.wire import JobSpec
 from node_agent.data import HoldoutSplit
@@ -57,5 +59,6 @@ def local_dp_forecast(split: HoldoutSplit, job: JobSpec) -> np.ndarray:
     return _alone(split, job, train)
 
 
-def naive_forecast(split: HoldoutSplit) -> np.ndarray:
-    return seasonal_naive(split.history, len(split.actual))
+def statistical_forecasts(split: HoldoutSplit) -> tuple[dict[str, np.ndarray], str]:
+    """Every statistical arm's forecast of the held-out months, and the validated choice's pick."""
+    return local_methods.local_forecasts(split.history, len(split.actual))

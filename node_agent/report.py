@@ -1,7 +1,9 @@
 """The branch's own forecast report: what branch IT sees, and what never leaves the node.
 
 At a job's held-out evaluation the node writes `<node dir>/reports/<job id>.json`: the held-out
-months, the actual units, every arm's forecast and score. `sovereign node report` reads it.
+months, the actual units, every arm's forecast and score, the federated forecast's intervals
+and their coverage, and the forecast of the months ahead (`outlook`) with its intervals.
+`sovereign node report` and `sovereign node forecast` read it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 from common.wire import JobSpec
 from node_agent.config import NodeConfig
 from node_agent.data import HoldoutSplit
+from node_agent.outlook import BranchForecast
 
 
 def report_path(config: NodeConfig, job_id: str) -> Path:
@@ -21,7 +24,8 @@ def report_path(config: NodeConfig, job_id: str) -> Path:
 
 
 def write_branch_report(config: NodeConfig, job: JobSpec, split: HoldoutSplit, forecasts: dict[str, np.ndarray],
-                        scores: dict[str, dict[str, float]], *, model_digest: str) -> Path:
+                        scores: dict[str, dict[str, float]], *, model_digest: str, local_choice: str | None = None,
+                        intervals: BranchForecast | None = None, outlook: BranchForecast | None = None) -> Path:
     path = report_path(config, job.job_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({
@@ -31,6 +35,10 @@ def write_branch_report(config: NodeConfig, job: JobSpec, split: HoldoutSplit, f
         "history_tail": [float(v) for v in split.history[-24:]],
         "forecasts": {arm: [round(float(v), 3) for v in f] for arm, f in forecasts.items()},
         "scores": scores,
+        "local_choice": local_choice,
+        "intervals": intervals.as_json() if intervals else None,
+        "coverage": {str(k): v for k, v in intervals.coverage(split.actual).items()} if intervals else None,
+        "outlook": outlook.as_json() if outlook else None,
     }, indent=2))
     return path
 

@@ -53,6 +53,7 @@ def setup(run: Path, job: JobSpec, *, branches: int, seed: int, data: Path | Non
     if job.he.enabled:
         run_key_ceremony(configs, coordinator, job)
     return {"branches": [c.branch_id for c in configs], "require_he": job.he.enabled,
+            "regions": {c.branch_id: c.region for c in configs},  # public: head office knows where its dealers are
             "node_policies": branch_policies(configs, job)}
 
 

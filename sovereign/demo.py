@@ -24,14 +24,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from common.evaluation import ARMS, YOUNG_MONTHS
+from common.evaluation import ARMS, REGION_SLOTS, YOUNG_MONTHS, best_local, diverged
 from common.privacy import group_privacy
 from common.wire import DPSettings, HESettings, JobSpec, NodeDPSettings
 from coordinator.rounds import RELEASERS, CoordinatorPaths, JobResult, RoundReport
 from sovereign.federation import SetupError, run_simulation
-from sovereign.report import write_report
+from sovereign.report import ARM_NAMES, METHODS, fmt, headline_lines, write_report
 
-METHODS = ("federated", "local", "local_dp", "central", "seasonal_naive")  # central: the simulator-side pooled experiment
 
 
 class DemoOptions(BaseModel):
@@ -137,6 +136,7 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
     branches = setup["branches"]
     if job.node_dp.enabled and job.node_dp.nodes != len(branches):
         job = job.model_copy(update={"node_dp": job.node_dp.model_copy(update={"nodes": len(branches)})})
+    job = job.model_copy(update={"regions": job_regions(setup.get("regions", {}))})
     console.print(
         f"[bold]joint forecast[/] {job.job_id}: {len(branches)} dealerships, {job.rounds} rounds, "
         f"DP {'on (ε ≤ %g, δ = %g)' % (job.dp.target_epsilon, job.dp.delta) if job.dp.enabled else 'off'}, "
@@ -162,6 +162,13 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
     write_report(out / "report.html", summary, result)
     print_summary(console, summary, out)
     return summary
+
+
+def job_regions(regions: dict[str, str | None]) -> list[str]:
+    """The regions to ask forecast totals for: those of the alliance's dealerships, largest
+    first, as many as a job holds (a region under each node's minimum is released as nothing)."""
+    counts = Counter(r for r in regions.values() if r)
+    return [r for r, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][:REGION_SLOTS]
 
 
 def _alliance_step(step: str, out: Path, job: JobSpec, opts: DemoOptions, *, only: list[str] | None = None) -> dict:
@@ -194,10 +201,9 @@ def build_summary(opts, job: JobSpec, result: JobResult, setup: dict, pooled: di
         g = figures.get(name) or {}
         mase = {m: (g.get(m) or {}).get("mase") for m in ARMS}
         smape = {m: (g.get(m) or {}).get("smape") for m in ARMS}
-        return {"nodes": g.get("nodes", 0), "mase": mase, "smape": smape,
-                "federated_vs_local_mase_improvement": _improvement(mase, "local"),
-                "federated_vs_local_dp_mase_improvement": _improvement(mase, "local_dp") if job.dp.enabled else None,
-                "federated_vs_seasonal_naive_mase_improvement": _improvement(mase, "seasonal_naive")}
+        lines = headlines(mase, g.get("versus") or {}, job.dp.enabled)
+        smape["best_local"] = smape.get(lines["best_local_arm"]) if lines["best_local_arm"] else None
+        return {"nodes": g.get("nodes", 0), "mase": mase, "smape": smape, "interval_coverage": g.get("coverage"), **lines}
 
     everyone = group("all")
     refusals = {b: reason for r in result.rounds for b, reason in r.refused.items()}
@@ -223,9 +229,9 @@ def build_summary(opts, job: JobSpec, result: JobResult, setup: dict, pooled: di
         },
         "mase": {**everyone["mase"], "central": (pooled.get("all") or {}).get("mase")},
         "smape": {**everyone["smape"], "central": (pooled.get("all") or {}).get("smape")},
-        "federated_vs_local_mase_improvement": everyone["federated_vs_local_mase_improvement"],
-        "federated_vs_local_dp_mase_improvement": everyone["federated_vs_local_dp_mase_improvement"],
-        "federated_vs_seasonal_naive_mase_improvement": everyone["federated_vs_seasonal_naive_mase_improvement"],
+        **{key: everyone[key] for key in HEADLINE_KEYS},
+        "interval_coverage": everyone["interval_coverage"],
+        "forecast": _forecast(job, figures.get("totals") or {}),
         "young_branches": _with_pooled({"definition": f"under {YOUNG_MONTHS} months of training history",
                                         "released": bool(group("young")["nodes"]), **group("young")}, pooled.get("young")),
         "central": pooled,
@@ -258,6 +264,18 @@ def build_summary(opts, job: JobSpec, result: JobResult, setup: dict, pooled: di
     }
 
 
+def _forecast(job: JobSpec, totals: dict) -> dict:
+    """The job's deliverable to the analyst: the alliance's and each region's units for the
+    months after the data, with intervals, released as sums over enough branches."""
+    return {
+        "months_ahead": job.horizon,
+        "what": "units sold in each of the next months after every branch's last complete month, summed over the branches "
+                "in the group; intervals add the branches' forecast variances (branches taken as independent)",
+        "alliance": totals.get("alliance") or {"nodes": 0},
+        "regions": {r: totals.get(r) or {"nodes": 0} for r in job.regions},
+    }
+
+
 def _with_pooled(group: dict, pooled: dict | None) -> dict:
     """A group's figures with the simulator-side pooled experiment's row beside them (only
     where the group itself was released: there is nothing to compare with otherwise)."""
@@ -267,8 +285,36 @@ def _with_pooled(group: dict, pooled: dict | None) -> dict:
     return group
 
 
-def _improvement(mase: dict, baseline: str) -> float | None:
-    return round(1 - mase["federated"] / mase[baseline], 4) if mase.get("federated") and mase.get(baseline) else None
+HEADLINE_KEYS = ("best_local_arm", "diverged", "federated_vs_best_local_mase_improvement", "federated_vs_best_local",
+                 "federated_vs_local_mase_improvement", "federated_vs_local_dp_mase_improvement",
+                 "federated_vs_seasonal_naive_mase_improvement", "federated_vs_moving_average_3_mase_improvement")
+
+
+def headlines(mase: dict, versus: dict, dp: bool) -> dict:
+    """The comparisons a headline may quote. The yardstick is `best_local`, the strongest
+    statistical method a branch can run alone (`common.evaluation.best_local`); seasonal naive
+    is always beside it; an arm that diverged is named and never quoted as a ratio."""
+    best = best_local(mase)
+    mase["best_local"] = mase[best] if best else None
+    broken = sorted(arm for arm in ARMS if diverged(mase, arm))
+    vs_best = versus.get(best) if best else None
+    return {
+        "best_local_arm": best,
+        "diverged": broken,
+        "federated_vs_best_local_mase_improvement": _improvement(mase, "best_local", broken),
+        "federated_vs_best_local": {"arm": best, **vs_best} if vs_best else None,
+        "federated_vs_local_mase_improvement": _improvement(mase, "local", broken),
+        "federated_vs_local_dp_mase_improvement": _improvement(mase, "local_dp", broken) if dp else None,
+        "federated_vs_seasonal_naive_mase_improvement": _improvement(mase, "seasonal_naive", broken),
+        "federated_vs_moving_average_3_mase_improvement": _improvement(mase, "moving_average_3", broken),
+    }
+
+
+def _improvement(mase: dict, baseline: str, broken: list[str]) -> float | None:
+    """1 − federated / baseline, or None where either is missing or diverged."""
+    if "federated" in broken or baseline in broken or not mase.get("federated") or not mase.get(baseline):
+        return None
+    return round(1 - mase["federated"] / mase[baseline], 4)
 
 
 def _customer(job: JobSpec) -> dict:
@@ -287,6 +333,26 @@ def _customer(job: JobSpec) -> dict:
     }
 
 
+def print_forecast(console: Console, forecast: dict) -> None:
+    """The regional and alliance forecast for the months ahead, with its 80 % interval."""
+    groups = {"alliance": forecast["alliance"], **forecast["regions"]}
+    shown = {name: g for name, g in groups.items() if g.get("nodes")}
+    if not shown:
+        console.print("[yellow]no forecast total was released (fewer branches than the nodes' minimum)[/]")
+        return
+    table = Table(title="forecast: units sold in the months ahead (80 % interval), released as sums over enough branches")
+    table.add_column("group")
+    table.add_column("branches", justify="right")
+    for h in range(forecast["months_ahead"]):
+        table.add_column(f"+{h + 1}", justify="right")
+    for name, g in shown.items():
+        table.add_row(name, str(g["nodes"]), *(f"{p:,.0f} ({lo:,.0f}–{hi:,.0f})" for p, lo, hi in zip(g["point"], g["low80"], g["high80"])))
+    withheld = [name for name, g in groups.items() if not g.get("nodes")]
+    console.print(table)
+    if withheld:
+        console.print(f"  withheld (too few branches to release): {', '.join(withheld)}")
+
+
 def print_summary(console: Console, summary: dict, out: Path) -> None:
     table = Table(title=f"held-out accuracy, last {summary['holdout_months']} months, alliance-level over "
                         f"{summary['branches_evaluated']} branches (released as encrypted sums)")
@@ -295,19 +361,24 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
     table.add_column("mean sMAPE %", justify="right")
     for m in METHODS:
         if summary["mase"].get(m) is not None:
-            table.add_row(LABELS[m](summary), _fmt(summary["mase"][m]), _fmt(summary["smape"][m]))
+            broken = m in summary["diverged"]
+            table.add_row(LABELS[m](summary) + (" [red](diverged)[/]" if broken else ""),
+                          fmt(summary["mase"][m]), fmt(summary["smape"][m]))
     console.print(table)
     if not summary["branches_evaluated"]:
         console.print("[yellow]no alliance-level accuracy was released (fewer contributors than the nodes' minimum)[/]")
-    for key, label in (("federated_vs_local_mase_improvement", "each branch alone"),
-                       ("federated_vs_local_dp_mase_improvement", "each branch alone under the same DP budget"),
-                       ("federated_vs_seasonal_naive_mase_improvement", "same month last year")):
-        if summary[key] is not None:
-            console.print(f"federated vs {label}: MASE {summary[key]:+.0%} (positive: federated is better)")
+    for line in headline_lines(summary):
+        console.print(line)
     young = summary["young_branches"]
-    if young["federated_vs_local_mase_improvement"] is not None:
+    if young["federated_vs_best_local_mase_improvement"] is not None:
         console.print(f"  for the {young['nodes']} young branches ({young['definition']}): "
-                      f"{young['federated_vs_local_mase_improvement']:+.0%} vs each branch alone")
+                      f"{young['federated_vs_best_local_mase_improvement']:+.1%} vs the best a branch can do alone "
+                      f"({ARM_NAMES[young['best_local_arm']]})")
+    coverage = summary["interval_coverage"]
+    if coverage:
+        console.print(f"intervals of the federated forecast on the held-out months: {coverage['80']:.0%} inside the 80 % "
+                      f"interval, {coverage['95']:.0%} inside the 95 % one")
+    print_forecast(console, summary["forecast"])
     if summary["epsilon"]["max"] is not None:
         console.print(f"privacy: ε ≤ {summary['epsilon']['max']:.2f} at δ = {summary['epsilon']['delta']:g} per training window, "
                       "every node (each stops at its plan; exact spends stay on the nodes)")
@@ -336,12 +407,7 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
 
 LABELS = {
     "federated": lambda s: "federated (this job" + (", DP" if s["dp"] else "") + (", HE" if s["he"]["enabled"] else "") + ")",
-    "local": lambda s: "each branch alone (on its node)",
-    "local_dp": lambda s: "each branch alone, same DP budget",
-    "seasonal_naive": lambda s: "same month last year",
     "central": lambda s: "all data pooled (simulator-side upper bound)",
+    "best_local": lambda s: f"best a branch can do alone: {ARM_NAMES.get(s['best_local_arm'], '-')}",
+    **{arm: (lambda s, name=name: f"  each branch alone: {name}") for arm, name in ARM_NAMES.items()},
 }
-
-
-def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3f}"

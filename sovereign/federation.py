@@ -42,14 +42,15 @@ def find_dealer_databases(data_dir: Path) -> list[Path]:
 EXAMPLE_POLICIES = Path(__file__).resolve().parents[1] / "policies" / "examples"
 
 
-def branch_country(db_url: str) -> str | None:
-    """The country a dealer database declares in its `branch` table, if it has one."""
+def branch_facts(db_url: str) -> tuple[str | None, str | None]:
+    """The country and region a dealer database declares in its `branch` table, if it has one."""
     engine = create_engine(db_url)
     try:
         with engine.connect() as conn:
-            return conn.execute(text("SELECT country FROM branch")).scalar()
+            row = conn.execute(text("SELECT country, region FROM branch")).first()
+            return (row[0], row[1]) if row else (None, None)
     except SQLAlchemyError:
-        return None
+        return None, None
     finally:
         engine.dispose()
 
@@ -83,12 +84,12 @@ def setup_nodes(
     configs = []
     at_home = 0
     for db in dealer_dbs:
-        branch_id = db.stem
-        config = NodeConfig(branch_id=branch_id, db_url=f"sqlite:///{db.resolve()}", node_dir=nodes_root / branch_id,
+        branch_id, url = db.stem, f"sqlite:///{db.resolve()}"
+        country, region = branch_facts(url)
+        config = NodeConfig(branch_id=branch_id, db_url=url, node_dir=nodes_root / branch_id, region=region,
                             budgets={"sales": budget}, accept_non_private_jobs=accept_non_private,
                             require_he=require_he, coordinator_jurisdiction=home, min_contributors=min_contributors)
         write_node_config(config)
-        country = branch_country(config.db_url)
         config.policy_path.write_text(example_policy_for(country, home, at_home))
         at_home += country == home
         configs.append(config)

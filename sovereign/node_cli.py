@@ -11,7 +11,8 @@ from rich.table import Table
 
 from sovereign.console import console, fail
 
-node_app = typer.Typer(help="What branch IT runs on the node: its privacy budget and its own forecast report.", no_args_is_help=True)
+node_app = typer.Typer(help="What branch IT runs on the node: its privacy budget, its own forecast and its report.",
+                       no_args_is_help=True)
 
 
 def _node_config(node_dir: Path):
@@ -98,6 +99,40 @@ def report_cmd(
     if plot is not None:
         _plot_branch(report, plot)
         console.print(f"wrote {plot}")
+
+
+@node_app.command("forecast")
+def forecast_cmd(
+    node_dir: Path = typer.Option(..., help="The node's directory (holds node.json and reports/)."),
+    job: str = typer.Option(None, help="A job id; default the newest job this node evaluated."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """This branch's forecast of the months after its data, from the job's model, with 80 % and
+    95 % intervals calibrated on the branch's own history. It never leaves the node; only its
+    share of the regional totals does, inside an encrypted sum."""
+    from node_agent.report import read_branch_reports
+
+    config = _node_config(node_dir)
+    reports = [r for r in read_branch_reports(config) if (job is None or r["job_id"] == job) and r.get("outlook")]
+    if not reports:
+        fail(f"--node-dir {node_dir}: no forecast" + (f" for job {job}" if job else "") + " on this node yet "
+             "(a job delivers one at its held-out evaluation)")
+    report = reports[-1]
+    ahead, coverage = report["outlook"], report.get("coverage") or {}
+    if as_json:
+        typer.echo(json.dumps({"branch_id": report["branch_id"], "job_id": report["job_id"], **ahead,
+                               "held_out_coverage": coverage}, indent=2))
+        return
+    table = Table(title=f"{report['branch_id']}: units sold in the months ahead (job {report['job_id']}, stays on this node)")
+    for column in ("month", "forecast", "80 % interval", "95 % interval"):
+        table.add_column(column, justify="right")
+    for i, month in enumerate(ahead["months"]):
+        table.add_row(month, f"{ahead['point'][i]:.1f}", f"{ahead['low80'][i]:.1f} – {ahead['high80'][i]:.1f}",
+                      f"{ahead['low95'][i]:.1f} – {ahead['high95'][i]:.1f}")
+    console.print(table)
+    if coverage:
+        console.print(f"on the held-out months these intervals held {coverage['80']:.0%} (80 %) and {coverage['95']:.0%} (95 %) "
+                      "of the actual months")
 
 
 def _plot_branch(report: dict, path: Path) -> None:

@@ -6,6 +6,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
+from common import evaluation, local_methods
 from sovereign.cli import app
 
 runner = CliRunner()
@@ -79,7 +80,8 @@ def test_node_report_shows_the_branchs_own_forecast_and_never_needs_the_coordina
     report = json.loads(as_json.output)
     assert report == json.loads((config.node_dir / "reports" / "report-job.json").read_text())
     assert report["branch_id"] == "B002" and len(report["actual"]) == len(report["months"]) == 6
-    assert set(report["forecasts"]) == {"federated", "local", "local_dp", "seasonal_naive"}
+    assert set(report["forecasts"]) == set(evaluation.ARMS)
+    assert report["local_choice"] in local_methods.METHODS  # the validated pick, on this node only
 
     plot = tmp_path / "b002.png"
     shown = runner.invoke(app, ["node", "report", "--node-dir", str(config.node_dir), "--plot", str(plot)])
@@ -88,3 +90,14 @@ def test_node_report_shows_the_branchs_own_forecast_and_never_needs_the_coordina
     assert plot.read_bytes().startswith(b"\x89PNG")
     other = runner.invoke(app, ["node", "report", "--node-dir", str(config.node_dir), "--job", "nope"])
     assert other.exit_code == 2 and "no forecast report for job nope" in other.output
+
+    # the job's deliverable to the branch: the months after its data, with intervals, on the node only
+    ahead = runner.invoke(app, ["node", "forecast", "--node-dir", str(config.node_dir), "--json"])
+    assert ahead.exit_code == 0, ahead.output
+    forecast = json.loads(ahead.output)
+    assert forecast["months"] == report["outlook"]["months"] and forecast["months"][0] > report["months"][-1]
+    assert set(forecast["held_out_coverage"]) == {"80", "95"}
+    table = runner.invoke(app, ["node", "forecast", "--node-dir", str(config.node_dir)])
+    assert table.exit_code == 0 and forecast["months"][0] in table.output and "95 % interval" in table.output
+    missing = runner.invoke(app, ["node", "forecast", "--node-dir", str(config.node_dir), "--job", "nope"])
+    assert missing.exit_code == 2 and "no forecast for job nope" in missing.output

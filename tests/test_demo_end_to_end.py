@@ -160,7 +160,16 @@ def test_summary_and_report_are_written(demo_run):
     # a branch too young to train still evaluates: it adds up the signed updates the model sums
     assert not summary["evaluation_refusals"] and set(summary["refusals"]) <= set(evaluated)
     assert summary["released_by"] == evaluated[:3]  # three contributors each checked, re-added and decrypted the same sum
-    assert set(summary["mase"]) == {"federated", "local", "local_dp", "seasonal_naive", "central"}
+    assert set(summary["mase"]) == {*evaluation.ARMS, "best_local", "central"}
+    best = summary["best_local_arm"]  # the strongest statistical method a branch runs alone is the yardstick
+    assert best in evaluation.STATISTICAL_ARMS and summary["mase"]["best_local"] == min(
+        summary["mase"][arm] for arm in evaluation.STATISTICAL_ARMS)
+    assert summary["federated_vs_best_local_mase_improvement"] == pytest.approx(
+        1 - summary["mase"]["federated"] / summary["mase"]["best_local"], abs=1e-4)
+    versus = summary["federated_vs_best_local"]
+    assert versus["arm"] == best and 0 <= versus["federated_better_on"] <= len(evaluated)
+    low, high = versus["interval95"]
+    assert low <= versus["geomean"] <= high
     assert summary["central"]["all"]["nodes"] == summary["branches_evaluated"]  # the pooled experiment, same branches
     young = summary["young_branches"]
     assert young["released"] is (young["nodes"] >= 3)  # a group under each node's min_contributors stays zeroed

@@ -211,7 +211,15 @@ def test_evaluate_scores_held_out_months_and_sends_only_a_metric_vector(node):
     assert set(report["forecasts"]) == set(evaluation.ARMS) and all(len(f) == 6 for f in report["forecasts"].values())
     assert report["scores"]["federated"]["mase"] > 0 and 0 <= report["scores"]["federated"]["smape"] <= 200
     young = report["history_months"] < evaluation.YOUNG_MONTHS
-    np.testing.assert_allclose(vector, evaluation.metric_vector(report["scores"], young=young))
+    coverage = {int(level): share for level, share in report["coverage"].items()}
+    ahead = report["outlook"]  # the months after the data, with intervals: this branch's own forecast
+    assert len(ahead["months"]) == 6 and ahead["months"][0] > report["months"][-1]
+    assert all(lo <= p <= hi for lo, p, hi in zip(ahead["low95"], ahead["point"], ahead["high95"]))
+    assert all(a <= b for a, b in zip(ahead["low95"], ahead["low80"])) and all(
+        a <= b for a, b in zip(ahead["high80"], ahead["high95"]))
+    expected = evaluation.metric_vector(report["scores"], young=young, coverage=coverage,
+                                        outlook=(np.array(ahead["point"]), np.array(ahead["variance"])))
+    np.testing.assert_allclose(vector, expected, atol=0.006)  # the report rounds to 2 decimals
     # The federated arm is the averaged aggregate, not the node's own model.
     summed = aggregate.payload.plain_values()
     model = build_model(spec.seed, lags=spec.lags, horizon=spec.horizon)

@@ -221,7 +221,7 @@ def test_policy_changes_are_recorded_with_old_and_new_hash(tmp_path, small_allia
 
 # --------------------------------------------------------------------- egress
 def _metrics(values=None) -> UpdatePayload:
-    scores = {arm: {"mase": 0.8, "smape": 12.0} for arm in evaluation.ARMS}
+    scores = {arm: {"mase": 0.8, "smape": 12.0, "mae": 2.0} for arm in evaluation.ARMS}
     return UpdatePayload.plain(evaluation.metric_vector(scores, young=False) if values is None else values)
 
 
@@ -230,7 +230,7 @@ def test_egress_lets_only_known_replies_of_the_agreed_shape_leave():
     check_reply(ok, branch_id="B1")
     check_reply(TrainReply(status="refused", branch_id="B1", code="policy", reason=REASONS["policy"]), branch_id="B1")
     check_reply(ReleaseReply(status="ok", branch_id="B1", values=[0.0] * evaluation.LENGTH), branch_id="B1")
-    nan = evaluation.metric_vector({arm: {"mase": 1, "smape": 1} for arm in evaluation.ARMS}, young=False)
+    nan = evaluation.metric_vector({arm: {"mase": 1, "smape": 1, "mae": 1} for arm in evaluation.ARMS}, young=False)
     nan[0] = np.nan
     bad = [
         (ok.model_copy(update={"branch_id": "B2"}), "branch_id"),
@@ -267,9 +267,9 @@ def test_a_bug_upstream_cannot_leak_through_the_egress(tmp_path, small_alliance,
     assert agent.train(TrainInstruction(job=plain_job(), round=1)).status == "ok"  # a node evaluates only a job it trained in
     real_vector, leaked = agent_module.metric_vector, []
 
-    def leaky_vector(scores, *, young):
+    def leaky_vector(scores, **kwargs):
         leaked.extend([4242.125, 4343.25])
-        return np.concatenate([real_vector(scores, young=young), leaked])
+        return np.concatenate([real_vector(scores, **kwargs), leaked])
 
     monkeypatch.setattr(agent_module, "metric_vector", leaky_vector)
     reply = agent.evaluate(TrainInstruction(job=plain_job(), round=1))

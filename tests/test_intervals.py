@@ -1,0 +1,54 @@
+"""Forecast intervals calibrated on a branch's own history, and regional totals released as sums."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common import evaluation, intervals
+
+
+def _mean_predictor(level: float):
+    return lambda history, month: np.full(6, level)
+
+
+@pytest.mark.parametrize("level", [0.8, 0.95])
+def test_conformal_intervals_cover_new_months_at_their_nominal_rate(level):
+    rng = np.random.default_rng(5)
+    covered = []
+    for mean in (6.0, 30.0, 120.0):  # a small and a large dealership: scaled residuals make one rule fit both
+        for _ in range(60):
+            history = rng.poisson(mean, size=36).astype(float)
+            residuals = intervals.scaled_residuals(_mean_predictor(mean), history, 1, 6)
+            low, high = intervals.interval(np.full(6, mean), residuals, level)
+            covered.append(intervals.coverage(rng.poisson(mean, size=6), low, high))
+    assert abs(np.mean(covered) - level) < 0.05
+
+
+def test_too_few_residuals_give_a_normal_interval_no_narrower_than_poisson():
+    assert intervals.half_width_scale(np.array([]), 0.95) == pytest.approx(1.96, abs=0.01)
+    assert intervals.half_width_scale(np.array([0.1, 0.2]), 0.95) == pytest.approx(1.96, abs=0.01)
+    many = np.linspace(-3, 3, 99)
+    assert intervals.half_width_scale(many, 0.8) == pytest.approx(np.sort(np.abs(many))[79])
+    low, high = intervals.interval(np.array([0.0, 2.0]), np.array([]), 0.95)
+    assert (low >= 0).all() and (high > 0).all()
+
+
+def _vector(point: float, region: int | None, young: bool = False) -> np.ndarray:
+    scores = {arm: {"mase": 0.8, "smape": 10.0, "mae": 2.0} for arm in evaluation.ARMS}
+    return evaluation.metric_vector(scores, young=young, coverage={80: 0.5, 95: 1.0},
+                                    outlook=(np.full(6, point), np.full(6, point)), region_slot=region)
+
+
+def test_regional_totals_are_released_only_over_enough_branches():
+    vectors = [_vector(10, 0), _vector(20, 0), _vector(30, 0), _vector(40, 1)]
+    summed = np.sum(vectors, axis=0)
+    assert (summed <= len(vectors) * evaluation.CEILINGS).all() and summed.min() >= 0
+    figures = evaluation.alliance_figures(list(evaluation.release_values(summed, 3)), regions=["Kanto", "Seoul"], horizon=6)
+    totals = figures["totals"]
+    assert totals["alliance"]["nodes"] == 4 and totals["alliance"]["point"] == [100.0] * 6
+    assert totals["Kanto"]["nodes"] == 3 and totals["Kanto"]["point"] == [60.0] * 6
+    assert totals["Seoul"] == {"nodes": 0}  # one branch: its forecast is not released
+    low, high = intervals.total_interval(60.0, 60.0, 0.95)
+    assert totals["Kanto"]["low95"][0] == pytest.approx(low, abs=0.1) and totals["Kanto"]["high95"][0] == pytest.approx(high, abs=0.1)
+    assert figures["all"]["coverage"] == {"80": 0.5, "95": 1.0}
