@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The standard benchmark set (experiments/results/*.json): the simulated alliance at 20 and 127 branches.
+bench: $(STAMP)
+	$(BIN)/python experiments/federated_vs_local.py --seeds 1 2 3 4 5 --branches 20
+	$(BIN)/python experiments/federated_vs_local.py --seeds 1 2 3 --branches 127 --name federated_vs_local_127
 
 clean:
 	rm -rf $(VENV) runs

@@ -115,13 +115,28 @@ def count_slots() -> list[int]:
 
 
 def release_values(summed: np.ndarray, min_contributors: int) -> np.ndarray:
-    """What a decrypting node may release from a decrypted sum: each block's totals only if
-    at least `min_contributors` nodes are in it (a smaller block is zeroed), rounded."""
+    """What a decrypting node may release from a decrypted sum, rounded: each block only over
+    at least `min_contributors` nodes, and never so that a parent block minus its released
+    sub-blocks leaves fewer (young branches within all branches; regions within the alliance,
+    each node in one region at most). Otherwise a coordinator would read one branch's numbers
+    as a difference: the alliance's total minus every region's but a one-branch one."""
     out = np.round(np.asarray(summed, dtype=float), 3)
+    counts = count_slots()
     starts = [g * BLOCK for g in range(len(GROUPS))] + [TOTALS_AT + t * TOTALS_BLOCK for t in range(1 + REGION_SLOTS)]
-    for start, count in zip(starts, count_slots()):
-        if round(out[count]) < min_contributors:
-            out[start : count + 1] = 0.0
+
+    def n(block: int) -> int:
+        return int(round(out[counts[block]]))
+
+    def withhold(block: int) -> None:
+        out[starts[block] : counts[block] + 1] = 0.0
+
+    for block in range(len(starts)):
+        if n(block) < min_contributors:
+            withhold(block)
+    for parent, children in ((0, [1]), (len(GROUPS), list(range(len(GROUPS) + 1, len(starts))))):
+        released = sorted((c for c in children if n(c)), key=n)
+        while released and 0 < n(parent) - sum(n(c) for c in released) < min_contributors:
+            withhold(released.pop(0))  # the smallest sub-block goes, until the remainder is empty or large enough
     return out
 
 

@@ -21,17 +21,18 @@ LEVELS = (0.8, 0.95)
 MAX_ORIGINS = 24  # the most recent origins a branch calibrates on
 MIN_ORIGIN = 2  # months of history the first calibration forecast starts from
 
-Predict = Callable[[np.ndarray, int], np.ndarray]  # (history, calendar month of the next month) -> forecasts
+Predict = Callable[[np.ndarray, int], np.ndarray]  # (history, month number of the next month) -> forecasts
 
 
-def scaled_residuals(predict: Predict, series: np.ndarray, first_month: int, horizon: int) -> np.ndarray:
+def scaled_residuals(predict: Predict, series: np.ndarray, start: int, horizon: int) -> np.ndarray:
     """(actual − forecast) / √max(forecast, 1) at every step of every rolling origin in
-    `series` (the latest `MAX_ORIGINS` origins with at least one month after them)."""
+    `series`, whose first month is month number `start` (the latest `MAX_ORIGINS` origins
+    with at least one month after them)."""
     s = np.asarray(series, dtype=float)
     out = []
     for origin in range(max(MIN_ORIGIN, s.size - MAX_ORIGINS), s.size):
         ahead = s[origin : origin + horizon]
-        f = np.asarray(predict(s[:origin], (first_month - 1 + origin) % 12 + 1), dtype=float)[: ahead.size]
+        f = np.asarray(predict(s[:origin], start + origin), dtype=float)[: ahead.size]
         out.extend((ahead - f) / np.sqrt(np.maximum(f, 1.0)))
     return np.asarray(out, dtype=float)
 

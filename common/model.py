@@ -1,57 +1,120 @@
-"""The global forecasting model and the features it reads.
+"""The global forecasting model: seasonality and events the alliance shares, each branch's own level.
 
-A small MLP over scale-normalised lag windows. Every window is divided by the mean of its
-own observed lags, so a 6-car-a-month branch and a 120-car-a-month branch speak the same
-language and one model can serve the whole alliance. Missing lags (young branches) are zero
-with a mask bit, so a branch with a few months of history still gets forecasts.
+    forecast(month t) = scale x level x exp(effect(t))
+    effect(t) = season[country, calendar month of t] + lny[country]·(t is a Lunar New Year month)
+              + pre_lny[country]·(t is the month before) + launch[months since a model launch]
+              + trend[region]·(t − origin)/12
+    level     = weighted mean over the branch's own recent months of (units / scale) x exp(−effect)
+
+The level is the branch's own deseasonalised, detrended recent demand, computed in the forward
+pass from its lags on its node: the model has no per-branch parameter, so nothing about one
+branch's size lives in the weights. What the alliance learns together is what a branch alone
+cannot estimate from a few noisy months: the shape of the year in its country, the Lunar New
+Year and launch effects, and its region's trend. Every parameter starts at zero, so the
+untrained model is exactly the mean of the recent months. Inputs are only what a node knows of
+itself (its history, country and region) and public calendars (Lunar New Year, the
+manufacturer's launch dates in the job), laid out in one flat float vector per window, which
+is DP-SGD's unit of privacy.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from common.calendar import LNY_MONTHS, parse_month
+from common.evaluation import REGION_SLOTS  # one region vocabulary for the model and the totals
+
 LAGS = 12
 HORIZON = 6
 MONTHS = 12
+COUNTRY_SLOTS = 8  # countries a job may list; one more slot for a branch whose country it does not list
+LAUNCH_SLOTS = 4  # model launches a job may list
+LAUNCH_MONTHS = 12  # months after a launch that carry their own effect
+EFFECT_BOUND = 3.0  # |effect| is clipped here: a factor of e^3 ≈ 20 at most, so exp never overflows
 
 
-def feature_size(lags: int = LAGS) -> int:
-    """Lags + their availability mask + a one-hot month of the first forecast month."""
-    return 2 * lags + MONTHS
+@dataclass(frozen=True)
+class BranchContext:
+    """Where a branch sits in the model's vocabulary: its country and region slots (the last
+    slot when the job does not list it) and the month numbers of the job's model launches."""
+
+    country: int = COUNTRY_SLOTS
+    region: int = REGION_SLOTS
+    launches: tuple[int, ...] = ()
+
+
+def branch_context(job, *, country: str | None, region: str | None) -> BranchContext:
+    """A branch's context in `job` (a `common.wire.JobSpec`: its countries, regions and launch
+    months), from the branch's own country and region."""
+    return BranchContext(
+        country=job.countries.index(country) if country in job.countries else COUNTRY_SLOTS,
+        region=job.regions.index(region) if region in job.regions else REGION_SLOTS,
+        launches=tuple(parse_month(m) for m in job.launches[:LAUNCH_SLOTS]),
+    )
+
+
+def _layout(lags: int, horizon: int) -> dict[str, slice]:
+    """Where each input sits in the flat feature vector (`steps` = the lag months, then the
+    forecast months)."""
+    steps = lags + horizon
+    sizes = {"lag": lags, "mask": lags, "month": steps, "lny": steps, "pre_lny": steps,
+             "launch_age": steps * LAUNCH_SLOTS, "dt": steps, "country": 1, "region": 1}
+    out, at = {}, 0
+    for name, size in sizes.items():
+        out[name] = slice(at, at + size)
+        at += size
+    return out
+
+
+def feature_size(lags: int = LAGS, horizon: int = HORIZON) -> int:
+    return _layout(lags, horizon)["region"].stop
 
 
 class Forecaster(nn.Module):
-    """Direct multi-horizon forecaster: one forward pass gives all `horizon` months."""
+    """Direct multi-horizon forecaster: one forward pass gives all `horizon` months, as ratios
+    to the window's scale."""
 
-    def __init__(self, *, lags: int = LAGS, horizon: int = HORIZON, hidden: int = 32) -> None:
+    def __init__(self, *, lags: int = LAGS, horizon: int = HORIZON) -> None:
         super().__init__()
         self.lags = lags
         self.horizon = horizon
-        self.net = nn.Sequential(
-            nn.Linear(feature_size(lags), hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, horizon),
-        )
+        self.season = nn.Parameter(torch.zeros(COUNTRY_SLOTS + 1, MONTHS))
+        self.lny = nn.Parameter(torch.zeros(COUNTRY_SLOTS + 1))
+        self.pre_lny = nn.Parameter(torch.zeros(COUNTRY_SLOTS + 1))
+        self.launch = nn.Parameter(torch.zeros(LAUNCH_MONTHS))
+        self.trend = nn.Parameter(torch.zeros(REGION_SLOTS + 1))
+        self.lag_weight = nn.Parameter(torch.zeros(lags))  # log weights of the lags in the level
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Predict the ratio to the window scale; 1.0 means "like the recent average".
-        return 1.0 + self.net(x)
+        at = _layout(self.lags, self.horizon)
+        country = x[:, at["country"]].long().clamp(0, COUNTRY_SLOTS).squeeze(1)
+        region = x[:, at["region"]].long().clamp(0, REGION_SLOTS).squeeze(1)
+        month = x[:, at["month"]].long().clamp(0, MONTHS - 1)
+        age = x[:, at["launch_age"]].long().view(x.shape[0], -1, LAUNCH_SLOTS)
+        in_window = (age >= 0) & (age < LAUNCH_MONTHS)
+        launch = torch.where(in_window, self.launch[age.clamp(0, LAUNCH_MONTHS - 1)], torch.zeros((), dtype=x.dtype)).sum(-1)
+        season = self.season - self.season.mean(1, keepdim=True)  # the level carries the mean
+        effect = (season[country[:, None], month] + self.lny[country][:, None] * x[:, at["lny"]]
+                  + self.pre_lny[country][:, None] * x[:, at["pre_lny"]] + launch
+                  + self.trend[region][:, None] * x[:, at["dt"]]).clamp(-EFFECT_BOUND, EFFECT_BOUND)
+        weight = torch.exp(self.lag_weight.clamp(-EFFECT_BOUND, EFFECT_BOUND))[None, :] * x[:, at["mask"]]
+        lag_effect, ahead_effect = effect[:, : self.lags], effect[:, self.lags :]
+        level = (weight * x[:, at["lag"]] * torch.exp(-lag_effect)).sum(1) / weight.sum(1).clamp(min=1e-6)
+        return level[:, None] * torch.exp(ahead_effect)
 
 
 def build_model(seed: int, *, lags: int = LAGS, horizon: int = HORIZON) -> Forecaster:
-    """A model whose initial weights depend only on `seed` (public, holds no data)."""
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    model = Forecaster(lags=lags, horizon=horizon)
-    torch.random.set_rng_state(gen_state)
-    return model
+    """The initial model: all zeros (the mean of the recent months). `seed` is kept so a job
+    names its starting point; it holds no data."""
+    del seed
+    return Forecaster(lags=lags, horizon=horizon)
 
 
 def get_flat_weights(model: nn.Module) -> np.ndarray:
@@ -80,7 +143,8 @@ def set_flat_weights(model: nn.Module, flat: np.ndarray) -> None:
 
 def make_windows(
     series: np.ndarray,
-    first_month: int,
+    start: int,
+    context: BranchContext,
     *,
     lags: int = LAGS,
     horizon: int = HORIZON,
@@ -88,19 +152,19 @@ def make_windows(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training windows from one monthly series.
 
-    `series[i]` is the units sold in month i; `first_month` is the calendar month (1-12) of
-    `series[0]`. Returns (features, targets, scales): targets are already divided by the
-    window's scale. Every origin with at least `min_lags` observed lags and a full horizon
-    of targets gives one window; that window is DP-SGD's unit of privacy.
+    `series[i]` is the units sold in month number `start + i`. Returns (features, targets,
+    scales): targets are already divided by the window's scale. Every origin with at least
+    `min_lags` observed lags and a full horizon of targets gives one window; that window is
+    DP-SGD's unit of privacy.
     """
     xs, ys, scales = [], [], []
     for origin in range(min_lags, len(series) - horizon + 1):
-        x, scale = window_features(series[:origin], (first_month - 1 + origin) % 12 + 1, lags=lags)
+        x, scale = window_features(series[:origin], start + origin, context, lags=lags, horizon=horizon)
         xs.append(x)
         ys.append(series[origin : origin + horizon] / scale)
         scales.append(scale)
     if not xs:
-        empty = np.zeros((0, feature_size(lags)), dtype=np.float32)
+        empty = np.zeros((0, feature_size(lags, horizon)), dtype=np.float32)
         return empty, np.zeros((0, horizon), dtype=np.float32), np.zeros(0, dtype=np.float32)
     return (
         np.asarray(xs, dtype=np.float32),
@@ -109,27 +173,34 @@ def make_windows(
     )
 
 
-def window_features(history: np.ndarray, target_month: int, *, lags: int = LAGS) -> tuple[np.ndarray, float]:
-    """Features for a forecast whose first month is calendar month `target_month` (1-12).
-
-    Uses the last `lags` values of `history` (fewer when history is short). Returns the
-    feature vector and the scale the forecast must be multiplied by.
-    """
+def window_features(history: np.ndarray, target: int, context: BranchContext, *, lags: int = LAGS,
+                    horizon: int = HORIZON) -> tuple[np.ndarray, float]:
+    """Features for a forecast whose first month is month number `target`, from the last
+    `lags` values of `history` (fewer when history is short: the rest are masked). Returns the
+    feature vector and the scale the forecast must be multiplied by."""
+    at = _layout(lags, horizon)
     recent = np.asarray(history[-lags:], dtype=np.float64)
     scale = float(max(recent.mean(), 1.0)) if recent.size else 1.0
-    values = np.zeros(lags)
-    mask = np.zeros(lags)
+    x = np.zeros(feature_size(lags, horizon))
     if recent.size:
-        values[lags - recent.size :] = recent / scale
-        mask[lags - recent.size :] = 1.0
-    month = np.zeros(MONTHS)
-    month[target_month - 1] = 1.0
-    return np.concatenate([values, mask, month]).astype(np.float32), scale
+        x[at["lag"]][lags - recent.size :] = recent / scale
+        x[at["mask"]][lags - recent.size :] = 1.0
+    steps = np.arange(target - lags, target + horizon)
+    x[at["month"]] = steps % MONTHS
+    x[at["lny"]] = [s in LNY_MONTHS for s in steps]
+    x[at["pre_lny"]] = [s + 1 in LNY_MONTHS for s in steps]
+    ages = np.full((steps.size, LAUNCH_SLOTS), -1.0)
+    for k, launch in enumerate(context.launches[:LAUNCH_SLOTS]):
+        ages[:, k] = steps - launch
+    x[at["launch_age"]] = ages.ravel()
+    x[at["dt"]] = (steps - target) / MONTHS
+    x[at["country"]], x[at["region"]] = context.country, context.region
+    return x.astype(np.float32), scale
 
 
-def forecast(model: nn.Module, history: np.ndarray, target_month: int) -> np.ndarray:
-    """Units forecast for the `horizon` months after `history`."""
-    x, scale = window_features(history, target_month, lags=getattr(model, "lags", LAGS))
+def forecast(model: Forecaster, history: np.ndarray, target: int, context: BranchContext) -> np.ndarray:
+    """Units forecast for the `horizon` months from month number `target` on, after `history`."""
+    x, scale = window_features(history, target, context, lags=model.lags, horizon=model.horizon)
     model.eval()
     with torch.no_grad():
         ratio = model(torch.from_numpy(x)[None, :])[0].numpy()

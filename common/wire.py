@@ -16,6 +16,7 @@ from flwr.app import ConfigRecord, RecordDict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from common.evaluation import REGION_SLOTS
+from common.model import COUNTRY_SLOTS, LAUNCH_SLOTS
 from common.he import CkksParams
 
 PROTOCOL_VERSION = "sovereign/1"
@@ -88,7 +89,7 @@ class JobSpec(BaseModel):
     rounds: int = Field(default=8, ge=1, le=500)
     local_epochs: int = Field(default=2, ge=1, le=50)
     batch_size: int = Field(default=32, ge=1, le=4096)
-    learning_rate: float = Field(default=0.1, gt=0, le=10)
+    learning_rate: float = Field(default=0.5, gt=0, le=10)
     seed: int = 7
     dp: DPSettings = DPSettings()
     node_dp: NodeDPSettings = NodeDPSettings()
@@ -96,7 +97,13 @@ class JobSpec(BaseModel):
     bounds: UpdateBounds = UpdateBounds()
     regions: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=REGION_SLOTS,
-        description="regions whose forecast totals the job asks for (each released only over enough branches)")
+        description="regions whose forecast totals the job asks for (each released only over enough branches); "
+                    "each listed region also gets its own trend in the model")
+    countries: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] = Field(
+        default_factory=list, max_length=COUNTRY_SLOTS, description="countries that get their own seasonality in the model")
+    launches: list[Annotated[str, Field(pattern=r"^20[0-9]{2}-(0[1-9]|1[0-2])$")]] = Field(
+        default_factory=list, max_length=LAUNCH_SLOTS,
+        description="months (YYYY-MM) of the manufacturer's model launches: public dates the model learns an effect after")
 
     def spec_hash(self) -> str:
         """SHA-256 over the canonical JSON of the whole spec: what a node freezes at admission."""
@@ -104,9 +111,10 @@ class JobSpec(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     @model_validator(mode="after")
-    def _regions_once(self) -> "JobSpec":
-        if len(set(self.regions)) != len(self.regions):
-            raise ValueError("regions: a region is listed twice")
+    def _listed_once(self) -> "JobSpec":
+        for name in ("regions", "countries"):
+            if len(set(getattr(self, name))) != len(getattr(self, name)):
+                raise ValueError(f"{name}: an entry is listed twice")
         return self
 
     @model_validator(mode="after")

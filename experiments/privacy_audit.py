@@ -28,12 +28,11 @@ import numpy as np
 import torch
 
 from common.metrics import score
-from common.model import build_model, forecast, make_windows
+from common.model import BranchContext, build_model, forecast, make_windows
 from common.wire import DPSettings, JobSpec
 from node_agent.data import fields_needed, holdout_split, read_branch_dataset
 from node_agent.training import plan_noise_multiplier, train_dp_round, train_plain
 from policies import JobRequest, load_policy
-from node_agent.baselines import history_start_month
 from sovereign.simulation.dealers import simulate_alliance
 
 HERE = Path(__file__).resolve().parent
@@ -58,6 +57,9 @@ def window_losses(model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return torch.nn.functional.smooth_l1_loss(out, torch.from_numpy(y), reduction="none").mean(dim=1).numpy()
 
 
+CONTEXT = BranchContext()  # the audit trains one model on every branch, without country or region slots
+
+
 def load_alliance(branches: int, seed: int, root: Path, job: JobSpec):
     simulate_alliance(branches, seed, root)
     policy = load_policy(HERE.parent / "policies" / "examples" / "domestic_dealer.yaml")
@@ -78,7 +80,7 @@ def run_seed(seed: int, branches: int, rounds: int, epochs: int, batch_size: int
     rng = np.random.default_rng(seed)
     members, others = ([], []), ([], [])
     for split in splits.values():
-        x, y, _ = make_windows(split.history, history_start_month(split), lags=base.lags, horizon=base.horizon)
+        x, y, _ = make_windows(split.history, split.start, CONTEXT, lags=base.lags, horizon=base.horizon)
         chosen = rng.random(len(x)) < 0.5
         members[0].append(x[chosen]), members[1].append(y[chosen])
         others[0].append(x[~chosen]), others[1].append(y[~chosen])
@@ -93,7 +95,7 @@ def run_seed(seed: int, branches: int, rounds: int, epochs: int, batch_size: int
             model, spent = train(schedule, eps, mx, my, seed)
             row[name] = {
                 "attack_auc": auc(-window_losses(model, mx, my), -window_losses(model, ox, oy)),
-                "mase": float(np.mean([score(s.actual, forecast(model, s.history, s.target_month)[: len(s.actual)],
+                "mase": float(np.mean([score(s.actual, forecast(model, s.history, s.target, CONTEXT)[: len(s.actual)],
                                              s.history)["mase"] for s in splits.values()])),
                 "epsilon_spent": spent,
             }

@@ -22,7 +22,8 @@ from common.evaluation import ARMS, METRICS, YOUNG_MONTHS, metric_vector
 from common.he import EncryptedVector, context_shape, decrypt_checked, encrypt_vector, load_context, sum_encrypted
 from common.metrics import score
 from common.privacy import PrivacyPlanError, epsilon, epsilon_spent, group_privacy, windows_per_month
-from common.model import build_model, forecast, get_flat_weights, make_windows, set_flat_weights
+from common.calendar import month_number
+from common.model import BranchContext, branch_context, build_model, forecast, get_flat_weights, make_windows, set_flat_weights
 from common.refusals import reason_for
 from common.wire import (
     CoordinatorHead,
@@ -111,7 +112,8 @@ class NodeAgent:
             self.book.take_round(job.job_id, rnd)
             data = self._read(job, rnd)
             train_units = self._split(data, job)[0]
-            x, y, _ = make_windows(train_units, data.series.start.month, lags=job.lags, horizon=job.horizon)
+            x, y, _ = make_windows(train_units, month_number(data.series.start), self._context(job), lags=job.lags,
+                                   horizon=job.horizon)
             if len(x) < MIN_TRAIN_WINDOWS:
                 raise Refusal("too-little-history", f"{len(train_units)} training months give no {job.horizon}-month window")
             model = self._global_model(instruction, job)
@@ -156,16 +158,17 @@ class NodeAgent:
             release_own = self.policy().release_branch_metrics
             split = holdout_split(data.series, job.holdout, job.horizon)
             statistical, chosen = baselines.statistical_forecasts(split)
+            context = self._context(job)
             forecasts = {
-                "federated": forecast(model, split.history, split.target_month)[: len(split.actual)],
-                "local": baselines.local_forecast(split, job),
+                "federated": forecast(model, split.history, split.target, context)[: len(split.actual)],
+                "local": baselines.local_forecast(split, job, context),
                 **statistical,
             }
-            forecasts["local_dp"] = baselines.local_dp_forecast(split, job) if job.dp.enabled else forecasts["local"]
+            forecasts["local_dp"] = baselines.local_dp_forecast(split, job, context) if job.dp.enabled else forecasts["local"]
             scores = {arm: score(split.actual, forecasts[arm], split.history) for arm in ARMS}
             young = len(split.history) < YOUNG_MONTHS
-            held_out = outlook.held_out_intervals(model, split, job.horizon)
-            ahead = outlook.months_ahead(model, data.series, job.horizon)
+            held_out = outlook.held_out_intervals(model, split, job.horizon, context)
+            ahead = outlook.months_ahead(model, data.series, job.horizon, context)
             digest = hashlib.sha256(np.round(get_flat_weights(model), 6).tobytes()).hexdigest()
             write_branch_report(self.config, job, split, forecasts, scores, model_digest=digest, local_choice=chosen,
                                 intervals=held_out, outlook=ahead)
@@ -319,6 +322,10 @@ class NodeAgent:
             raise refusal
         admitted, _ = self.book.admit(job, max_new_per_day=self.config.limits.max_new_jobs_per_day)
         return admitted.job
+
+    def _context(self, job: JobSpec) -> BranchContext:
+        """This branch's place in the job's model: its own country and region (node.json)."""
+        return branch_context(job, country=self.config.country, region=self.config.region)
 
     def _global_model(self, instruction: TrainInstruction, job: JobSpec):
         """The model to start from: the seeded initial model in round 1, else the aggregate,

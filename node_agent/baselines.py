@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from common import local_methods
-from common.model import build_model, forecast, make_windows
+from common.model import BranchContext, build_model, forecast, make_windows
 from common.wire import JobSpec
 from node_agent.data import HoldoutSplit
 from node_agent.training import plan_noise_multiplier, train_dp_round, train_plain
@@ -26,29 +26,24 @@ from node_agent.training import plan_noise_multiplier, train_dp_round, train_pla
 RECIPE = {"epochs": 16, "batch_size": 8, "learning_rate": 0.05}
 
 
-def history_start_month(split: HoldoutSplit) -> int:
-    """Calendar month of the first history month, from the first held-out month."""
-    return (split.target_month - 1 - len(split.history)) % 12 + 1
+def windows(split: HoldoutSplit, job: JobSpec, context: BranchContext):
+    return make_windows(split.history, split.start, context, lags=job.lags, horizon=job.horizon)
 
 
-def windows(split: HoldoutSplit, job: JobSpec):
-    return make_windows(split.history, history_start_month(split), lags=job.lags, horizon=job.horizon)
-
-
-def _alone(split: HoldoutSplit, job: JobSpec, train) -> np.ndarray:
-    """A model from this branch's windows only; with none it keeps the seeded init."""
-    x, y, _ = windows(split, job)
+def _alone(split: HoldoutSplit, job: JobSpec, context: BranchContext, train) -> np.ndarray:
+    """A model from this branch's windows only; with none it keeps the initial model."""
+    x, y, _ = windows(split, job, context)
     model = build_model(job.seed, lags=job.lags, horizon=job.horizon)
     if len(x):
         train(model, x, y)
-    return forecast(model, split.history, split.target_month)[: len(split.actual)]
+    return forecast(model, split.history, split.target, context)[: len(split.actual)]
 
 
-def local_forecast(split: HoldoutSplit, job: JobSpec) -> np.ndarray:
-    return _alone(split, job, lambda m, x, y: train_plain(m, x, y, **RECIPE, seed=job.seed))
+def local_forecast(split: HoldoutSplit, job: JobSpec, context: BranchContext) -> np.ndarray:
+    return _alone(split, job, context, lambda m, x, y: train_plain(m, x, y, **RECIPE, seed=job.seed))
 
 
-def local_dp_forecast(split: HoldoutSplit, job: JobSpec) -> np.ndarray:
+def local_dp_forecast(split: HoldoutSplit, job: JobSpec, context: BranchContext) -> np.ndarray:
     """This branch alone under the job's DP settings: its rounds, epochs and epsilon."""
 
     def train(model, x: np.ndarray, y: np.ndarray) -> None:
@@ -56,7 +51,7 @@ def local_dp_forecast(split: HoldoutSplit, job: JobSpec) -> np.ndarray:
         for _ in range(job.rounds):
             state = train_dp_round(model, x, y, job, noise_multiplier=sigma, accountant_state=state).accountant_state
 
-    return _alone(split, job, train)
+    return _alone(split, job, context, train)
 
 
 def statistical_forecasts(split: HoldoutSplit) -> tuple[dict[str, np.ndarray], str]:

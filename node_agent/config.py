@@ -48,8 +48,10 @@ class NodeConfig(BaseModel):
     branch_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     db_url: str = Field(min_length=1, description="SQLAlchemy URL of the branch DMS database")
     dataset: str = "sales"
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$",
+                                description="the branch's country: which shared seasonality the model applies to it")
     region: str | None = Field(default=None, max_length=64,
-                               description="the branch's region: its forecast counts toward that region's released totals")
+                               description="the branch's region: its trend in the model, and the released totals it counts toward")
     node_dir: Path
     policy_file: Path = Field(default=Path("policy.yaml"), description="the branch's policy, relative to node_dir")
     budgets: dict[str, Budget] = Field(default_factory=dict, description="total (epsilon, delta) each dataset may spend")

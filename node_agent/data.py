@@ -18,6 +18,7 @@ import numpy as np
 from sqlalchemy import MetaData, Table, create_engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from common.calendar import month_number
 from common.wire import JobSpec
 from node_agent.contract import (
     MAX_SALE_PRICE,
@@ -209,8 +210,13 @@ class HoldoutSplit:
 
     history: np.ndarray
     actual: np.ndarray
-    target_month: int  # calendar month (1-12) of the first held-out month
     months: list[str]
+    start: int = 0  # month number (`common.calendar`) of the first history month
+
+    @property
+    def target(self) -> int:
+        """Month number of the first held-out month."""
+        return self.start + len(self.history)
 
 
 def holdout_split(series: MonthlySeries, holdout: int, horizon: int) -> HoldoutSplit:
@@ -221,6 +227,6 @@ def holdout_split(series: MonthlySeries, holdout: int, horizon: int) -> HoldoutS
     return HoldoutSplit(
         history=units[:first],
         actual=actual,
-        target_month=(series.start.month - 1 + first) % 12 + 1,
         months=[month_label(series.start, first + i) for i in range(len(actual))],
+        start=month_number(series.start),
     )

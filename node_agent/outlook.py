@@ -13,11 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from torch import nn
-
 from common.evaluation import COVERAGE_LEVELS
 from common.intervals import coverage, interval, scaled_residuals, variance
-from common.model import forecast
+from common.calendar import month_number
+from common.model import BranchContext, Forecaster, forecast
 from node_agent.data import HoldoutSplit, MonthlySeries, month_label
 
 
@@ -43,23 +42,22 @@ def _rounded(values: np.ndarray) -> list[float]:
     return [round(float(v), 2) for v in values]
 
 
-def _with_intervals(model: nn.Module, history: np.ndarray, first_month: int, target_month: int, horizon: int,
+def _with_intervals(model: Forecaster, history: np.ndarray, start: int, context: BranchContext, horizon: int,
                     months: list[str]) -> BranchForecast:
-    predict = lambda h, month: forecast(model, h, month)  # noqa: E731
-    residuals = scaled_residuals(predict, history, first_month, horizon)
-    point = predict(history, target_month)[: len(months)]
+    predict = lambda h, target: forecast(model, h, target, context)  # noqa: E731
+    residuals = scaled_residuals(predict, history, start, horizon)
+    point = predict(history, start + len(history))[: len(months)]
     bounds = {level: interval(point, residuals, level / 100) for level in COVERAGE_LEVELS}
     return BranchForecast(months=months, point=point, variance=variance(point, residuals), bounds=bounds)
 
 
-def held_out_intervals(model: nn.Module, split: HoldoutSplit, horizon: int) -> BranchForecast:
+def held_out_intervals(model: Forecaster, split: HoldoutSplit, horizon: int, context: BranchContext) -> BranchForecast:
     """The model's forecast of the held-out months, calibrated on the training months only."""
-    first_month = (split.target_month - 1 - len(split.history)) % 12 + 1
-    return _with_intervals(model, split.history, first_month, split.target_month, horizon, split.months)
+    return _with_intervals(model, split.history, split.start, context, horizon, split.months)
 
 
-def months_ahead(model: nn.Module, series: MonthlySeries, horizon: int) -> BranchForecast:
+def months_ahead(model: Forecaster, series: MonthlySeries, horizon: int, context: BranchContext) -> BranchForecast:
     """The model's forecast of the `horizon` months after the branch's last month of data."""
     n = len(series.units)
     months = [month_label(series.start, n + i) for i in range(horizon)]
-    return _with_intervals(model, series.units, series.start.month, (series.start.month - 1 + n) % 12 + 1, horizon, months)
+    return _with_intervals(model, series.units, month_number(series.start), context, horizon, months)

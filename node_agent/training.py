@@ -100,6 +100,7 @@ def train_dp_round(
     """One round of DP-SGD; returns new weights and Opacus's cumulative epsilon so far (the
     node accounts from its ledger; this figure serves the baselines and audits)."""
     work = copy.deepcopy(model)  # Opacus hooks the module it wraps; keep the caller's clean
+    work.train()  # Opacus validates that the module is in training mode
     engine = PrivacyEngine(accountant=job.dp.accountant)
     if accountant_state:
         engine.accountant.load_state_dict(accountant_state)

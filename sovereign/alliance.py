@@ -25,7 +25,7 @@ import numpy as np
 
 from common.evaluation import YOUNG_MONTHS
 from common.metrics import score
-from common.model import build_model, forecast
+from common.model import branch_context, build_model, forecast
 from common.wire import JobSpec
 from coordinator.rounds import CoordinatorPaths
 from node_agent.baselines import RECIPE, windows
@@ -54,6 +54,7 @@ def setup(run: Path, job: JobSpec, *, branches: int, seed: int, data: Path | Non
         run_key_ceremony(configs, coordinator, job)
     return {"branches": [c.branch_id for c in configs], "require_he": job.he.enabled,
             "regions": {c.branch_id: c.region for c in configs},  # public: head office knows where its dealers are
+            "countries": {c.branch_id: c.country for c in configs},
             "node_policies": branch_policies(configs, job)}
 
 
@@ -66,19 +67,20 @@ def pooled(run: Path, job: JobSpec, only: list[str] | None = None) -> dict:
 
     index = json.loads((run / "nodes" / "index.json").read_text())["nodes"]
     experiment = job.model_copy(update={"job_id": f"{job.job_id}-pooled-experiment"})
-    splits = {}
+    splits, contexts = {}, {}
     for branch in index:
         config = load_node_config(run / "nodes" / branch)
         try:
             splits[branch] = NodeAgent(config).holdout(experiment)
         except REFUSALS:
             continue
-    parts = [windows(s, job) for s in splits.values()]
+        contexts[branch] = branch_context(job, country=config.country, region=config.region)
+    parts = [windows(s, job, contexts[b]) for b, s in splits.items()]
     model = build_model(job.seed, lags=job.lags, horizon=job.horizon)
     if parts:
         train_plain(model, np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), **RECIPE,
                     seed=job.seed)
-    scores = {b: score(s.actual, forecast(model, s.history, s.target_month)[: len(s.actual)], s.history)
+    scores = {b: score(s.actual, forecast(model, s.history, s.target, contexts[b])[: len(s.actual)], s.history)
               for b, s in splits.items() if only is None or b in only}
 
     def mean(branches: list[str]) -> dict | None:

@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from common.evaluation import ARMS, REGION_SLOTS, YOUNG_MONTHS, best_local, diverged
+from common.model import COUNTRY_SLOTS
 from common.privacy import group_privacy
 from common.wire import DPSettings, HESettings, JobSpec, NodeDPSettings
 from coordinator.rounds import RELEASERS, CoordinatorPaths, JobResult, RoundReport
@@ -136,7 +137,9 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
     branches = setup["branches"]
     if job.node_dp.enabled and job.node_dp.nodes != len(branches):
         job = job.model_copy(update={"node_dp": job.node_dp.model_copy(update={"nodes": len(branches)})})
-    job = job.model_copy(update={"regions": job_regions(setup.get("regions", {}))})
+    job = job.model_copy(update={"regions": job_regions(setup.get("regions", {})),
+                                 "countries": job_regions(setup.get("countries", {}))[:COUNTRY_SLOTS],
+                                 "launches": manufacturer_launches()})
     console.print(
         f"[bold]joint forecast[/] {job.job_id}: {len(branches)} dealerships, {job.rounds} rounds, "
         f"DP {'on (ε ≤ %g, δ = %g)' % (job.dp.target_epsilon, job.dp.delta) if job.dp.enabled else 'off'}, "
@@ -164,8 +167,16 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
     return summary
 
 
+def manufacturer_launches() -> list[str]:
+    """The manufacturer's model launches (public dates head office announces; the simulated
+    alliance's, `sovereign.simulation.dealers.MODEL_LAUNCHES`)."""
+    from sovereign.simulation.dealers import MODEL_LAUNCHES
+
+    return sorted(d.strftime("%Y-%m") for d in MODEL_LAUNCHES.values())
+
+
 def job_regions(regions: dict[str, str | None]) -> list[str]:
-    """The regions to ask forecast totals for: those of the alliance's dealerships, largest
+    """The regions (or countries) the job names: those of the alliance's dealerships, largest
     first, as many as a job holds (a region under each node's minimum is released as nothing)."""
     counts = Counter(r for r in regions.values() if r)
     return [r for r, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))][:REGION_SLOTS]

@@ -86,7 +86,7 @@ def setup_nodes(
     for db in dealer_dbs:
         branch_id, url = db.stem, f"sqlite:///{db.resolve()}"
         country, region = branch_facts(url)
-        config = NodeConfig(branch_id=branch_id, db_url=url, node_dir=nodes_root / branch_id, region=region,
+        config = NodeConfig(branch_id=branch_id, db_url=url, node_dir=nodes_root / branch_id, country=country, region=region,
                             budgets={"sales": budget}, accept_non_private_jobs=accept_non_private,
                             require_he=require_he, coordinator_jurisdiction=home, min_contributors=min_contributors)
         write_node_config(config)

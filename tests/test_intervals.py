@@ -41,14 +41,33 @@ def _vector(point: float, region: int | None, young: bool = False) -> np.ndarray
 
 
 def test_regional_totals_are_released_only_over_enough_branches():
-    vectors = [_vector(10, 0), _vector(20, 0), _vector(30, 0), _vector(40, 1)]
+    vectors = [_vector(10, 0), _vector(20, 0), _vector(30, 0), _vector(40, 1), *(_vector(5, None) for _ in range(3))]
     summed = np.sum(vectors, axis=0)
     assert (summed <= len(vectors) * evaluation.CEILINGS).all() and summed.min() >= 0
     figures = evaluation.alliance_figures(list(evaluation.release_values(summed, 3)), regions=["Kanto", "Seoul"], horizon=6)
     totals = figures["totals"]
-    assert totals["alliance"]["nodes"] == 4 and totals["alliance"]["point"] == [100.0] * 6
+    assert totals["alliance"]["nodes"] == 7 and totals["alliance"]["point"] == [115.0] * 6
     assert totals["Kanto"]["nodes"] == 3 and totals["Kanto"]["point"] == [60.0] * 6
     assert totals["Seoul"] == {"nodes": 0}  # one branch: its forecast is not released
     low, high = intervals.total_interval(60.0, 60.0, 0.95)
     assert totals["Kanto"]["low95"][0] == pytest.approx(low, abs=0.1) and totals["Kanto"]["high95"][0] == pytest.approx(high, abs=0.1)
     assert figures["all"]["coverage"] == {"80": 0.5, "95": 1.0}
+
+
+def test_a_one_branch_region_cannot_be_read_as_the_alliance_minus_the_other_regions():
+    """The attacker lists regions so that every region but one (holding one branch) is
+    released: the alliance's total minus the released regions would be that branch's forecast."""
+    vectors = [_vector(10, 0), _vector(20, 0), _vector(30, 0), _vector(77, 1)]
+    released = evaluation.release_values(np.sum(vectors, axis=0), 3)
+    totals = evaluation.alliance_figures(list(released), regions=["Kanto", "Seoul"], horizon=6)["totals"]
+    shown = [g["point"][0] for name, g in totals.items() if name != "alliance" and g["nodes"]]
+    alliance = totals["alliance"]["point"][0] if totals["alliance"]["nodes"] else None
+    assert alliance is None or alliance - sum(shown) not in (77.0,)  # no single branch's forecast by subtraction
+    assert totals["alliance"]["nodes"] == 4 and totals["Kanto"] == {"nodes": 0}  # the sub-block goes, the total stays
+
+
+def test_young_branches_are_not_released_when_the_rest_would_be_one_branch():
+    scores = {arm: {"mase": 0.8, "smape": 10.0, "mae": 2.0} for arm in evaluation.ARMS}
+    vectors = [evaluation.metric_vector(scores, young=i < 3) for i in range(4)]  # three young, one established
+    figures = evaluation.alliance_figures(list(evaluation.release_values(np.sum(vectors, axis=0), 3)))
+    assert figures["all"]["nodes"] == 4 and figures["young"]["nodes"] == 0

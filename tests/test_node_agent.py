@@ -66,7 +66,7 @@ def test_train_sends_only_an_encrypted_update_and_records_lineage(node):
     agent = NodeAgent(node)
     reply = agent.train(TrainInstruction(job=job(), round=1))
     assert reply.status == "ok", reply.reason
-    assert reply.update.scheme == "CKKS" and reply.update.length > 1000
+    assert reply.update.scheme == "CKKS" and reply.update.length == build_model(0).num_parameters() + 2
     kinds = [e.kind for e in agent.lineage.events(job_id="test-job")]
     assert kinds[:4] == [EventKind.POLICY_DECISION, EventKind.JOB_APPROVAL, EventKind.DATA_READ, EventKind.QUARANTINE]
     assert EventKind.TRAINING in kinds and kinds[-1] == EventKind.EMISSION
@@ -188,7 +188,8 @@ def _aggregate(spec: JobSpec, *replies: TrainReply, public=None):
 
 
 def _other_update(spec: JobSpec, branch: str, n: int = 10) -> TrainReply:
-    w = get_flat_weights(build_model(spec.seed + 1, lags=spec.lags, horizon=spec.horizon))
+    size = get_flat_weights(build_model(spec.seed, lags=spec.lags, horizon=spec.horizon)).size
+    w = np.random.default_rng(int.from_bytes(branch.encode(), "little") % 2**32).normal(0, 0.2, size=size)  # another branch's model
     return TrainReply(status="ok", branch_id=branch, update=UpdatePayload.plain(np.concatenate([w * n, [float(n), 1.0]])))
 
 

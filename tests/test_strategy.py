@@ -24,7 +24,8 @@ from coordinator.strategy import Aggregate, SecureFedAvg
 
 
 def weighted(n: int, seed: int) -> np.ndarray:
-    w = get_flat_weights(build_model(seed))
+    """A trained-looking model's weights (the initial model is all zeros), weighted by n."""
+    w = np.random.default_rng(seed).normal(0, 0.2, size=get_flat_weights(build_model(seed)).size)
     return np.concatenate([w * n, [float(n), 1.0]])
 
 

@@ -27,6 +27,8 @@ import numpy as np
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from common.calendar import LUNAR_NEW_YEAR
+
 __all__ = [
     "BAD_ROW_KINDS",
     "BranchProfile",
@@ -86,13 +88,7 @@ BAD_ROW_KINDS: tuple[str, ...] = ("negative_price", "future_date", "duplicate_vi
 _BAD_DATE_STRINGS: tuple[str, ...] = ("2024-13-45", "31/02/2024", "n/a", "2023-02-30")
 _FUTURE_YEAR = 2031
 
-# Real Lunar New Year dates; the month containing it and the month before it move demand.
-LUNAR_NEW_YEAR: tuple[date, ...] = (
-    date(2016, 2, 8), date(2017, 1, 28), date(2018, 2, 16), date(2019, 2, 5),
-    date(2020, 1, 25), date(2021, 2, 12), date(2022, 2, 1), date(2023, 1, 22),
-    date(2024, 2, 10), date(2025, 1, 29), date(2026, 2, 17), date(2027, 2, 6),
-    date(2028, 1, 26), date(2029, 2, 13), date(2030, 2, 3), date(2031, 1, 23),
-)  # fmt: skip
+# Real Lunar New Year dates (common/calendar.py); the month containing it and the month before it move demand.
 
 # Alliance-wide launches (the manufacturer's, so every branch sees them).
 MODEL_LAUNCHES: dict[str, date] = {"Aurora EV": date(2022, 9, 1), "Borealis": date(2024, 4, 1)}
