@@ -32,7 +32,7 @@ class DPSettings(BaseModel):
     enabled: bool = True
     target_epsilon: float = Field(default=8.0, gt=0, le=100)
     delta: float = Field(default=1e-5, gt=0, lt=1)
-    max_grad_norm: float = Field(default=0.3, gt=0, le=100)
+    max_grad_norm: float = Field(default=0.2, gt=0, le=100)
     accountant: Literal["rdp", "prv"] = "rdp"
     noise_multiplier: float | None = Field(
         default=None, ge=0.1, le=100, description="fix sigma instead of planning it; a node refuses it if it cannot meet target_epsilon",
@@ -88,8 +88,8 @@ class JobSpec(BaseModel):
     lags: int = Field(default=12, ge=2, le=36)
     rounds: int = Field(default=8, ge=1, le=500)
     local_epochs: int = Field(default=2, ge=1, le=50)
-    batch_size: int = Field(default=32, ge=1, le=4096)
-    learning_rate: float = Field(default=0.5, gt=0, le=10)
+    batch_size: int = Field(default=128, ge=1, le=4096)
+    learning_rate: float = Field(default=1.0, gt=0, le=10)
     seed: int = 7
     dp: DPSettings = DPSettings()
     node_dp: NodeDPSettings = NodeDPSettings()
