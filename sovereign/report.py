@@ -60,6 +60,31 @@ def accuracy_plot(summary: dict) -> str:
     return _png(fig)
 
 
+def forecast_plot(forecast: dict) -> str | None:
+    """The alliance's units for the months ahead with its 80 % and 95 % bands, and each
+    released region's forecast beside it."""
+    alliance = forecast["alliance"]
+    if not alliance.get("nodes"):
+        return None
+    steps = np.arange(1, forecast["months_ahead"] + 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    left.fill_between(steps, alliance["low95"], alliance["high95"], color="#1f77b4", alpha=0.15, label="95 %")
+    left.fill_between(steps, alliance["low80"], alliance["high80"], color="#1f77b4", alpha=0.3, label="80 %")
+    left.plot(steps, alliance["point"], color="#1f77b4", lw=1.8, label=f"alliance ({alliance['nodes']} branches)")
+    for ax in (left, right):
+        ax.set_xlabel("months ahead")
+        ax.set_ylabel("units sold")
+    for name, g in forecast["regions"].items():
+        if g.get("nodes"):
+            right.errorbar(steps, g["point"], yerr=[np.subtract(g["point"], g["low80"]), np.subtract(g["high80"], g["point"])],
+                           capsize=2, lw=1.2, label=f"{name} ({g['nodes']})")
+    left.legend(fontsize=7)
+    if right.lines:
+        right.legend(fontsize=7)
+    right.set_title("regions (80 % interval)", fontsize=9)
+    return _png(fig)
+
+
 def rounds_plot(result) -> str:
     """Who took part in each round: contributors and nodes that sat out (by refusal)."""
     rounds = [r.round for r in result.rounds]
@@ -129,9 +154,10 @@ def _forecast_section(forecast: dict | None) -> str:
         if g.get("nodes") else f"<tr><td>{esc(name)}</td><td>0</td><td colspan='{forecast['months_ahead']}'>withheld: too few "
                                "branches to release</td></tr>"
         for name, g in groups.items())
+    plot = forecast_plot(forecast)
     return (f"<h2>Forecast: units sold in the months ahead</h2><p>{esc(forecast['what'])}. Each branch's own forecast stays "
             f"on its node (<code>sovereign node forecast</code>).</p><table><tr><th>group</th><th>branches</th>{head}</tr>"
-            f"{rows}</table>")
+            f"{rows}</table>" + (f'<img src="data:image/png;base64,{plot}">' if plot else ""))
 
 
 def write_report(path: Path, summary: dict, result) -> None:

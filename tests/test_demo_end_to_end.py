@@ -179,8 +179,16 @@ def test_summary_and_report_are_written(demo_run):
     assert "evaluations" not in result and result["metrics"]["all"]["nodes"] == len(evaluated)
     assert result["metrics"]["all"]["federated"]["mase"] == summary["mase"]["federated"]
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 2 and "Joint forecast" in html  # accuracy and privacy plots
-    assert "Accuracy (alliance level)" in html
+    assert html.count("data:image/png;base64,") == 3 and "Joint forecast" in html  # accuracy, forecast and rounds plots
+    assert "Accuracy (alliance level)" in html and "Forecast: units sold in the months ahead" in html
+    # the deliverable: the alliance's units for the months ahead, with intervals, over every evaluated branch
+    alliance = summary["forecast"]["alliance"]
+    assert alliance["nodes"] == len(evaluated) and len(alliance["point"]) == summary["horizon_months"]
+    assert all(lo95 <= lo80 <= p <= hi80 <= hi95 for lo95, lo80, p, hi80, hi95 in zip(
+        alliance["low95"], alliance["low80"], alliance["point"], alliance["high80"], alliance["high95"]))
+    released = [g for g in summary["forecast"]["regions"].values() if g["nodes"]]
+    assert all(g["nodes"] >= 3 for g in released)  # no region over fewer than the nodes' minimum
+    assert set(summary["interval_coverage"]) == {"80", "95"}
     assert "round 2" in demo_run["console"]
 
 
