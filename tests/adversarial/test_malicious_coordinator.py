@@ -315,3 +315,24 @@ def test_a_node_that_did_not_train_evaluates_only_a_sum_of_signed_updates(allian
     assert evaluate(other_job).code == "aggregate-rejected"
     honest = evaluate(replies)
     assert honest.status == "ok" and honest.metrics is not None
+
+
+def test_a_region_list_cannot_isolate_one_branch_by_difference(alliance):
+    """The coordinator names the regions so that every branch but one shares a released region:
+    the alliance's forecast total minus that region's would be the last branch's own forecast.
+    The decrypting node withholds the region's block; the alliance total is still released."""
+    from node_agent.config import write_node_config
+
+    branches = list(alliance.configs)
+    for i, branch in enumerate(branches):  # three dealerships in the north, one alone in the south
+        write_node_config(alliance.configs[branch].model_copy(update={"region": "North" if i < 3 else "South"}))
+    job = small_job(job_id="isolate", regions=["North", "South"])
+    aggregate, _ = _round(alliance, job)
+    evals = [alliance.evaluate(b, job, aggregate.payload, aggregate.contributors) for b in branches]
+    assert all(e.status == "ok" for e in evals), [e.code for e in evals]
+    released = alliance.release(branches[0], job, evals, commitments=alliance.commit_all(job, evals))
+    assert released.status == "ok"
+    totals = evaluation.alliance_figures(released.values, regions=job.regions, horizon=job.horizon)["totals"]
+    assert totals["alliance"]["nodes"] == 4 and totals["North"] == {"nodes": 0} and totals["South"] == {"nodes": 0}
+    alone = json.loads(report_path(alliance.configs[branches[3]], job.job_id).read_text())["outlook"]["point"]
+    assert totals["alliance"]["point"] != pytest.approx(alone, abs=0.5)  # the total is four branches, not one
