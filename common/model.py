@@ -97,7 +97,7 @@ class Forecaster(nn.Module):
         country = x[:, at["country"]].long().clamp(0, COUNTRY_SLOTS).squeeze(1)
         region = x[:, at["region"]].long().clamp(0, REGION_SLOTS).squeeze(1)
         month = x[:, at["month"]].long().clamp(0, MONTHS - 1)
-        age = x[:, at["launch_age"]].long().view(x.shape[0], -1, LAUNCH_SLOTS)
+        age = x[:, at["launch_age"]].long().view(x.shape[0], self.lags + self.horizon, LAUNCH_SLOTS)
         in_window = (age >= 0) & (age < LAUNCH_MONTHS)
         launch = torch.where(in_window, self.launch[age.clamp(0, LAUNCH_MONTHS - 1)], torch.zeros((), dtype=x.dtype)).sum(-1)
         season = self.season - self.season.mean(1, keepdim=True)  # the level carries the mean

@@ -31,6 +31,15 @@ def test_the_untrained_model_is_the_mean_of_the_recent_months():
     assert f == pytest.approx(np.full(6, history[-12:].mean()), rel=1e-5)
 
 
+def test_an_empty_poisson_batch_still_runs_forward():
+    """DP-SGD's Poisson sampling can draw an empty batch: it is still a noised, accounted step."""
+    import torch
+
+    from common.model import feature_size
+
+    assert build_model(0)(torch.zeros(0, feature_size())).shape == (0, 6)
+
+
 def test_a_branch_is_placed_by_its_own_country_and_region_and_the_jobs_public_calendar():
     job = JobSpec(job_id="j", countries=["JP", "CN"], regions=["Kanto", "Shanghai"], launches=["2024-04"])
     assert branch_context(job, country="CN", region="Shanghai") == BranchContext(1, 1, (month_number(date(2024, 4, 1)),))
