@@ -108,10 +108,15 @@ def _ceilings() -> np.ndarray:
 CEILINGS = _ceilings()
 
 
+def _blocks() -> list[tuple[int, int]]:
+    """(first slot, count slot) of every block: the groups', then the totals'."""
+    return [(g * BLOCK, (g + 1) * BLOCK - 1) for g in range(len(GROUPS))] + [
+        (TOTALS_AT + t * TOTALS_BLOCK, TOTALS_AT + (t + 1) * TOTALS_BLOCK - 1) for t in range(1 + REGION_SLOTS)]
+
+
 def count_slots() -> list[int]:
     """Where each block keeps its count of contributors: the groups', then the totals'."""
-    return [(g + 1) * BLOCK - 1 for g in range(len(GROUPS))] + [
-        TOTALS_AT + (t + 1) * TOTALS_BLOCK - 1 for t in range(1 + REGION_SLOTS)]
+    return [count for _, count in _blocks()]
 
 
 def release_values(summed: np.ndarray, min_contributors: int) -> np.ndarray:
@@ -121,19 +126,19 @@ def release_values(summed: np.ndarray, min_contributors: int) -> np.ndarray:
     each node in one region at most). Otherwise a coordinator would read one branch's numbers
     as a difference: the alliance's total minus every region's but a one-branch one."""
     out = np.round(np.asarray(summed, dtype=float), 3)
-    counts = count_slots()
-    starts = [g * BLOCK for g in range(len(GROUPS))] + [TOTALS_AT + t * TOTALS_BLOCK for t in range(1 + REGION_SLOTS)]
+    blocks = _blocks()
 
     def n(block: int) -> int:
-        return int(round(out[counts[block]]))
+        return int(round(out[blocks[block][1]]))
 
     def withhold(block: int) -> None:
-        out[starts[block] : counts[block] + 1] = 0.0
+        first, count = blocks[block]
+        out[first : count + 1] = 0.0
 
-    for block in range(len(starts)):
+    for block in range(len(blocks)):
         if n(block) < min_contributors:
             withhold(block)
-    for parent, children in ((0, [1]), (len(GROUPS), list(range(len(GROUPS) + 1, len(starts))))):
+    for parent, children in ((0, [1]), (len(GROUPS), list(range(len(GROUPS) + 1, len(blocks))))):
         released = sorted((c for c in children if n(c)), key=n)
         while released and 0 < n(parent) - sum(n(c) for c in released) < min_contributors:
             withhold(released.pop(0))  # the smallest sub-block goes, until the remainder is empty or large enough

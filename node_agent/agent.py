@@ -23,7 +23,7 @@ from common.he import EncryptedVector, context_shape, decrypt_checked, encrypt_v
 from common.metrics import score
 from common.privacy import PrivacyPlanError, epsilon, epsilon_spent, group_privacy, windows_per_month
 from common.calendar import month_number
-from common.model import BranchContext, branch_context, build_model, forecast, get_flat_weights, make_windows, set_flat_weights
+from common.model import REGION_SLOTS, BranchContext, branch_context, build_model, forecast, get_flat_weights, make_windows, set_flat_weights
 from common.refusals import reason_for
 from common.wire import (
     CoordinatorHead,
@@ -174,7 +174,7 @@ class NodeAgent:
                                 intervals=held_out, outlook=ahead)
             payload = self._payload(job, metric_vector(
                 scores, young=young, coverage=held_out.coverage(split.actual), outlook=(ahead.point, ahead.variance),
-                region_slot=job.regions.index(self.config.region) if self.config.region in job.regions else None))
+                region_slot=context.region if context.region < REGION_SLOTS else None))
         except REFUSALS as exc:
             return self.refused(EvaluateReply, job, rnd, refusal_code(exc), str(exc), head)
         self._record(EventKind.EVALUATION, job, rnd, details={"scores": scores, "young": young, "model_digest": digest,

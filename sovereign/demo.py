@@ -213,7 +213,8 @@ def build_summary(opts, job: JobSpec, result: JobResult, setup: dict, pooled: di
         mase = {m: (g.get(m) or {}).get("mase") for m in ARMS}
         smape = {m: (g.get(m) or {}).get("smape") for m in ARMS}
         lines = headlines(mase, g.get("versus") or {}, job.dp.enabled)
-        smape["best_local"] = smape.get(lines["best_local_arm"]) if lines["best_local_arm"] else None
+        best = lines["best_local_arm"]
+        mase["best_local"], smape["best_local"] = (mase[best], smape[best]) if best else (None, None)
         return {"nodes": g.get("nodes", 0), "mase": mase, "smape": smape, "interval_coverage": g.get("coverage"), **lines}
 
     everyone = group("all")
@@ -306,13 +307,12 @@ def headlines(mase: dict, versus: dict, dp: bool) -> dict:
     statistical method a branch can run alone (`common.evaluation.best_local`); seasonal naive
     is always beside it; an arm that diverged is named and never quoted as a ratio."""
     best = best_local(mase)
-    mase["best_local"] = mase[best] if best else None
     broken = sorted(arm for arm in ARMS if diverged(mase, arm))
     vs_best = versus.get(best) if best else None
     return {
         "best_local_arm": best,
         "diverged": broken,
-        "federated_vs_best_local_mase_improvement": _improvement(mase, "best_local", broken),
+        "federated_vs_best_local_mase_improvement": _improvement(mase, best, broken) if best else None,
         "federated_vs_best_local": {"arm": best, **vs_best} if vs_best else None,
         "federated_vs_local_mase_improvement": _improvement(mase, "local", broken),
         "federated_vs_local_dp_mase_improvement": _improvement(mase, "local_dp", broken) if dp else None,
