@@ -8,6 +8,7 @@ checks them against Google's independent `dp_accounting` implementation.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Literal
@@ -47,6 +48,7 @@ def epsilon_spent(history: list[tuple[float, float, int]], delta: float, account
         return float(acc.get_epsilon(delta))
 
 
+@functools.lru_cache(maxsize=1024)  # pure and slow (RDP series); branches of one size share a schedule
 def epsilon(sample_rate: float, noise_multiplier: float, steps: int, delta: float, accountant: Accountant = "rdp") -> float:
     """Epsilon of `steps` DP-SGD steps with Poisson sampling at `sample_rate` and noise `noise_multiplier`."""
     _check(sample_rate, steps, delta)
@@ -55,6 +57,7 @@ def epsilon(sample_rate: float, noise_multiplier: float, steps: int, delta: floa
     return epsilon_spent([(noise_multiplier, sample_rate, steps)], delta, accountant)
 
 
+@functools.lru_cache(maxsize=1024)  # a binary search over `epsilon`: seconds per call
 def noise_multiplier(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: Accountant = "rdp") -> float:
     """The smallest noise multiplier (to 1 %) that keeps `steps` steps within `target_epsilon`."""
     from opacus.accountants.utils import get_noise_multiplier

@@ -96,9 +96,14 @@ def train_dp_round(
     *,
     noise_multiplier: float,
     accountant_state: dict[str, Any] | None,
+    report_epsilon: bool = True,
 ) -> RoundResult:
     """One round of DP-SGD; returns new weights and Opacus's cumulative epsilon so far (the
-    node accounts from its ledger; this figure serves the baselines and audits)."""
+    node accounts from its ledger; this figure serves the baselines and audits, and costs
+    about a second of RDP arithmetic, so a caller that accounts itself can skip it).
+
+    `job` is a `JobSpec` or any recipe with the same training fields (batch_size,
+    learning_rate, local_epochs, dp)."""
     work = copy.deepcopy(model)  # Opacus hooks the module it wraps; keep the caller's clean
     work.train()  # Opacus validates that the module is in training mode
     engine = PrivacyEngine(accountant=job.dp.accountant)
@@ -127,7 +132,7 @@ def train_dp_round(
             loss.backward()
             private_opt.step()
             steps += 1
-    epsilon = float(engine.get_epsilon(job.dp.delta))
+    epsilon = float(engine.get_epsilon(job.dp.delta)) if report_epsilon else None
     state = engine.accountant.state_dict()
     model.load_state_dict(work.state_dict())
     return RoundResult(
@@ -140,9 +145,12 @@ def train_dp_round(
 
 
 def train_plain(
-    model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, learning_rate: float, seed: int
+    model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, learning_rate: float, seed: int,
+    max_grad_norm: float | None = None,
 ) -> RoundResult:
-    """Non-private training: for `--no-dp` runs and for local-only / pooled baselines."""
+    """Non-private training: for `--no-dp` runs and for local-only / pooled baselines.
+    `max_grad_norm` clips each batch's gradient (not per sample, as DP-SGD does): losses
+    weighted per window, as the panel model's are, otherwise blow up an SGD step."""
     torch.manual_seed(seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9)
     loss_fn = training_loss()
@@ -154,6 +162,8 @@ def train_plain(
             for xb, yb in loader:
                 optimizer.zero_grad()
                 loss_fn(model(xb), yb).backward()
+                if max_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
                 optimizer.step()
                 steps += 1
     return RoundResult(get_flat_weights(model), steps, None, None, None)

@@ -1,0 +1,1 @@
+"""Experiments on real multi-series panels: `sovereign experiment run`."""
