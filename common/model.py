@@ -3,7 +3,7 @@
     forecast(month t) = scale x level x exp(effect(t))
     effect(t) = season[country, calendar month of t] + lny[country]·(t is a Lunar New Year month)
               + pre_lny[country]·(t is the month before) + launch[months since a model launch]
-              + ramp[months since the branch opened] + campaign·(t is a campaign month)
+              + Σₖ ramp[k]·exp(−(months since the branch opened)/RAMP_TIMES[k]) + campaign·(t is a campaign month)
               + post_campaign·(t is the month after one) + shortage·(t is a shortage month)
               + trend[region]·(t − origin)/12
     level     = weighted mean over the branch's own recent months of (units / scale) x exp(−effect)
@@ -39,7 +39,8 @@ MONTHS = 12
 COUNTRY_SLOTS = 8  # countries a job may list; one more slot for a branch whose country it does not list
 LAUNCH_SLOTS = 4  # model launches a job may list
 LAUNCH_MONTHS = 12  # months after a launch that carry their own effect
-RAMP_MONTHS = 24  # months after a branch opens that carry their own effect
+RAMP_TIMES = (2.0, 4.0, 8.0)  # months: the ramp-up is a learned mix of decays this fast (a smooth curve from few
+# parameters, so a few ramping stores can teach it under DP noise; it fades to nothing as a store matures)
 EFFECT_BOUND = 3.0  # |effect| is clipped here: a factor of e^3 ≈ 20 at most, so exp never overflows
 
 
@@ -116,7 +117,7 @@ class Forecaster(nn.Module):
         self.launch = nn.Parameter(torch.zeros(LAUNCH_MONTHS))
         self.trend = nn.Parameter(torch.zeros(REGION_SLOTS + 1))
         self.lag_weight = nn.Parameter(torch.zeros(lags))  # log weights of the lags in the level
-        self.ramp = nn.Parameter(torch.zeros(RAMP_MONTHS))
+        self.ramp = nn.Parameter(torch.zeros(len(RAMP_TIMES)))
         self.calendar = nn.Parameter(torch.zeros(3))  # campaign month, the month after, shortage month
 
     def num_parameters(self) -> int:
@@ -131,8 +132,9 @@ class Forecaster(nn.Module):
         in_window = (age >= 0) & (age < LAUNCH_MONTHS)
         zero = torch.zeros((), dtype=x.dtype)
         launch = torch.where(in_window, self.launch[age.clamp(0, LAUNCH_MONTHS - 1)], zero).sum(-1)
-        open_age = x[:, at["open_age"]].long()
-        ramp = torch.where((open_age >= 0) & (open_age < RAMP_MONTHS), self.ramp[open_age.clamp(0, RAMP_MONTHS - 1)], zero)
+        open_age = x[:, at["open_age"]]
+        decays = torch.exp(-open_age.clamp(min=0)[..., None] / torch.tensor(RAMP_TIMES, dtype=x.dtype))
+        ramp = torch.where(open_age >= 0, (decays * self.ramp).sum(-1), zero)
         calendar = (self.calendar[0] * x[:, at["campaign"]] + self.calendar[1] * x[:, at["post_campaign"]]
                     + self.calendar[2] * x[:, at["shortage"]])
         season = self.season - self.season.mean(1, keepdim=True)  # the level carries the mean

@@ -27,7 +27,7 @@ from rich.table import Table
 from common.evaluation import ARMS, NEW_STORE_MONTHS, REGION_SLOTS, YOUNG_MONTHS, best_local, diverged
 from common.model import COUNTRY_SLOTS
 from common.privacy import group_privacy
-from common.wire import DPSettings, HESettings, JobSpec, NodeDPSettings
+from common.wire import DPSettings, HESettings, JobSpec, Launch, NodeDPSettings
 from coordinator.rounds import RELEASERS, CoordinatorPaths, JobResult, RoundReport
 from sovereign.federation import SetupError, run_simulation
 from sovereign.report import ARM_NAMES, METHODS, fmt, headline_lines, write_report
@@ -173,7 +173,7 @@ def manufacturer_calendar() -> dict[str, list]:
     simulated alliance's, `sovereign.simulation.dealers`)."""
     from sovereign.simulation.dealers import INCENTIVE_CAMPAIGNS, SUPPLY_SHORTAGES, launch_calendar
 
-    return {"launches": launch_calendar(), "campaigns": [d.strftime("%Y-%m") for d in INCENTIVE_CAMPAIGNS],
+    return {"launches": [Launch(**row) for row in launch_calendar()], "campaigns": [d.strftime("%Y-%m") for d in INCENTIVE_CAMPAIGNS],
             "shortages": [d.strftime("%Y-%m") for d in SUPPLY_SHORTAGES]}
 
 
