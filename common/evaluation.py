@@ -4,13 +4,24 @@ Each node scores every arm (the federated model and the branch's own local forec
 held-out months, forecasts the months after its data, and encrypts one vector; the
 coordinator adds the vectors of all nodes, and a node decrypts only the sum. Layout:
 
-- per group (all branches, then young branches only): `[mase, smape] per arm`, the share of
-  held-out months inside the federated forecast's 80 % and 95 % intervals, then per local
-  arm `[federated better, log MAE ratio + 5, its square]`, then `1` for a member of the
-  group; all zeros otherwise;
+- per group (`GROUPS`: all branches; young ones; new stores; branches in a launch window):
+  `[mase, smape] per arm`, the share of held-out months inside the federated forecast's 80 %
+  and 95 % intervals, then per local arm `[federated better, log MAE ratio + 5, its square]`,
+  then `1` for a member of the group; all zeros otherwise;
 - per totals block (the alliance, then one per region the job lists, `REGION_SLOTS` at
   most): the branch's forecast for each month ahead and its variance (`MAX_HORIZON` each),
-  then `1`; zeros in the blocks of regions it is not in.
+  then `1`; zeros in the blocks of regions it is not in;
+- the membership block: a `1` in the one slot naming the branch's cell of the groups
+  (established / young / new store, crossed with in a launch window or not). Its sums tell a
+  decrypting node how the groups overlap, so it can refuse a release from which a sum over
+  too few branches could be read as a combination of groups; it is never released itself.
+
+The groups. Young: under `YOUNG_MONTHS` months of training history. New stores: under
+`NEW_STORE_MONTHS` (1 to 6 months: they opened after the rest of the alliance had most of
+its data; a store with fewer months than the node needs to score a forecast sits out and is
+counted among the refusals). Launch window: the target is a branch's total monthly sales,
+not sales per line, so "newly launched lines" is read as the branches whose held-out months
+include a model launch in their own region (the launch calendar is in the job).
 
 So the sum holds the totals, how many branches the joint model beat each local arm on, the
 geometric-mean relative MAE with its spread, the interval coverage, the regional forecast
@@ -35,8 +46,9 @@ LOCAL_ARMS = ARMS[1:]  # what the joint model is compared with, branch by branch
 STATISTICAL_ARMS = (*METHODS, CHOICE)  # best_local is the strongest of these
 METRICS = ("mase", "smape")
 COMPARISONS = ("wins", "log_ratio", "log_ratio_sq")
-GROUPS = ("all", "young")
+GROUPS = ("all", "young", "new_stores", "launch_window")
 YOUNG_MONTHS = 24  # branches with less training history than this form the "young" group
+NEW_STORE_MONTHS = 7  # ... and with less than this, the "new_stores" group (within "young")
 METRIC_CEILING = 1_000.0  # a score is clipped here before encryption (keeps CKKS in range)
 LOG_RATIO_BOUND = 5.0  # |log(MAE ratio)| is clipped here, then shifted by it to stay non-negative
 COVERAGE_LEVELS = (80, 95)  # percent; the federated forecast's intervals (`common.intervals`)
@@ -47,7 +59,10 @@ MAX_HORIZON = 12  # months ahead a totals block holds (a job's horizon is at mos
 REGION_SLOTS = 8  # regions a job may ask totals for, besides the alliance
 TOTALS_BLOCK = 2 * MAX_HORIZON + 1
 TOTALS_AT = BLOCK * len(GROUPS)
-LENGTH = TOTALS_AT + TOTALS_BLOCK * (1 + REGION_SLOTS)
+MEMBERSHIP_AT = TOTALS_AT + TOTALS_BLOCK * (1 + REGION_SLOTS)
+_LEVELS = 3  # established, young but not new, new store
+MEMBERSHIP = _LEVELS * 2  # x (outside, inside) a launch window
+LENGTH = MEMBERSHIP_AT + MEMBERSHIP
 UNITS_CEILING = 1_000_000.0  # a branch's monthly forecast or its variance is clipped here (keeps CKKS in range)
 DIVERGED_VS_NAIVE = 10.0  # an arm whose mean MASE is this many times seasonal naive's is flagged, not quoted
 
@@ -64,13 +79,23 @@ def log_mae_ratio(federated_mae: float, arm_mae: float) -> float:
     return min(max(ratio, -LOG_RATIO_BOUND), LOG_RATIO_BOUND)
 
 
-def metric_vector(scores: dict[str, dict[str, float]], *, young: bool, coverage: dict[int, float] | None = None,
+def in_launch_window(target: int, months: int, launches: tuple[int, ...] | list[int]) -> bool:
+    """Whether a model launch (month numbers, the branch's region's) falls in the held-out
+    months `target`, ..., `target + months - 1`."""
+    return any(target <= launch < target + months for launch in launches)
+
+
+def metric_vector(scores: dict[str, dict[str, float]], *, young: bool, new_store: bool = False,
+                  launch_window: bool = False, coverage: dict[int, float] | None = None,
                   outlook: tuple[np.ndarray, np.ndarray] | None = None, region_slot: int | None = None) -> np.ndarray:
     """One branch's vector. `scores[arm]` holds `mase`, `smape` and `mae`; every arm must be
-    scored, so the arms compare on the same branches. `coverage[level]` is the share of
-    held-out months inside the federated forecast's interval; `outlook` is the forecast of
-    the months ahead and its variance, added to the alliance's totals and, when
-    `region_slot` is given, to that region's."""
+    scored, so the arms compare on the same branches. `young`, `new_store` (a new store is
+    young) and `launch_window` say which groups besides "all" it belongs to. `coverage[level]`
+    is the share of held-out months inside the federated forecast's interval; `outlook` is
+    the forecast of the months ahead and its variance, added to the alliance's totals and,
+    when `region_slot` is given, to that region's."""
+    if new_store and not young:
+        raise ValueError("a new store is young: new_store without young")
     block = np.zeros(BLOCK)
     for i, arm in enumerate(ARMS):
         for j, metric in enumerate(METRICS):
@@ -91,7 +116,10 @@ def metric_vector(scores: dict[str, dict[str, float]], *, young: bool, coverage:
         for slot in (0, None if region_slot is None else 1 + region_slot):
             if slot is not None:
                 totals[slot * TOTALS_BLOCK : (slot + 1) * TOTALS_BLOCK] = one
-    return np.concatenate([block, block if young else np.zeros(BLOCK), totals])
+    member = np.zeros(MEMBERSHIP)
+    member[(int(young) + int(new_store)) * 2 + int(launch_window)] = 1.0
+    groups = [block] + [block if flag else np.zeros(BLOCK) for flag in (young, new_store, launch_window)]
+    return np.concatenate([*groups, totals, member])
 
 
 def _ceilings() -> np.ndarray:
@@ -102,7 +130,7 @@ def _ceilings() -> np.ndarray:
     block[-1] = 1.0
     totals = np.full(TOTALS_BLOCK, UNITS_CEILING)
     totals[-1] = 1.0
-    return np.concatenate([block, block, np.tile(totals, 1 + REGION_SLOTS)])
+    return np.concatenate([np.tile(block, len(GROUPS)), np.tile(totals, 1 + REGION_SLOTS), np.ones(MEMBERSHIP)])
 
 
 CEILINGS = _ceilings()
@@ -119,14 +147,48 @@ def count_slots() -> list[int]:
     return [count for _, count in _blocks()]
 
 
+# Which cells of the membership block each group covers (cell = level * 2 + in launch window).
+_GROUP_CELLS = np.array([
+    [1, 1, 1, 1, 1, 1],  # all
+    [0, 0, 1, 1, 1, 1],  # young (young but not new, and new)
+    [0, 0, 0, 0, 1, 1],  # new stores
+    [0, 1, 0, 1, 0, 1],  # in a launch window
+])
+_COEFFICIENTS = np.array(np.meshgrid(*[np.arange(-2, 3)] * len(GROUPS), indexing="ij")).reshape(len(GROUPS), -1).T
+
+
+def exposed_group(released: list[int], cells: np.ndarray, min_contributors: int) -> int | None:
+    """A released group (by index into GROUPS) to withhold, or None when no combination of
+    the released groups' sums (coefficients -2..2) is the sum over a set of fewer than
+    `min_contributors` branches; `cells` holds the branch count of each membership cell
+    (empty cells do not count: a coordinator may know which are empty). Of the groups that
+    make up an exposing combination, the smallest goes (never "all")."""
+    occupied = cells > 0
+    groups = np.array(released, dtype=int)
+    for coefficients in _COEFFICIENTS:
+        used = coefficients[groups]
+        if not np.any(used):
+            continue
+        picked = (used @ _GROUP_CELLS[groups])[occupied]
+        if np.all((picked == 0) | (picked == 1)) and 0 < cells[occupied][picked == 1].sum() < min_contributors:
+            involved = [int(g) for g, c in zip(groups, used) if c and g != 0]
+            if involved:
+                return min(involved, key=lambda g: (cells @ _GROUP_CELLS[g], g))
+    return None
+
+
 def release_values(summed: np.ndarray, min_contributors: int) -> np.ndarray:
     """What a decrypting node may release from a decrypted sum, rounded: each block only over
-    at least `min_contributors` nodes, and never so that a parent block minus its released
-    sub-blocks leaves fewer (young branches within all branches; regions within the alliance,
-    each node in one region at most). Otherwise a coordinator would read one branch's numbers
-    as a difference: the alliance's total minus every region's but a one-branch one."""
+    at least `min_contributors` nodes, and never so that a sum over fewer can be read off as
+    a combination of released blocks: of the groups (all, young, new stores, launch window:
+    the membership counts say how they overlap, see `exposed_group`), or of the regions
+    within the alliance (each node in one region at most). Otherwise a coordinator would read
+    one branch's numbers as a difference: the alliance's total minus every region's but a
+    one-branch one. The membership counts themselves are never released."""
     out = np.round(np.asarray(summed, dtype=float), 3)
     blocks = _blocks()
+    cells = np.clip(np.round(out[MEMBERSHIP_AT:MEMBERSHIP_AT + MEMBERSHIP]), 0, None)
+    out[MEMBERSHIP_AT:MEMBERSHIP_AT + MEMBERSHIP] = 0.0
 
     def n(block: int) -> int:
         return int(round(out[blocks[block][1]]))
@@ -138,10 +200,12 @@ def release_values(summed: np.ndarray, min_contributors: int) -> np.ndarray:
     for block in range(len(blocks)):
         if n(block) < min_contributors:
             withhold(block)
-    for parent, children in ((0, [1]), (len(GROUPS), list(range(len(GROUPS) + 1, len(blocks))))):
-        released = sorted((c for c in children if n(c)), key=n)
-        while released and 0 < n(parent) - sum(n(c) for c in released) < min_contributors:
-            withhold(released.pop(0))  # the smallest sub-block goes, until the remainder is empty or large enough
+    while (group := exposed_group([g for g in range(len(GROUPS)) if n(g)], cells, min_contributors)) is not None:
+        withhold(group)
+    parent, children = len(GROUPS), list(range(len(GROUPS) + 1, len(blocks)))
+    released = sorted((c for c in children if n(c)), key=n)
+    while released and 0 < n(parent) - sum(n(c) for c in released) < min_contributors:
+        withhold(released.pop(0))  # the smallest sub-block goes, until the remainder is empty or large enough
     return out
 
 

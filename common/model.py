@@ -3,6 +3,8 @@
     forecast(month t) = scale x level x exp(effect(t))
     effect(t) = season[country, calendar month of t] + lny[country]·(t is a Lunar New Year month)
               + pre_lny[country]·(t is the month before) + launch[months since a model launch]
+              + Σₖ ramp[k]·exp(−(months since the branch opened)/RAMP_TIMES[k]) + campaign·(t is a campaign month)
+              + post_campaign·(t is the month after one) + shortage·(t is a shortage month)
               + trend[region]·(t − origin)/12
     level     = weighted mean over the branch's own recent months of (units / scale) x exp(−effect)
 
@@ -10,11 +12,14 @@ The level is the branch's own deseasonalised, detrended recent demand, computed 
 pass from its lags on its node: the model has no per-branch parameter, so nothing about one
 branch's size lives in the weights. What the alliance learns together is what a branch alone
 cannot estimate from a few noisy months: the shape of the year in its country, the Lunar New
-Year and launch effects, and its region's trend. Every parameter starts at zero, so the
-untrained model is exactly the mean of the recent months. Inputs are only what a node knows of
-itself (its history, country and region) and public calendars (Lunar New Year, the
-manufacturer's launch dates in the job), laid out in one flat float vector per window, which
-is DP-SGD's unit of privacy.
+Year and launch effects, how a new store ramps up, what a campaign or a shortage does, and its
+region's trend. A store with two months of data gets its level from them de-ramped: the ramp
+curve the stores that opened before it taught the model says how far it still has to grow.
+Every parameter starts at zero, so the untrained model is exactly the mean of the recent
+months. Inputs are only what a node knows of itself (its history, country, region and opening
+month) and public calendars (Lunar New Year; the manufacturer's launch dates in the branch's
+region, incentive campaigns and shortage months, all in the job), laid out in one flat float
+vector per window, which is DP-SGD's unit of privacy.
 """
 
 from __future__ import annotations
@@ -34,26 +39,49 @@ MONTHS = 12
 COUNTRY_SLOTS = 8  # countries a job may list; one more slot for a branch whose country it does not list
 LAUNCH_SLOTS = 4  # model launches a job may list
 LAUNCH_MONTHS = 12  # months after a launch that carry their own effect
+RAMP_TIMES = (2.0, 4.0, 8.0)  # months: the ramp-up is a learned mix of decays this fast (a smooth curve from few
+# parameters, so a few ramping stores can teach it under DP noise; it fades to nothing as a store matures)
 EFFECT_BOUND = 3.0  # |effect| is clipped here: a factor of e^3 ≈ 20 at most, so exp never overflows
 
 
 @dataclass(frozen=True)
 class BranchContext:
     """Where a branch sits in the model's vocabulary: its country and region slots (the last
-    slot when the job does not list it) and the month numbers of the job's model launches."""
+    slot when the job does not list it), the month numbers of the model launches in its
+    region, of its opening (None: open long before its data, no ramp-up) and of the job's
+    campaign and shortage months."""
 
     country: int = COUNTRY_SLOTS
     region: int = REGION_SLOTS
     launches: tuple[int, ...] = ()
+    opened: int | None = None
+    campaigns: frozenset[int] = frozenset()
+    shortages: frozenset[int] = frozenset()
 
 
-def branch_context(job, *, country: str | None, region: str | None) -> BranchContext:
-    """A branch's context in `job` (a `common.wire.JobSpec`: its countries, regions and launch
-    months), from the branch's own country and region."""
+def regional_launches(launches, region: str | None) -> tuple[int, ...]:
+    """Month numbers of the launches a branch in `region` sees: per line, its region's date
+    (or the line's everywhere date); the latest `LAUNCH_SLOTS` lines."""
+    by_line: dict[str, int] = {}
+    for launch in launches:
+        if launch.region is None and launch.line not in by_line:
+            by_line[launch.line] = parse_month(launch.month)
+    for launch in launches:
+        if launch.region is not None and launch.region == region:
+            by_line[launch.line] = parse_month(launch.month)
+    return tuple(sorted(by_line.values())[-LAUNCH_SLOTS:])
+
+
+def branch_context(job, *, country: str | None, region: str | None, opened: str | None = None) -> BranchContext:
+    """A branch's context in `job` (a `common.wire.JobSpec`: its countries, regions and the
+    manufacturer's calendars), from the branch's own country, region and opening month."""
     return BranchContext(
         country=job.countries.index(country) if country in job.countries else COUNTRY_SLOTS,
         region=job.regions.index(region) if region in job.regions else REGION_SLOTS,
-        launches=tuple(parse_month(m) for m in job.launches[:LAUNCH_SLOTS]),
+        launches=regional_launches(job.launches, region),
+        opened=parse_month(opened) if opened else None,
+        campaigns=frozenset(parse_month(m) for m in job.campaigns),
+        shortages=frozenset(parse_month(m) for m in job.shortages),
     )
 
 
@@ -62,7 +90,8 @@ def _layout(lags: int, horizon: int) -> dict[str, slice]:
     forecast months)."""
     steps = lags + horizon
     sizes = {"lag": lags, "mask": lags, "month": steps, "lny": steps, "pre_lny": steps,
-             "launch_age": steps * LAUNCH_SLOTS, "dt": steps, "country": 1, "region": 1}
+             "launch_age": steps * LAUNCH_SLOTS, "open_age": steps, "campaign": steps, "post_campaign": steps,
+             "shortage": steps, "dt": steps, "country": 1, "region": 1}
     out, at = {}, 0
     for name, size in sizes.items():
         out[name] = slice(at, at + size)
@@ -88,6 +117,8 @@ class Forecaster(nn.Module):
         self.launch = nn.Parameter(torch.zeros(LAUNCH_MONTHS))
         self.trend = nn.Parameter(torch.zeros(REGION_SLOTS + 1))
         self.lag_weight = nn.Parameter(torch.zeros(lags))  # log weights of the lags in the level
+        self.ramp = nn.Parameter(torch.zeros(len(RAMP_TIMES)))
+        self.calendar = nn.Parameter(torch.zeros(3))  # campaign month, the month after, shortage month
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -99,10 +130,16 @@ class Forecaster(nn.Module):
         month = x[:, at["month"]].long().clamp(0, MONTHS - 1)
         age = x[:, at["launch_age"]].long().view(x.shape[0], self.lags + self.horizon, LAUNCH_SLOTS)
         in_window = (age >= 0) & (age < LAUNCH_MONTHS)
-        launch = torch.where(in_window, self.launch[age.clamp(0, LAUNCH_MONTHS - 1)], torch.zeros((), dtype=x.dtype)).sum(-1)
+        zero = torch.zeros((), dtype=x.dtype)
+        launch = torch.where(in_window, self.launch[age.clamp(0, LAUNCH_MONTHS - 1)], zero).sum(-1)
+        open_age = x[:, at["open_age"]]
+        decays = torch.exp(-open_age.clamp(min=0)[..., None] / torch.tensor(RAMP_TIMES, dtype=x.dtype))
+        ramp = torch.where(open_age >= 0, (decays * self.ramp).sum(-1), zero)
+        calendar = (self.calendar[0] * x[:, at["campaign"]] + self.calendar[1] * x[:, at["post_campaign"]]
+                    + self.calendar[2] * x[:, at["shortage"]])
         season = self.season - self.season.mean(1, keepdim=True)  # the level carries the mean
         effect = (season[country[:, None], month] + self.lny[country][:, None] * x[:, at["lny"]]
-                  + self.pre_lny[country][:, None] * x[:, at["pre_lny"]] + launch
+                  + self.pre_lny[country][:, None] * x[:, at["pre_lny"]] + launch + ramp + calendar
                   + self.trend[region][:, None] * x[:, at["dt"]]).clamp(-EFFECT_BOUND, EFFECT_BOUND)
         weight = torch.exp(self.lag_weight.clamp(-EFFECT_BOUND, EFFECT_BOUND))[None, :] * x[:, at["mask"]]
         lag_effect, ahead_effect = effect[:, : self.lags], effect[:, self.lags :]
@@ -193,6 +230,10 @@ def window_features(history: np.ndarray, target: int, context: BranchContext, *,
     for k, launch in enumerate(context.launches[:LAUNCH_SLOTS]):
         ages[:, k] = steps - launch
     x[at["launch_age"]] = ages.ravel()
+    x[at["open_age"]] = steps - context.opened if context.opened is not None else -1.0
+    x[at["campaign"]] = [s in context.campaigns for s in steps]
+    x[at["post_campaign"]] = [s - 1 in context.campaigns for s in steps]
+    x[at["shortage"]] = [s in context.shortages for s in steps]
     x[at["dt"]] = (steps - target) / MONTHS
     x[at["country"]], x[at["region"]] = context.country, context.region
     return x.astype(np.float32), scale

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 from flwr.app import ConfigRecord, RecordDict
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common.evaluation import REGION_SLOTS
 from common.model import COUNTRY_SLOTS, LAUNCH_SLOTS
@@ -70,6 +70,21 @@ class HESettings(BaseModel):
     params: CkksParams = CkksParams()
 
 
+MONTH_PATTERN = r"^20[0-9]{2}-(0[1-9]|1[0-2])$"
+CALENDAR_MONTHS = 120  # months a job's campaign or shortage calendar may list
+
+
+class Launch(BaseModel):
+    """One model line reaching one region (or, without a region, every region at once): a
+    date from the manufacturer's public launch calendar."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    line: str = Field(min_length=1, max_length=64)
+    month: str = Field(pattern=MONTH_PATTERN)
+    region: str | None = Field(default=None, min_length=1, max_length=64)
+
+
 class JobSpec(BaseModel):
     """A joint forecast as the analytics team launches it."""
 
@@ -101,9 +116,25 @@ class JobSpec(BaseModel):
                     "each listed region also gets its own trend in the model")
     countries: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] = Field(
         default_factory=list, max_length=COUNTRY_SLOTS, description="countries that get their own seasonality in the model")
-    launches: list[Annotated[str, Field(pattern=r"^20[0-9]{2}-(0[1-9]|1[0-2])$")]] = Field(
-        default_factory=list, max_length=LAUNCH_SLOTS,
-        description="months (YYYY-MM) of the manufacturer's model launches: public dates the model learns an effect after")
+    launches: list[Launch] = Field(
+        default_factory=list, max_length=LAUNCH_SLOTS * (1 + REGION_SLOTS) * 2,
+        description="the manufacturer's launch calendar, line by line and region by region (a bare 'YYYY-MM' is a "
+                    "launch everywhere that month): public dates the model learns an effect after; each branch reads "
+                    f"its own region's, the latest {LAUNCH_SLOTS} lines")
+    campaigns: list[Annotated[str, Field(pattern=MONTH_PATTERN)]] = Field(
+        default_factory=list, max_length=CALENDAR_MONTHS,
+        description="months (YYYY-MM) of the manufacturer's alliance-wide incentive campaigns (public calendar)")
+    shortages: list[Annotated[str, Field(pattern=MONTH_PATTERN)]] = Field(
+        default_factory=list, max_length=CALENDAR_MONTHS,
+        description="months (YYYY-MM) in which the manufacturer allocated cars short of demand (announced production "
+                    "cuts): sales were capped, and the model learns by how much")
+
+    @field_validator("launches", mode="before")
+    @classmethod
+    def _bare_months_launch_everywhere(cls, value):
+        if isinstance(value, list):
+            return [{"line": v, "month": v} if isinstance(v, str) else v for v in value]
+        return value
 
     def spec_hash(self) -> str:
         """SHA-256 over the canonical JSON of the whole spec: what a node freezes at admission."""

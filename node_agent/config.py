@@ -52,6 +52,8 @@ class NodeConfig(BaseModel):
                                 description="the branch's country: which shared seasonality the model applies to it")
     region: str | None = Field(default=None, max_length=64,
                                description="the branch's region: its trend in the model, and the released totals it counts toward")
+    opened: str | None = Field(default=None, pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$",
+                               description="the branch's opening month (YYYY-MM): how far into its ramp-up each month is")
     node_dir: Path
     policy_file: Path = Field(default=Path("policy.yaml"), description="the branch's policy, relative to node_dir")
     budgets: dict[str, Budget] = Field(default_factory=dict, description="total (epsilon, delta) each dataset may spend")

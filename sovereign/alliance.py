@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.evaluation import YOUNG_MONTHS
+from common.evaluation import NEW_STORE_MONTHS, YOUNG_MONTHS, in_launch_window
 from common.metrics import score
 from common.model import branch_context, build_model, forecast
 from common.wire import JobSpec
@@ -74,7 +74,7 @@ def pooled(run: Path, job: JobSpec, only: list[str] | None = None) -> dict:
             splits[branch] = NodeAgent(config).holdout(experiment)
         except REFUSALS:
             continue
-        contexts[branch] = branch_context(job, country=config.country, region=config.region)
+        contexts[branch] = branch_context(job, country=config.country, region=config.region, opened=config.opened)
     parts = [windows(s, job, contexts[b]) for b, s in splits.items()]
     model = build_model(job.seed, lags=job.lags, horizon=job.horizon)
     if parts:
@@ -89,8 +89,10 @@ def pooled(run: Path, job: JobSpec, only: list[str] | None = None) -> dict:
         return {"nodes": len(branches), **{m: round(float(np.mean([scores[b][m] for b in branches])), 4) for m in ("mase", "smape")}}
 
     young = [b for b in scores if len(splits[b].history) < YOUNG_MONTHS]
+    new = [b for b in scores if len(splits[b].history) < NEW_STORE_MONTHS]
+    launch = [b for b in scores if in_launch_window(splits[b].target, len(splits[b].actual), contexts[b].launches)]
     return {"label": "simulator-side experiment: all branches' data pooled in one place (an upper bound no alliance runs)",
-            "all": mean(list(scores)), "young": mean(young)}
+            "all": mean(list(scores)), "young": mean(young), "new_stores": mean(new), "launch_window": mean(launch)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,10 +24,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from common.evaluation import ARMS, REGION_SLOTS, YOUNG_MONTHS, best_local, diverged
+from common.evaluation import ARMS, NEW_STORE_MONTHS, REGION_SLOTS, YOUNG_MONTHS, best_local, diverged
 from common.model import COUNTRY_SLOTS
 from common.privacy import group_privacy
-from common.wire import DPSettings, HESettings, JobSpec, NodeDPSettings
+from common.wire import DPSettings, HESettings, JobSpec, Launch, NodeDPSettings
 from coordinator.rounds import RELEASERS, CoordinatorPaths, JobResult, RoundReport
 from sovereign.federation import SetupError, run_simulation
 from sovereign.report import ARM_NAMES, METHODS, fmt, headline_lines, write_report
@@ -139,7 +139,7 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
         job = job.model_copy(update={"node_dp": job.node_dp.model_copy(update={"nodes": len(branches)})})
     job = job.model_copy(update={"regions": job_regions(setup.get("regions", {})),
                                  "countries": job_regions(setup.get("countries", {}))[:COUNTRY_SLOTS],
-                                 "launches": manufacturer_launches()})
+                                 **manufacturer_calendar()})
     console.print(
         f"[bold]joint forecast[/] {job.job_id}: {len(branches)} dealerships, {job.rounds} rounds, "
         f"DP {'on (ε ≤ %g, δ = %g)' % (job.dp.target_epsilon, job.dp.delta) if job.dp.enabled else 'off'}, "
@@ -167,12 +167,14 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
     return summary
 
 
-def manufacturer_launches() -> list[str]:
-    """The manufacturer's model launches (public dates head office announces; the simulated
-    alliance's, `sovereign.simulation.dealers.MODEL_LAUNCHES`)."""
-    from sovereign.simulation.dealers import MODEL_LAUNCHES
+def manufacturer_calendar() -> dict[str, list]:
+    """The manufacturer's public calendars a job carries (head office announces them): model
+    launches line by line and region by region, incentive campaigns and shortage months (the
+    simulated alliance's, `sovereign.simulation.dealers`)."""
+    from sovereign.simulation.dealers import INCENTIVE_CAMPAIGNS, SUPPLY_SHORTAGES, launch_calendar
 
-    return sorted(d.strftime("%Y-%m") for d in MODEL_LAUNCHES.values())
+    return {"launches": [Launch(**row) for row in launch_calendar()], "campaigns": [d.strftime("%Y-%m") for d in INCENTIVE_CAMPAIGNS],
+            "shortages": [d.strftime("%Y-%m") for d in SUPPLY_SHORTAGES]}
 
 
 def job_regions(regions: dict[str, str | None]) -> list[str]:
@@ -246,6 +248,13 @@ def build_summary(opts, job: JobSpec, result: JobResult, setup: dict, pooled: di
         "forecast": _forecast(job, figures.get("totals") or {}),
         "young_branches": _with_pooled({"definition": f"under {YOUNG_MONTHS} months of training history",
                                         "released": bool(group("young")["nodes"]), **group("young")}, pooled.get("young")),
+        "new_stores": _with_pooled({"definition": f"under {NEW_STORE_MONTHS} months of training history (stores too new "
+                                                  "to score a forecast sit out, among the evaluation refusals)",
+                                    "released": bool(group("new_stores")["nodes"]), **group("new_stores")},
+                                   pooled.get("new_stores")),
+        "launch_window": _with_pooled({"definition": "branches whose held-out months include a model launch in their region",
+                                       "released": bool(group("launch_window")["nodes"]), **group("launch_window")},
+                                      pooled.get("launch_window")),
         "central": pooled,
         "epsilon": {
             "max": job.dp.target_epsilon if job.dp.enabled and result.rounds else None,
@@ -380,11 +389,13 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         console.print("[yellow]no alliance-level accuracy was released (fewer contributors than the nodes' minimum)[/]")
     for line in headline_lines(summary):
         console.print(line)
-    young = summary["young_branches"]
-    if young["federated_vs_best_local_mase_improvement"] is not None:
-        console.print(f"  for the {young['nodes']} young branches ({young['definition']}): "
-                      f"{young['federated_vs_best_local_mase_improvement']:+.1%} vs the best a branch can do alone "
-                      f"({ARM_NAMES[young['best_local_arm']]})")
+    for key, name in (("young_branches", "young branches"), ("new_stores", "new stores"),
+                      ("launch_window", "branches in a launch window")):
+        group = summary[key]
+        if group["federated_vs_best_local_mase_improvement"] is not None:
+            console.print(f"  for the {group['nodes']} {name} ({group['definition']}): "
+                          f"{group['federated_vs_best_local_mase_improvement']:+.1%} vs the best a branch can do alone "
+                          f"({ARM_NAMES[group['best_local_arm']]})")
     coverage = summary["interval_coverage"]
     if coverage:
         console.print(f"intervals of the federated forecast on the held-out months: {coverage['80']:.0%} inside the 80 % "

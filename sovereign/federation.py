@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,15 +43,23 @@ def find_dealer_databases(data_dir: Path) -> list[Path]:
 EXAMPLE_POLICIES = Path(__file__).resolve().parents[1] / "policies" / "examples"
 
 
-def branch_facts(db_url: str) -> tuple[str | None, str | None]:
-    """The country and region a dealer database declares in its `branch` table, if it has one."""
+def branch_facts(db_url: str) -> tuple[str | None, str | None, str | None]:
+    """The country, region and opening month (YYYY-MM) a dealer database declares in its
+    `branch` table, if it has one (a table without `opening_date` declares no opening)."""
     engine = create_engine(db_url)
     try:
         with engine.connect() as conn:
             row = conn.execute(text("SELECT country, region FROM branch")).first()
-            return (row[0], row[1]) if row else (None, None)
+            if not row:
+                return None, None, None
+            try:
+                opened = conn.execute(text("SELECT opening_date FROM branch")).scalar()
+            except SQLAlchemyError:
+                opened = None
+            opened = str(opened)[:7] if opened and re.match(r"^\d{4}-(0[1-9]|1[0-2])", str(opened)) else None
+            return row[0], row[1], opened
     except SQLAlchemyError:
-        return None, None
+        return None, None, None
     finally:
         engine.dispose()
 
@@ -85,8 +94,9 @@ def setup_nodes(
     at_home = 0
     for db in dealer_dbs:
         branch_id, url = db.stem, f"sqlite:///{db.resolve()}"
-        country, region = branch_facts(url)
+        country, region, opened = branch_facts(url)
         config = NodeConfig(branch_id=branch_id, db_url=url, node_dir=nodes_root / branch_id, country=country, region=region,
+                            opened=opened,
                             budgets={"sales": budget}, accept_non_private_jobs=accept_non_private,
                             require_he=require_he, coordinator_jurisdiction=home, min_contributors=min_contributors)
         write_node_config(config)

@@ -158,7 +158,14 @@ def test_summary_and_report_are_written(demo_run):
     evaluated = summary["evaluated_by"]
     assert summary["branches_evaluated"] == len(evaluated) >= 3
     # a branch too young to train still evaluates: it adds up the signed updates the model sums
-    assert not summary["evaluation_refusals"] and set(summary["refusals"]) <= set(evaluated)
+    # ... and a store too new to score (under two months to train on) sits out, counted by its code
+    assert set(summary["evaluation_refusals"].values()) <= {"too-little-history"}
+    assert set(summary["refusals"]) <= set(evaluated) | set(summary["evaluation_refusals"])
+    for key in ("new_stores", "launch_window"):
+        group = summary[key]
+        assert group["released"] is (group["nodes"] >= 3)
+        if not group["released"]:
+            assert all(v is None for k, v in group["mase"].items())
     assert summary["released_by"] == evaluated[:3]  # three contributors each checked, re-added and decrypted the same sum
     assert set(summary["mase"]) == {*evaluation.ARMS, "best_local", "central"}
     best = summary["best_local_arm"]  # the strongest statistical method a branch runs alone is the yardstick

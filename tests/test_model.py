@@ -73,3 +73,38 @@ def test_the_alliance_teaches_a_young_branch_the_shape_of_its_countrys_year():
     joint = forecast(model, young, START + 60, BranchContext(0, 0))
     alone = np.full(6, young.mean())  # what the branch's own months say
     assert np.abs(joint - truth).mean() < 0.5 * np.abs(alone - truth).mean()
+
+
+def test_stores_that_ramped_up_before_teach_a_new_store_how_far_it_still_has_to_grow():
+    ramp = 1 - 0.65 * np.exp(-np.arange(40) / 5.0)
+    rng = np.random.default_rng(2)
+    xs, ys = [], []
+    for k in range(8):  # stores that opened inside their data, each with its own opening month
+        opened = START + 3 * k
+        x, y, _ = make_windows(rng.poisson(40 * ramp[:36]).astype(float), opened, BranchContext(0, 0, opened=opened))
+        xs.append(x)
+        ys.append(y)
+    model = build_model(0)
+    train_plain(model, np.concatenate(xs), np.concatenate(ys), epochs=30, batch_size=8, learning_rate=0.05, seed=1)
+    opened = START + 40
+    history = 40 * ramp[:3]  # three months of a new store
+    joint = forecast(model, history, opened + 3, BranchContext(0, 0, opened=opened))
+    truth = 40 * ramp[3:9]
+    alone = np.full(6, history.mean())
+    assert np.abs(joint - truth).mean() < 0.5 * np.abs(alone - truth).mean()
+    # without its opening month the model cannot tell a new store from an old one
+    blind = forecast(model, history, opened + 3, BranchContext(0, 0))
+    assert np.abs(blind - truth).mean() > np.abs(joint - truth).mean()
+
+
+def test_a_branch_reads_its_own_regions_launch_dates_and_the_campaign_calendar():
+    job = JobSpec(job_id="j", launches=[{"line": "A", "region": "Kanto", "month": "2024-04"},
+                                        {"line": "A", "region": "Kansai", "month": "2024-09"},
+                                        {"line": "B", "month": "2025-01"}],
+                  campaigns=["2025-06"], shortages=["2025-02"])
+    kanto, kansai = (branch_context(job, country="JP", region=r, opened="2025-03") for r in ("Kanto", "Kansai"))
+    assert kanto.launches == (month_number(date(2024, 4, 1)), month_number(date(2025, 1, 1)))
+    assert kansai.launches == (month_number(date(2024, 9, 1)), month_number(date(2025, 1, 1)))
+    assert kanto.opened == month_number(date(2025, 3, 1)) and kanto.campaigns == {month_number(date(2025, 6, 1))}
+    x, _ = window_features(np.ones(12), month_number(date(2025, 7, 1)), kanto)
+    assert not np.array_equal(x, window_features(np.ones(12), month_number(date(2025, 7, 1)), kansai)[0])

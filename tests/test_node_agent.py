@@ -218,7 +218,8 @@ def test_evaluate_scores_held_out_months_and_sends_only_a_metric_vector(node):
     assert all(lo <= p <= hi for lo, p, hi in zip(ahead["low95"], ahead["point"], ahead["high95"]))
     assert all(a <= b for a, b in zip(ahead["low95"], ahead["low80"])) and all(
         a <= b for a, b in zip(ahead["high80"], ahead["high95"]))
-    expected = evaluation.metric_vector(report["scores"], young=young, coverage=coverage,
+    new_store = report["history_months"] < evaluation.NEW_STORE_MONTHS
+    expected = evaluation.metric_vector(report["scores"], young=young, new_store=new_store, coverage=coverage,
                                         outlook=(np.array(ahead["point"]), np.array(ahead["variance"])))
     np.testing.assert_allclose(vector, expected, atol=0.006)  # the report rounds to 2 decimals
     # The federated arm is the averaged aggregate, not the node's own model.

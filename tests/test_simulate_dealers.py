@@ -11,14 +11,20 @@ import pytest
 import sqlalchemy as sa
 
 from sovereign.simulation.dealers import (
+    INCENTIVE_CAMPAIGNS,
     LUNAR_NEW_YEAR,
+    MODEL_LAUNCHES,
+    SUPPLY_SHORTAGES,
     PERSONAL_COLUMNS,
     SALES_COLUMNS,
     BranchProfile,
+    allocation,
+    expected_sales,
     generate_sales,
     history_months,
     monthly_demand,
     plan_alliance,
+    ramp_up,
     simulate_alliance,
     write_branch_db,
 )
@@ -90,20 +96,47 @@ def test_plan_is_deterministic_and_spans_an_order_of_magnitude(alliance: list[Br
     assert len({p.region for p in alliance}) == 6  # every region appears in an alliance of >= 6
 
 
+def _new_stores(profiles: list[BranchProfile]) -> list[BranchProfile]:
+    return [p for p in profiles if p.opening_date >= date(2025, 11, 1)]
+
+
 @pytest.mark.parametrize("n", [5, 7, 10, 30])
-def test_young_branches_have_9_to_15_months(n: int) -> None:
+def test_new_stores_have_6_to_12_months_and_the_rest_open_early_or_inside_the_window(n: int) -> None:
     profiles = plan_alliance(n, SEED)
-    young = [p for p in profiles if p.opening_date == p.history_start]
-    assert len(young) >= 1
-    assert len(young) == max(round(0.2 * n), 1)
-    for p in young:
-        assert p.opening_date >= date(2025, 8, 1)
-        assert 9 <= len(history_months(p)) <= 15
+    new = _new_stores(profiles)
+    assert len(new) == max(round(0.2 * n), 1)
+    for p in new:
+        assert p.history_start == p.opening_date
+        assert 6 <= len(history_months(p)) <= 12  # 0 to 6 months to train on after a 6-month holdout
     for p in profiles:
-        if p not in young:
+        if p in new:
+            continue
+        if p.opening_date == p.history_start:  # opened inside the DMS window: its ramp-up is in its data
+            assert date(2020, 3, 1) <= p.opening_date <= date(2024, 4, 1)
+        else:
             assert date(1995, 1, 1) <= p.opening_date <= date(2018, 12, 31)
             # the whole export window (2020-01 .. 2026-10), or since a DMS migration
             assert len(history_months(p)) == 82 or 29 <= len(history_months(p)) <= 76
+
+
+def test_new_stores_span_every_history_length_from_0_to_6_training_months() -> None:
+    lengths = {len(history_months(p)) - 6 for p in _new_stores(plan_alliance(300, SEED))}
+    assert lengths == set(range(7))
+
+
+def test_a_new_store_ramps_up_towards_its_size() -> None:
+    p = _new_stores(plan_alliance(30, SEED))[0]
+    first = p.opening_date.year * 12 + p.opening_date.month - 1
+    months = [date((first + i) // 12, (first + i) % 12 + 1, 1) for i in range(36)]  # its first three years
+    ramp = ramp_up(p, months, SEED)
+    assert 0.3 < ramp[0] < 0.4 and np.all(np.diff(ramp) > 0) and ramp[-1] > 0.98
+    assert np.array_equal(ramp, ramp_up(p, months, SEED))
+    # long-open stores are at their size
+    old = next(q for q in plan_alliance(30, SEED) if q.opening_date < date(2019, 1, 1))
+    assert np.allclose(ramp_up(old, months, SEED), 1.0)
+    # and the demand shows it: the same store, long open, would sell more in the same months
+    established = p.model_copy(update={"opening_date": date(2001, 1, 1)})
+    assert np.allclose(monthly_demand(p, months, SEED), monthly_demand(established, months, SEED) * ramp)
 
 
 def test_some_established_branches_lost_history_to_a_dms_migration() -> None:
@@ -113,13 +146,13 @@ def test_some_established_branches_lost_history_to_a_dms_migration() -> None:
     assert all(date(2020, 7, 1) <= p.history_start <= date(2024, 6, 1) for p in migrated)
 
 
-def test_young_branch_sales_stay_inside_its_history(alliance: list[BranchProfile]) -> None:
-    young = next(p for p in alliance if p.opening_date == p.history_start)
+def test_new_store_sales_stay_inside_its_history(alliance: list[BranchProfile]) -> None:
+    young = _new_stores(alliance)[0]
     valid, _ = _split(generate_sales(young, SEED))
     months = {r["sale_date"][:7] for r in valid}
     assert min(months) >= young.history_start.isoformat()[:7]
     assert max(months) == "2026-10"
-    assert 9 <= len(months) <= 15
+    assert 6 <= len(months) <= 12
 
 
 def test_as_of_mid_month_drops_the_incomplete_month(big_branch: BranchProfile) -> None:
@@ -187,8 +220,9 @@ def test_valid_rows_look_like_real_sales(alliance: list[BranchProfile]) -> None:
             born, sold = _parse(r["customer_birth_date"]), _parse(r["sale_date"])
             assert born is not None and date(1950, 1, 1) <= born <= date(2004, 12, 31)
             assert (sold - born).days >= 18 * 365
-            if r["model"] == "Aurora EV":
-                assert sold >= date(2022, 9, 1)  # nobody sells a car before its launch
+            for line, by_region in MODEL_LAUNCHES.items():
+                if r["model"] == line:  # nobody sells a car before its launch in the branch's region
+                    assert sold >= by_region[p.region]
 
 
 def test_seasonality_follows_lunar_new_year_and_fiscal_year(alliance: list[BranchProfile]) -> None:
@@ -199,32 +233,86 @@ def test_seasonality_follows_lunar_new_year_and_fiscal_year(alliance: list[Branc
     for p in alliance:
         demand = monthly_demand(p, months, SEED)
         assert np.all(demand > 0)
+        if p.opening_date > date(2019, 1, 1):
+            continue  # ramping up inside these years: not a clean comparison
         if p.country == "CN":
             assert demand[is_lny].mean() < 0.8 * demand[before_lny].mean()
         if p.country == "KR":
             assert demand[is_lny].mean() < demand[before_lny].mean()
         if p.country == "JP":
-            march = np.array([m.month == 3 for m in months])
-            feb = np.array([m.month == 2 for m in months])
+            quiet = np.array([m not in INCENTIVE_CAMPAIGNS and m.replace(month=m.month - 1 or 12, year=m.year - (m.month == 1))
+                              not in INCENTIVE_CAMPAIGNS for m in months])  # no campaign, nor one the month before
+            march = np.array([m.month == 3 for m in months]) & quiet
+            feb = np.array([m.month == 2 for m in months]) & quiet
             assert demand[march].mean() > 1.15 * demand[feb].mean()
             # No Lunar New Year in Japan: January is not depressed relative to the year's trend.
-            jan = np.array([m.month == 1 for m in months])
-            june = np.array([m.month == 6 for m in months])
+            jan = np.array([m.month == 1 for m in months]) & quiet
+            june = np.array([m.month == 6 for m in months]) & quiet
             assert demand[jan].mean() == pytest.approx(demand[june].mean(), rel=0.05)
 
 
-def test_launch_lifts_every_branch(alliance: list[BranchProfile]) -> None:
-    """The same branch, compared with and without the September 2022 launch month."""
+def test_launches_differ_by_region_and_the_demand_shows_it(alliance: list[BranchProfile]) -> None:
+    """Each line reaches the regions months apart; a branch's demand jumps at its own region's
+    launch only: Aurora EV reached Kanto in January 2023 and Kansai in April."""
+    for line, by_region in MODEL_LAUNCHES.items():
+        assert len(set(by_region.values())) == len(by_region) == 6, line
+    p = next(q for q in alliance if q.opening_date < date(2019, 1, 1))
+    kanto = p.model_copy(update={"region": "Kanto", "country": "JP"})
+    kansai = p.model_copy(update={"region": "Kansai", "country": "JP"})
+
+    def year_on_year(profile: BranchProfile, month: date) -> float:
+        now, before = monthly_demand(profile, [month, month.replace(year=month.year - 1)], SEED)
+        return now / before
+
+    assert year_on_year(kanto, date(2023, 1, 1)) > 1.25 and year_on_year(kansai, date(2023, 1, 1)) < 1.02
+    assert year_on_year(kansai, date(2023, 4, 1)) > 1.25 > year_on_year(kanto, date(2023, 4, 1))
+
+
+def test_campaign_months_lift_demand_and_pull_the_next_month_forward(alliance: list[BranchProfile]) -> None:
+    p = alliance[0]
+    for month in INCENTIVE_CAMPAIGNS:
+        if month > date(2026, 10, 1):
+            continue
+        with_campaign = monthly_demand(p, [month], SEED)[0]
+        without = monthly_demand(p.model_copy(update={"branch_id": p.branch_id}), [month], SEED)[0]
+        assert with_campaign == without  # pure
+    demand = monthly_demand(p, [date(2024, 7, 1), date(2024, 8, 1)], SEED)
+    twin = monthly_demand(p, [date(2023, 7, 1), date(2023, 8, 1)], SEED)  # no campaign in July 2023
+    assert demand[0] / twin[0] > 1.15 and demand[1] / twin[1] < 0.97
+
+
+def test_shortage_months_censor_sales_at_the_allocation(alliance: list[BranchProfile]) -> None:
     for p in alliance:
-        sep21, sep22, sep23 = monthly_demand(p, [date(2021, 9, 1), date(2022, 9, 1), date(2023, 9, 1)], SEED)
-        trend_only = (sep21 + sep23) / 2  # linear trend: the midpoint, minus the launch tail in 2023
-        assert sep22 > 1.1 * trend_only
+        months = history_months(p)
+        cap = allocation(p, months, SEED)
+        short = np.array([m in SUPPLY_SHORTAGES for m in months])
+        assert np.all(np.isinf(cap[~short])) and np.all(np.isfinite(cap[short]))
+        valid, _ = _split(generate_sales(p, SEED))
+        sold = {m: 0 for m in months}
+        for r in valid:
+            sold[date.fromisoformat(r["sale_date"][:8] + "01")] += 1
+        units = np.array([sold[m] for m in months])
+        assert np.all(units <= cap)  # never more than the allocation
+        oracle, demand = expected_sales(p, months, SEED), monthly_demand(p, months, SEED)
+        assert np.allclose(oracle[~short], demand[~short])
+        assert np.all(oracle[short] <= cap[short]) and np.all(oracle[short] < demand[short])
+        assert np.all(oracle[short] > 0.5 * demand[short])
+
+
+def test_expected_sales_is_the_mean_of_censored_poisson_draws() -> None:
+    p = BranchProfile(branch_id="B500", name="x", region="Kanto", country="JP", opening_date=date(2001, 1, 1),
+                      base_units=8.0, history_start=date(2020, 1, 1))  # fmt: skip
+    month = [SUPPLY_SHORTAGES[-1]]
+    lam, cap = monthly_demand(p, month, SEED)[0], allocation(p, month, SEED)[0]
+    rng = np.random.default_rng(0)
+    draws = np.minimum(rng.poisson(lam * rng.lognormal(-0.5 * 0.05**2, 0.05, 200_000)), cap)
+    assert expected_sales(p, month, SEED)[0] == pytest.approx(draws.mean(), rel=0.01)
 
 
 def test_realised_units_match_expected_demand(alliance: list[BranchProfile]) -> None:
     for p in alliance:
         months = history_months(p)
-        expected = monthly_demand(p, months, SEED).sum()
+        expected = expected_sales(p, months, SEED).sum()
         valid, _ = _split(generate_sales(p, SEED))
         assert abs(len(valid) - expected) < 5 * np.sqrt(expected) + 0.05 * expected
 
@@ -301,6 +389,6 @@ def test_rejects_bad_row_rate(rate: float, alliance: list[BranchProfile]) -> Non
 
 def test_boundaries_are_accepted() -> None:
     assert len(plan_alliance(1, SEED)) == 1
-    assert plan_alliance(1, SEED)[0].opening_date < date(2019, 1, 1)  # too few branches for a young one
+    assert plan_alliance(1, SEED)[0].opening_date < date(2025, 1, 1)  # too few branches for a new store
     p = plan_alliance(2, SEED)[0]
     assert generate_sales(p, SEED, bad_row_rate=0.2)

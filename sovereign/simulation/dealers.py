@@ -1,10 +1,20 @@
 """Seeded, reproducible dealer-management-system (DMS) databases, one per dealership.
 
-Branches share regional structure (trend, holiday seasonality, manufacturer launches) so a
-federated model can learn from the whole alliance, while each branch alone has too little
-history -- the young branches especially. Valid rows are exactly the simulated demand; a
-few malformed rows are added on top so that the node agent's data contract has something
-to catch.
+Branches share regional structure (trend, holiday seasonality) and the manufacturer's
+calendar (model lines launched region by region months apart, alliance-wide incentive
+campaigns, supply shortages), so a federated model can learn from the whole alliance, while
+each branch alone has too little history -- new stores especially: they open with 6 to 12
+months of data (0 to 6 left to train on after a 6-month holdout) and ramp up towards their
+size over their first year or two, like the stores that opened earlier in the DMS window.
+
+Truth, in two layers: :func:`monthly_demand` is the expected demand (size x trend x
+seasonality x launch lift x campaign x ramp-up); in shortage months the manufacturer's
+allocation caps what a branch can sell, so sales are ``min(demand, allocation)`` and
+:func:`expected_sales` (the expected *censored* sales, what a forecast of sales is judged
+against) is the oracle. Valid rows are exactly the simulated sales; a few malformed rows are
+added on top so that the node agent's data contract has something to catch. Everything the
+simulator puts in a calendar (launches by region, campaigns, shortages) is manufacturer
+knowledge a job may carry; a branch's opening month is in its own ``branch`` table.
 
 Everything is a pure function of ``(n_branches, seed, as_of)``: every random draw comes from
 ``numpy.random.default_rng`` seeded by ``(seed, branch key, stream)``, so one branch's data
@@ -34,14 +44,20 @@ __all__ = [
     "BranchProfile",
     "EFFECT_MONTHS",
     "LUNAR_NEW_YEAR",
+    "INCENTIVE_CAMPAIGNS",
     "MODEL_LAUNCHES",
+    "SUPPLY_SHORTAGES",
     "PERSONAL_COLUMNS",
     "REGIONS",
     "SALES_COLUMNS",
+    "allocation",
+    "expected_sales",
     "generate_sales",
+    "launch_calendar",
     "history_months",
     "monthly_demand",
     "plan_alliance",
+    "ramp_up",
     "simulate_alliance",
     "write_branch_db",
 ]
@@ -81,7 +97,7 @@ DMS_WINDOW_START = date(2020, 1, 1)  # the DMS export window for established bra
 # Demand is only defined where every holiday is known (see LUNAR_NEW_YEAR).
 _FIRST_MONTH = date(2016, 1, 1)
 _LAST_MONTH = date(2030, 12, 1)
-_MIN_AS_OF = date(2021, 8, 31)  # so any young branch (at most 15 months) opens inside the window
+_MIN_AS_OF = date(2021, 8, 31)  # so any new store (at most 12 months) opens inside the window
 _MAX_AS_OF = date(2030, 12, 31)
 
 BAD_ROW_KINDS: tuple[str, ...] = ("negative_price", "future_date", "duplicate_vin", "bad_date")
@@ -90,10 +106,43 @@ _FUTURE_YEAR = 2031
 
 # Real Lunar New Year dates (common/calendar.py); the month containing it and the month before it move demand.
 
-# Alliance-wide launches (the manufacturer's, so every branch sees them).
-MODEL_LAUNCHES: dict[str, date] = {"Aurora EV": date(2022, 9, 1), "Borealis": date(2024, 4, 1)}
-_LAUNCH_LIFT = 0.20
-_LAUNCH_DECAY = 0.70
+# The manufacturer's launch calendar: each line reaches the regions months apart (public
+# dates head office announces). Solstice reaches half the regions inside the default
+# held-out months (2026-05 to 2026-10) and the other half just before them.
+MODEL_LAUNCHES: dict[str, dict[str, date]] = {
+    "Aurora EV": {"Shanghai": date(2022, 9, 1), "Guangdong": date(2022, 11, 1), "Kanto": date(2023, 1, 1),
+                  "Seoul Capital": date(2023, 3, 1), "Kansai": date(2023, 4, 1), "Busan": date(2023, 6, 1)},
+    "Borealis": {"Kanto": date(2024, 4, 1), "Kansai": date(2024, 6, 1), "Seoul Capital": date(2024, 8, 1),
+                 "Busan": date(2024, 10, 1), "Shanghai": date(2025, 1, 1), "Guangdong": date(2025, 2, 1)},
+    "Solstice": {"Shanghai": date(2025, 11, 1), "Seoul Capital": date(2026, 1, 1), "Kansai": date(2026, 3, 1),
+                 "Guangdong": date(2026, 6, 1), "Kanto": date(2026, 7, 1), "Busan": date(2026, 8, 1)},
+}  # fmt: skip
+_LAUNCH_LIFT = 0.30  # a line's launch lifts the region's demand 30 % in its first month ...
+_LAUNCH_DECAY = 0.75  # ... fading by this factor a month
+
+# Alliance-wide manufacturer incentive campaigns (public calendar): demand rises in the
+# campaign month and some of it is pulled forward from the month after.
+INCENTIVE_CAMPAIGNS: tuple[date, ...] = (
+    date(2020, 10, 1), date(2021, 6, 1), date(2022, 2, 1), date(2022, 9, 1), date(2023, 5, 1), date(2023, 11, 1),
+    date(2024, 7, 1), date(2025, 2, 1), date(2025, 9, 1), date(2026, 6, 1), date(2026, 9, 1), date(2027, 4, 1),
+)  # fmt: skip
+_CAMPAIGN_LIFT = 0.22
+_CAMPAIGN_PULL_FORWARD = -0.08  # the month after a campaign
+
+# Alliance-wide supply shortages (the manufacturer announces production cuts and allocates
+# cars pro rata): in these months a branch can sell at most its allocation, a share of its
+# expected demand, so sales are censored; demand itself is unchanged.
+SUPPLY_SHORTAGES: tuple[date, ...] = (
+    date(2021, 5, 1), date(2021, 6, 1), date(2021, 7, 1), date(2021, 8, 1), date(2021, 9, 1),
+    date(2025, 6, 1), date(2025, 7, 1), date(2025, 8, 1),
+)  # fmt: skip
+_ALLOCATION_SHARE = 0.70
+
+# A store's ramp-up: demand starts at a share of its size and closes the gap with a time
+# constant of a few months (varying a little by store), so a store opened in the DMS window
+# shows it in its data and a new one is in the middle of it.
+_RAMP_START = 0.35
+_RAMP_TAU = 5.0  # months
 
 _TREND_REFERENCE = date(2023, 1, 1)  # base_units is the level here, mid DMS window
 _NOISE_SIGMA = 0.05  # month-level lognormal noise on expected demand before Poisson
@@ -103,7 +152,12 @@ _YOUNG_SHARE = 0.2
 # the history since the migration (the old system's records did not come along).
 _MIGRATED_SHARE = 0.5
 _MIGRATION_WINDOW = (date(2020, 7, 1), date(2024, 6, 1))
-_YOUNG_MONTHS = (9, 15)  # "a few months": 3 to 9 months left to train on after a 6-month holdout
+_NEW_MONTHS = (6, 12)  # a new store's months of data: 0 to 6 left to train on after a 6-month holdout
+# Established branches that opened inside the DMS window (history from their opening): the
+# ramp-ups the alliance can learn from. They opened at least this many months before as_of.
+_RECENT_SHARE = 0.3
+_RECENT_OPENING_START = date(2020, 3, 1)
+_RECENT_MIN_AGE = 30
 
 # Seasonal effects: name -> (calendar month it hits, or None for the Lunar New Year ones).
 EFFECT_MONTHS: dict[str, int | None] = {
@@ -187,6 +241,7 @@ _CATALOGUE: tuple[CarModel, ...] = (
     CarModel("Delta", "JSR", "DT", "S1", "T", (27_900.0, 31_500.0, 36_200.0), 0.20),
     CarModel("Ember", "KSR", "EM", "V1", "U", (29_800.0, 33_400.0, 38_900.0), 0.18),
     CarModel("Fjord", "JSR", "FJ", "V3", "K", (38_500.0, 44_200.0, 50_900.0), 0.10),
+    CarModel("Solstice", "LSR", "SL", "E2", "S", (34_900.0, 39_900.0, 46_500.0), 0.12),
 )
 _TRIMS: tuple[str, ...] = ("base", "sport", "premium")
 _TRIM_CODES = "BSP"
@@ -237,7 +292,7 @@ _MIN_BIRTH = date(1950, 1, 1)
 _MAX_BIRTH = date(2004, 12, 31)
 _ADULT_DAYS = 6575  # 18 years: nobody under 18 signs a car contract
 
-_STREAM_PLAN, _STREAM_SEASON, _STREAM_SALES, _STREAM_STAFF, _STREAM_BAD = range(5)
+_STREAM_PLAN, _STREAM_SEASON, _STREAM_SALES, _STREAM_STAFF, _STREAM_BAD, _STREAM_RAMP = range(6)
 
 
 # --------------------------------------------------------------------------- profile
@@ -316,7 +371,21 @@ def history_months(profile: BranchProfile, as_of: date = DEFAULT_AS_OF) -> list[
 
 
 _LNY_MONTHS = np.array(sorted({_month_index(d) for d in LUNAR_NEW_YEAR}), dtype=np.int64)
-_LAUNCH_INDEX = {name: _month_index(d) for name, d in MODEL_LAUNCHES.items()}
+_CAMPAIGN_MONTHS = np.array([_month_index(d) for d in INCENTIVE_CAMPAIGNS], dtype=np.int64)
+_SHORTAGE_MONTHS = np.array([_month_index(d) for d in SUPPLY_SHORTAGES], dtype=np.int64)
+
+
+def _launch_index(region: str) -> dict[str, int]:
+    """Month index of each line's launch in `region` (lines not launched there are absent)."""
+    return {line: _month_index(by_region[region]) for line, by_region in MODEL_LAUNCHES.items() if region in by_region}
+
+
+def launch_calendar() -> list[dict[str, str]]:
+    """The launch calendar as a job carries it: one ``{line, region, month}`` per line and
+    region, in date order (public manufacturer knowledge)."""
+    rows = [{"line": line, "region": region, "month": d.strftime("%Y-%m")}
+            for line, by_region in MODEL_LAUNCHES.items() for region, d in by_region.items()]
+    return sorted(rows, key=lambda r: (r["month"], r["line"], r["region"]))
 
 
 def _effect_indicator(name: str, idx: np.ndarray) -> np.ndarray:
@@ -332,7 +401,8 @@ def _effect_indicator(name: str, idx: np.ndarray) -> np.ndarray:
 
 
 def plan_alliance(n_branches: int, seed: int, as_of: date = DEFAULT_AS_OF) -> list[BranchProfile]:
-    """Draw the alliance: sizes spanning > 10x, every region early, ~20 % young branches."""
+    """Draw the alliance: sizes spanning > 10x, every region early, ~20 % new stores (6 to 12
+    months of data), and ~30 % of the rest opened inside the DMS window (history from opening)."""
     if isinstance(n_branches, bool) or not isinstance(n_branches, (int, np.integer)):
         raise ValueError(f"n_branches must be an integer, got {n_branches!r}")
     if not 1 <= n_branches <= 999:
@@ -358,7 +428,7 @@ def plan_alliance(n_branches: int, seed: int, as_of: date = DEFAULT_AS_OF) -> li
 
     n_young = max(round(_YOUNG_SHARE * n), 1 if n >= 5 else 0)
     young = set(rng.choice(n, size=n_young, replace=False).tolist()) if n_young else set()
-    young_months = rng.integers(_YOUNG_MONTHS[0], _YOUNG_MONTHS[1] + 1, size=n)
+    young_months = rng.integers(_NEW_MONTHS[0], _NEW_MONTHS[1] + 1, size=n)
     old_open_lo, old_open_hi = date(1995, 1, 1).toordinal(), date(2018, 12, 31).toordinal()
     old_open = rng.integers(old_open_lo, old_open_hi + 1, size=n)
     group_idx = rng.integers(0, len(_DEALER_GROUPS), size=n)
@@ -367,6 +437,10 @@ def plan_alliance(n_branches: int, seed: int, as_of: date = DEFAULT_AS_OF) -> li
     # Drawn after every other plan draw, so adding migrations left the other draws unchanged.
     migrated = rng.random(n) < _MIGRATED_SHARE
     migration = rng.integers(_month_index(_MIGRATION_WINDOW[0]), _month_index(_MIGRATION_WINDOW[1]) + 1, size=n)
+    # Drawn after the migrations, for the same reason.
+    recent_lo, recent_hi = _month_index(_RECENT_OPENING_START), last_month - _RECENT_MIN_AGE
+    recent = (rng.random(n) < _RECENT_SHARE) & (recent_hi >= recent_lo)
+    recent_open = rng.integers(recent_lo, max(recent_lo, recent_hi) + 1, size=n)
 
     profiles: list[BranchProfile] = []
     used_names: set[str] = set()
@@ -381,8 +455,11 @@ def plan_alliance(n_branches: int, seed: int, as_of: date = DEFAULT_AS_OF) -> li
             suffix += 1
         used_names.add(name)
         if i in young:
-            # A young branch opens on the first of a month: its history is exactly k months.
+            # A new store opens on the first of a month: its history is exactly k months.
             opening = _index_to_month(last_month - int(young_months[i]) + 1)
+            history_start = opening
+        elif recent[i]:
+            opening = _index_to_month(int(recent_open[i]))
             history_start = opening
         else:
             opening = date.fromordinal(int(old_open[i]))
@@ -410,16 +487,33 @@ def _effect_scales(profile: BranchProfile, seed: int) -> np.ndarray:
     return rng.uniform(0.8, 1.2, size=len(_EFFECT_NAMES))
 
 
+def _check_months(idx: np.ndarray) -> None:
+    if idx.size and (idx.min() < _month_index(_FIRST_MONTH) or idx.max() > _month_index(_LAST_MONTH)):
+        raise ValueError(f"months must lie between {_FIRST_MONTH:%Y-%m} and {_LAST_MONTH:%Y-%m}")
+
+
+def ramp_up(profile: BranchProfile, months: list[date], seed: int) -> np.ndarray:
+    """Share of its size a store reaches in each month: ``1 - (1 - start) exp(-age / tau)``
+    with age the months since its opening month (1 before it opens is irrelevant: no sales),
+    tau the store's own (0.8-1.2 x _RAMP_TAU). Long-open stores are at 1."""
+    _check_seed(seed)
+    idx = np.array([_month_index(m) for m in months], dtype=np.int64)
+    tau = _RAMP_TAU * _rng(seed, _branch_key(profile.branch_id), _STREAM_RAMP).uniform(0.8, 1.2)
+    age = np.maximum(idx - _month_index(profile.opening_date), 0)
+    return 1.0 - (1.0 - _RAMP_START) * np.exp(-age / tau)
+
+
 def monthly_demand(profile: BranchProfile, months: list[date], seed: int) -> np.ndarray:
-    """Expected units per month: size x regional trend x seasonality x launch lift.
+    """Expected demand per month: size x regional trend x seasonality x launch lift (the
+    region's launches of each line) x incentive campaigns x the store's ramp-up.
 
     Pure and noise-free, so tests and forecasters can compare against ground truth; any day
-    within a month selects that month.
+    within a month selects that month. In shortage months sales are censored below this
+    (see :func:`expected_sales`).
     """
     _check_seed(seed)
     idx = np.array([_month_index(m) for m in months], dtype=np.int64)
-    if idx.size and (idx.min() < _month_index(_FIRST_MONTH) or idx.max() > _month_index(_LAST_MONTH)):
-        raise ValueError(f"months must lie between {_FIRST_MONTH:%Y-%m} and {_LAST_MONTH:%Y-%m}")
+    _check_months(idx)
     region = REGIONS[profile.region]
     years = (idx - _month_index(_TREND_REFERENCE)) / 12.0
     level = profile.base_units * np.maximum(1.0 + region.trend * years, 0.05)
@@ -432,10 +526,42 @@ def monthly_demand(profile: BranchProfile, months: list[date], seed: int) -> np.
             season *= 1.0 + lift * _effect_indicator(name, idx)
 
     launch = np.ones(idx.shape, dtype=np.float64)
-    for launch_idx in _LAUNCH_INDEX.values():
+    for launch_idx in _launch_index(profile.region).values():
         age = idx - launch_idx
         launch *= np.where(age >= 0, 1.0 + _LAUNCH_LIFT * _LAUNCH_DECAY ** np.maximum(age, 0), 1.0)
-    return level * season * launch
+    campaign = (1.0 + _CAMPAIGN_LIFT * np.isin(idx, _CAMPAIGN_MONTHS)
+                + _CAMPAIGN_PULL_FORWARD * np.isin(idx, _CAMPAIGN_MONTHS + 1))
+    return level * season * launch * campaign * ramp_up(profile, months, seed)
+
+
+def allocation(profile: BranchProfile, months: list[date], seed: int) -> np.ndarray:
+    """The most units the manufacturer lets the branch sell each month: in shortage months
+    its share of the expected demand (whole cars), elsewhere unlimited (inf)."""
+    idx = np.array([_month_index(m) for m in months], dtype=np.int64)
+    demand = monthly_demand(profile, months, seed)
+    return np.where(np.isin(idx, _SHORTAGE_MONTHS), np.floor(_ALLOCATION_SHARE * demand), np.inf)
+
+
+_NOISE_NODES, _NOISE_WEIGHTS = np.polynomial.hermite_e.hermegauss(16)
+_NOISE_WEIGHTS = _NOISE_WEIGHTS / _NOISE_WEIGHTS.sum()
+
+
+def expected_sales(profile: BranchProfile, months: list[date], seed: int) -> np.ndarray:
+    """Expected units *sold* per month: E[min(N, allocation)] with N Poisson around the
+    month's noisy demand (the lognormal month noise integrated out by Gauss-Hermite
+    quadrature). Equal to :func:`monthly_demand` outside shortage months; the oracle a sales
+    forecast is judged against."""
+    from scipy.stats import poisson  # imported late: only the oracle needs it
+
+    demand = monthly_demand(profile, months, seed)
+    cap = allocation(profile, months, seed)
+    out = demand.copy()
+    for i in np.flatnonzero(np.isfinite(cap)):
+        rates = demand[i] * np.exp(_NOISE_SIGMA * _NOISE_NODES - 0.5 * _NOISE_SIGMA**2)
+        k = np.arange(int(cap[i]))
+        # E[min(N, a)] = sum_{k < a} P(N > k), averaged over the month noise
+        out[i] = float(np.sum(_NOISE_WEIGHTS * poisson.sf(k[None, :], rates[:, None]).sum(axis=1)))
+    return out
 
 
 # --------------------------------------------------------------------------- rows
@@ -565,8 +691,9 @@ def _draw_rows(
     year = sale_days.astype("datetime64[Y]").astype(np.int64) + 1970
     cal_month = month_idx % 12 + 1
 
-    # Model: only models already launched can be sold.
-    launch = np.array([_LAUNCH_INDEX.get(m.name, -(10**6)) for m in _CATALOGUE])
+    # Model: only models already launched in the branch's region can be sold.
+    launched = _launch_index(profile.region)
+    launch = np.array([launched.get(m.name, 10**6) if m.name in MODEL_LAUNCHES else -(10**6) for m in _CATALOGUE])
     w = np.array([m.weight for m in _CATALOGUE])[None, :] * (month_idx[:, None] >= launch[None, :])
     cum = np.cumsum(w, axis=1)
     model = (cum < rng.random(n)[:, None] * cum[:, -1:]).sum(axis=1)
@@ -686,7 +813,8 @@ def generate_sales(
     as_of: date = DEFAULT_AS_OF,
     bad_row_rate: float = 0.004,
 ) -> list[dict[str, Any]]:
-    """The branch's DMS sales export: Poisson sales from :func:`monthly_demand` plus bad rows.
+    """The branch's DMS sales export: Poisson demand from :func:`monthly_demand`, capped by
+    the :func:`allocation` in shortage months, plus bad rows.
 
     Valid rows come in date order; bad rows sit at random positions. Valid rows depend only on
     ``(profile, seed, as_of)``, not on ``bad_row_rate``.
@@ -708,7 +836,7 @@ def generate_sales(
 
     expected = monthly_demand(profile, months, seed)
     noise = rng.lognormal(-0.5 * _NOISE_SIGMA**2, _NOISE_SIGMA, size=len(months))  # mean 1
-    units = rng.poisson(expected * noise)
+    units = np.minimum(rng.poisson(expected * noise), allocation(profile, months, seed)).astype(np.int64)
     month_idx = np.array([_month_index(m) for m in months], dtype=np.int64)
     days = np.sort(_sale_days(rng, np.repeat(month_idx, units)), kind="stable")
     n_valid = days.size
