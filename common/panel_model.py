@@ -9,7 +9,8 @@ Real panels (the Tourism competition's series) have unaligned phases and no date
 dealer model's country-by-month seasonality (`common.model`) does not apply; what the branches
 learn together here is how a series' recent shape carries forward. The level m is computed in
 the forward pass from the series' own lags, so no weight holds any one series' size, and the
-untrained model forecasts the lag mean.
+untrained model forecasts the lag mean (or, with `start: seasonal_naive`, exactly the seasonal
+naive forecast, a stronger starting point for a linear model on seasonal series).
 
 A training window carries one more column, w = m / s (s: the series' in-sample seasonal-naive
 MAE), and the model's training output is w·f(x̃) against the target w·(y/m − 1): the loss is
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
@@ -38,11 +41,16 @@ class PanelModelSpec(BaseModel):
     block: int = Field(ge=1, le=120, description="values one forward pass forecasts; longer horizons recurse")
     hidden: int = Field(default=0, ge=0, le=256, description="hidden units; 0 is a linear model")
     max_windows: int = Field(default=120, ge=1, le=10_000, description="most recent training windows kept per series")
+    start: Literal["mean", "seasonal_naive"] = Field(
+        default="mean", description="the untrained model: the lag mean, or (linear only) the same season a year before")
+    season: int = Field(default=1, ge=1, le=366, description="season length, for the seasonal-naive start")
 
     @model_validator(mode="after")
     def _sane(self) -> PanelModelSpec:
         if self.lags + self.block > 360:
             raise ValueError(f"lags + block = {self.lags + self.block} exceeds 360 values per window")
+        if self.start == "seasonal_naive" and (self.hidden or self.lags < self.season):
+            raise ValueError(f"a seasonal-naive start needs a linear model (hidden 0) reading a full season ({self.season} lags)")
         return self
 
 
@@ -59,6 +67,10 @@ class PanelForecaster(nn.Module):
         last = self.body[-1]
         nn.init.zeros_(last.weight)  # the untrained model is the lag mean, whatever the hidden layer holds
         nn.init.zeros_(last.bias)
+        if spec.start == "seasonal_naive":  # output k reads the lag one season before it: x̃ there, so m·(1 + x̃) = that value
+            with torch.no_grad():
+                for k in range(spec.block):
+                    last.weight[k, spec.lags - spec.season + k % spec.season] = 1.0
         if spec.hidden:  # a fixed, data-free start for the hidden layer: every branch begins from the same model
             generator = torch.Generator().manual_seed(0)
             with torch.no_grad():

@@ -59,6 +59,7 @@ def run_cmd(
         model = dict(data.get("model") or {})
         model.setdefault("lags", min(3 * data["season"], 60))
         model.setdefault("block", data["horizon"])
+        model.setdefault("season", data["season"])
         model.update({k: v for k, v in {"lags": lags, "block": block}.items() if v is not None})
         data["model"] = model
         training = dict(data.get("training") or {})

@@ -118,6 +118,16 @@ def test_the_untrained_panel_model_forecasts_the_lag_mean_and_scales_with_the_se
     assert np.allclose(panel_forecast(model, 7.0 * history, 10), 7.0 * f, rtol=1e-5)
 
 
+def test_a_seasonal_naive_start_forecasts_the_same_season_a_year_before():
+    from common.metrics import seasonal_naive
+
+    spec = PanelModelSpec(lags=8, block=6, start="seasonal_naive", season=SEASON)
+    history = np.random.default_rng(1).uniform(10, 20, size=30)
+    assert np.allclose(panel_forecast(PanelForecaster(spec), history, 6), seasonal_naive(history, 6, SEASON))
+    with pytest.raises(ValueError, match="needs a linear model"):
+        PanelModelSpec(lags=8, block=6, start="seasonal_naive", season=SEASON, hidden=4)
+
+
 def test_training_windows_carry_the_mase_weight_and_scaled_targets():
     spec = PanelModelSpec(lags=4, block=2, max_windows=3)
     history = np.array([10.0, 20, 30, 40, 10, 20, 30, 40, 12, 22])
@@ -169,7 +179,7 @@ def test_every_arm_is_scored_per_branch_with_its_privacy(toy_results):
     for name, arm in doc["arms"].items():
         assert set(arm) >= {"mase", "smape", "seconds", "epsilon", "per_branch"}, name
         assert len(arm["per_branch"]) == 3 and all(np.isfinite(b["mase"]) for b in arm["per_branch"].values())
-        private = name in ("federated_dp", "federated_dp_he")
+        private = name in ("federated_dp", "federated_dp_he", "federated_dp_he_ets")
         assert (arm["epsilon"] is not None) == private, name
         if private:
             assert 3.5 < arm["epsilon"] <= 4.0

@@ -8,7 +8,9 @@ competitions report it):
 - `local`: the joint model's family trained by each branch on its own series only;
 - `central`: the same model trained on every series pooled (what no alliance may do);
 - `federated`, `federated_dp`, `federated_dp_he`: FedAvg over branches on Flower's simulation
-  runtime, without DP, with DP-SGD (Opacus), and with DP-SGD and CKKS-encrypted updates.
+  runtime, without DP, with DP-SGD (Opacus), and with DP-SGD and CKKS-encrypted updates;
+- `federated_dp_he_ets`: a node-side combination, the mean of the federated (DP + CKKS)
+  forecast and the series' own ETS forecast (nothing more leaves a node than for the federated arm).
 Statistical forecasts do not depend on how series are split into branches, so they are cached
 per panel, horizon and history under `cache/`.
 """
@@ -35,8 +37,9 @@ from sovereign.experiment.panel_node import branch_windows
 LOCAL_STATS = ("seasonal_naive", "ets", "theta")
 FEDERATED_ARMS = (FederatedArm(name="federated", dp=False, he=False), FederatedArm(name="federated_dp", dp=True, he=False),
                   FederatedArm(name="federated_dp_he", dp=True, he=True))
-ARMS = (*LOCAL_STATS, "best_local", "local", *(a.name for a in FEDERATED_ARMS), "central")
-TRAINED = ("local", *(a.name for a in FEDERATED_ARMS), "central")
+BLEND = "federated_dp_he_ets"  # node-side: the mean of the federated (DP + CKKS) forecast and the series' own ETS
+ARMS = (*LOCAL_STATS, "best_local", "local", *(a.name for a in FEDERATED_ARMS), BLEND, "central")
+TRAINED = ("local", *(a.name for a in FEDERATED_ARMS), BLEND, "central")
 
 Progress = Callable[[str], None]
 
@@ -164,6 +167,12 @@ def run_experiment(config: ExperimentConfig, out: Path, *, cache: Path | None = 
             forecasts[arm.name] = _forecasts(model, series, config.horizon)
             results[arm.name] = {**score_arm(forecasts[arm.name], series, config.season), "seconds": log["seconds"],
                                  "epsilon": log["epsilon"], "rounds": log["rounds"]}
+
+    if BLEND in arms and "federated_dp_he" in forecasts and "ets" in forecasts:
+        forecasts[BLEND] = {k: 0.5 * (v + forecasts["ets"][k]) for k, v in forecasts["federated_dp_he"].items()}
+        results[BLEND] = {**score_arm(forecasts[BLEND], series, config.season),
+                          "seconds": results["federated_dp_he"]["seconds"] + results["ets"]["seconds"],
+                          "epsilon": results["federated_dp_he"]["epsilon"]}
 
     document = {
         "dataset": config.dataset, "branches": len(by_branch), "series": len(series), "horizon": config.horizon,
