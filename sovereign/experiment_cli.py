@@ -66,7 +66,7 @@ def run_cmd(
         if rounds is not None:
             training["rounds"] = rounds
         if epsilon is not None:
-            training["dp"] = {**dict(training.get("dp") or {"max_grad_norm": 0.5}), "target_epsilon": epsilon}
+            training["dp"] = {**dict(training.get("dp") or {"max_grad_norm": 1.0}), "target_epsilon": epsilon}
         data["training"] = training
         cfg = config_from(data, str(config) if config else "command line")
         target = out or Path("runs/experiments") / cfg.dataset

@@ -70,7 +70,8 @@ class PanelNode:
             return LocalUpdate(np.zeros(global_weights.size + 1), 0, 0.0 if dp else None)
         if dp:
             sigma = self.sigma()
-            train_dp_round(model, self.x, self.y, self.recipe, noise_multiplier=sigma, accountant_state=None,
+            private = self.recipe.model_copy(update={"learning_rate": self.recipe.dp_learning_rate})
+            train_dp_round(model, self.x, self.y, private, noise_multiplier=sigma, accountant_state=None,
                            report_epsilon=False)
             steps = rnd * steps_per_round(self.windows, self.recipe)
             eps = epsilon_of(sample_rate(self.windows, self.recipe), sigma, steps, self.recipe.dp.delta, self.recipe.dp.accountant)

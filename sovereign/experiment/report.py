@@ -54,7 +54,7 @@ def headline(document: dict) -> str:
 
 def print_results(document: dict, console: Console) -> None:
     title = (f"{document['dataset']}: {document['series']} series in {document['branches']} branches, "
-             f"horizon {document['horizon']}" + (f", histories cut to {document['history']}" if document.get("history") else ""))
+             f"horizon {document['horizon']}" + (f", histories cut to their last {document['history']} values" if document.get("history") else ""))
     table = Table(title=title)
     for col in ("arm", "MASE", "sMAPE %", "rel. MAE vs best local [95%]", "ε", "s"):
         table.add_column(col, justify="left" if col == "arm" else "right")
@@ -70,7 +70,7 @@ def print_results(document: dict, console: Console) -> None:
 
 def markdown(document: dict) -> str:
     lines = [f"### {document['dataset']} — {document['branches']} branches"
-             + (f", histories cut to {document['history']}" if document.get("history") else ""), "",
+             + (f", histories cut to their last {document['history']} values" if document.get("history") else ""), "",
              "| arm | MASE | sMAPE % | rel. MAE vs best local [95%] | ε | s |", "|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows(document)]
     return "\n".join(lines) + "\n"
