@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-tourism install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,10 +23,16 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-# The standard benchmark set (experiments/results/*.json): the simulated alliance at 20 and 127 branches.
+# The standard benchmark set (experiments/results/*.json): the simulated alliance at 20 and 127
+# branches, and the Tourism competition's monthly and quarterly series split into 20 branches.
 bench: $(STAMP)
 	$(BIN)/python experiments/federated_vs_local.py --seeds 1 2 3 4 5 --branches 20
 	$(BIN)/python experiments/federated_vs_local.py --seeds 1 2 3 --branches 127 --name federated_vs_local_127
+	$(BIN)/python experiments/tourism.py --configs experiments/configs/tourism_monthly_20.yaml experiments/configs/tourism_quarterly_20.yaml
+
+# Every Tourism config: 20 and 127 branches, and histories cut to 24 and 36 months (about 30 minutes).
+bench-tourism: $(STAMP)
+	$(BIN)/python experiments/tourism.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -4,7 +4,8 @@ competition's published MASE figures.
 
 Runs `sovereign experiment run --config` on each config under experiments/configs/ (20 and
 127 branches, full histories and histories cut to 24 and 36 months), and writes
-`experiments/results/tourism.json` (every run's results.json) and `tourism.md` (the tables).
+`experiments/results/tourism.json` (every run's results.json, less the per-branch figures; a
+rerun of some configs replaces their entries) and `tourism.md` (the tables).
 
     python experiments/tourism.py [--configs experiments/configs/tourism_*.yaml] [--out runs/experiments]
 """
@@ -51,7 +52,11 @@ def main() -> None:
         print(headline(document), f"({document['wall_seconds']:.0f} s)", flush=True)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps({"runs": runs}, indent=2))
+    path = RESULTS / f"{args.name}.json"
+    earlier = json.loads(path.read_text())["runs"] if path.exists() else []
+    rerun = {r["config_file"] for r in runs}  # a rerun replaces its config's entry and keeps the others
+    runs = sorted([r for r in earlier if r["config_file"] not in rerun] + runs, key=lambda r: r["config_file"])
+    path.write_text(json.dumps({"runs": runs}, indent=2))
     lines = ["# Tourism competition, split into branches", ""]
     published = next((r for r in runs if r.get("published")), None)
     if published:
