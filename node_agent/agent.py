@@ -23,7 +23,7 @@ from common.he import EncryptedVector, context_shape, decrypt_checked, encrypt_v
 from common.metrics import score
 from common.privacy import PrivacyPlanError, epsilon, epsilon_spent, group_privacy, windows_per_month
 from common.calendar import month_number
-from common.model import REGION_SLOTS, BranchContext, branch_context, build_model, forecast, get_flat_weights, make_windows, set_flat_weights
+from common.model import REGION_SLOTS, BranchContext, branch_context, forecast, get_flat_weights, job_model, make_windows, set_flat_weights
 from common.refusals import reason_for
 from common.wire import (
     CoordinatorHead,
@@ -334,7 +334,7 @@ class NodeAgent:
     def _global_model(self, instruction: TrainInstruction, job: JobSpec):
         """The model to start from: the seeded initial model in round 1, else the aggregate,
         decrypted only after `_open_aggregate` accepts it and bounded before use."""
-        model = build_model(job.seed, lags=job.lags, horizon=job.horizon)
+        model = job_model(job)
         payload = instruction.global_model
         if payload is None:
             return model  # the public, seeded initial model

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from common import local_methods
-from common.model import BranchContext, build_model, forecast, make_windows
+from common.model import BranchContext, build_model, forecast, job_model, make_windows
 from common.wire import JobSpec
 from node_agent.data import HoldoutSplit
 from node_agent.training import plan_noise_multiplier, train_dp_round, train_plain
@@ -30,10 +30,11 @@ def windows(split: HoldoutSplit, job: JobSpec, context: BranchContext):
     return make_windows(split.history, split.start, context, lags=job.lags, horizon=job.horizon)
 
 
-def _alone(split: HoldoutSplit, job: JobSpec, context: BranchContext, train) -> np.ndarray:
-    """A model from this branch's windows only; with none it keeps the initial model."""
+def _alone(split: HoldoutSplit, job: JobSpec, context: BranchContext, train, *, private: bool = False) -> np.ndarray:
+    """A model from this branch's windows only; with none it keeps the initial model. Under
+    DP it takes the job model's rare-effect gain, as the federated model does."""
     x, y, _ = windows(split, job, context)
-    model = build_model(job.seed, lags=job.lags, horizon=job.horizon)
+    model = job_model(job) if private else build_model(job.seed, lags=job.lags, horizon=job.horizon)
     if len(x):
         train(model, x, y)
     return forecast(model, split.history, split.target, context)[: len(split.actual)]
@@ -51,7 +52,7 @@ def local_dp_forecast(split: HoldoutSplit, job: JobSpec, context: BranchContext)
         for _ in range(job.rounds):
             state = train_dp_round(model, x, y, job, noise_multiplier=sigma, accountant_state=state).accountant_state
 
-    return _alone(split, job, context, train)
+    return _alone(split, job, context, train, private=True)
 
 
 def statistical_forecasts(split: HoldoutSplit) -> tuple[dict[str, np.ndarray], str]:

@@ -108,3 +108,33 @@ def test_a_branch_reads_its_own_regions_launch_dates_and_the_campaign_calendar()
     assert kanto.opened == month_number(date(2025, 3, 1)) and kanto.campaigns == {month_number(date(2025, 6, 1))}
     x, _ = window_features(np.ones(12), month_number(date(2025, 7, 1)), kanto)
     assert not np.array_equal(x, window_features(np.ones(12), month_number(date(2025, 7, 1)), kansai)[0])
+
+
+def test_the_rare_effect_gain_is_a_reparametrisation_the_dp_job_alone_takes():
+    """Same functions with or without the gain (parameters divided by it), so only the step
+    sizes of the rare effects change; a DP job's model has it, a non-private one does not."""
+    import torch
+
+    from common.model import RARE_GAIN, Forecaster, job_model
+    from common.wire import DPSettings, JobSpec
+
+    plain, gained = Forecaster(), Forecaster(rare_gain=RARE_GAIN)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in plain.named_parameters():
+            p.copy_(0.1 * torch.randn_like(p))
+            q = dict(gained.named_parameters())[name]
+            q.copy_(p / RARE_GAIN if name in ("launch", "ramp", "calendar") else p)
+    from common.model import BranchContext, window_features
+
+    history = np.linspace(10, 30, 14)
+    context = BranchContext(launches=(24_300,), opened=24_290, campaigns=frozenset({24_301}), shortages=frozenset({24_302}))
+    features, _ = window_features(history, 24_300, context)
+    batch = torch.from_numpy(features)[None, :]
+    assert torch.allclose(plain(batch), gained(batch), rtol=1e-5)
+    with torch.no_grad():  # and the gain is really applied: equal parameters give other forecasts
+        for name, p in plain.named_parameters():
+            dict(gained.named_parameters())[name].copy_(p)
+    assert not torch.allclose(plain(batch), gained(batch), rtol=1e-3)
+    assert job_model(JobSpec(job_id="j")).rare_gain == RARE_GAIN
+    assert job_model(JobSpec(job_id="j", dp=DPSettings(enabled=False))).rare_gain == 1.0

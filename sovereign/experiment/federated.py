@@ -30,6 +30,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from pydantic import BaseModel
 
+from common.files import write_secret
 from common.he import EncryptedVector, create_secret_context, load_context, public_context_bytes, secret_context_bytes, sum_encrypted
 from common.model import get_flat_weights
 from common.panel_model import PanelForecaster, PanelModelSpec
@@ -65,9 +66,7 @@ def prepare(workdir: Path, by_branch: dict[str, list[Series]], spec: PanelModelS
     if any(a.he for a in arms):
         ctx = create_secret_context()
         (workdir / "he").mkdir(exist_ok=True)
-        secret = workdir / "he" / "secret.ctx"
-        secret.touch(mode=0o600)
-        secret.write_bytes(secret_context_bytes(ctx))
+        write_secret(workdir / "he" / "secret.ctx", secret_context_bytes(ctx))  # 0600 from the first byte
         (workdir / "he" / "public.ctx").write_bytes(public_context_bytes(ctx))
     (workdir / "plan.json").write_text(plan.model_dump_json(indent=2))
     return plan
