@@ -215,13 +215,18 @@ def write_report(path: Path, summary: dict, result) -> None:
         f"the coordinator summed {he['bytes_per_round'] / 1e6:.2f} MB per round without a secret key.</p>"
         if he["enabled"] else "<p>Homomorphic encryption was <b>off</b>: updates travelled in plaintext.</p>"
     )
-    young = summary["young_branches"]
-    young_text = (
-        f"<p>For the {young['nodes']} branches with {esc(young['definition'])}: "
-        f"<b>{young['federated_vs_best_local_mase_improvement']:+.1%}</b> against the best they can do alone "
-        f"({esc(ARM_NAMES[young['best_local_arm']])}).</p>"
-        if young["federated_vs_best_local_mase_improvement"] is not None else ""
-    )
+    young_text = ""
+    for key, label in (("young_branches", "Young branches"), ("new_stores", "New stores"), ("launch_window", "Launch window")):
+        group = summary.get(key)
+        if not group:
+            continue
+        if group.get("federated_vs_best_local_mase_improvement") is not None:
+            young_text += (f"<p>{label} ({esc(group['definition'])}), {group['nodes']} of them: "
+                           f"<b>{group['federated_vs_best_local_mase_improvement']:+.1%}</b> against the best they can do alone "
+                           f"({esc(ARM_NAMES[group['best_local_arm']])}).</p>")
+        elif key != "young_branches":
+            young_text += (f"<p>{label} ({esc(group['definition'])}): withheld, too few branches (or readable as a "
+                           f"difference of released groups).</p>")
     headline = "".join(f"<li>{_plain(line)}</li>" for line in headline_lines(summary))
     coverage = summary.get("interval_coverage")
     coverage_text = (f"<p>Intervals of the federated forecast, calibrated on each branch's training months: on the held-out "
