@@ -5,8 +5,7 @@ months it is given, each error is divided by the square root of its forecast (co
 a 120-car branch's months vary more in units than a 6-car branch's), and the interval
 half-width at level L is the conformal quantile of |scaled error| times the square root of
 the forecast. With too few residuals for that quantile, a normal interval from their RMS
-(Poisson's 1 when there are none). Months a public calendar marks as eventful can be
-calibrated on their own kind's errors (Mondrian conformal, `month_scales`). Pure functions; the node calls them on its own data, and
+(Poisson's 1 when there are none). Pure functions; the node calls them on its own data, and
 only coverage counts and interval sums leave it, inside encrypted sums.
 """
 
@@ -38,14 +37,6 @@ def scaled_residuals(predict: Predict, series: np.ndarray, start: int, horizon: 
     return np.asarray(out, dtype=float)
 
 
-def residual_months(size: int, start: int, horizon: int) -> np.ndarray:
-    """The month number each of `scaled_residuals`' values is an error for, in its order."""
-    out = []
-    for origin in range(max(MIN_ORIGIN, size - MAX_ORIGINS), size):
-        out.extend(start + origin + j for j in range(min(horizon, size - origin)))
-    return np.asarray(out, dtype=np.int64)
-
-
 def half_width_scale(residuals: np.ndarray, level: float) -> float:
     """The multiplier of √forecast for a `level` interval: the conformal quantile of the
     absolute residuals, ceil((n+1)·level)-th smallest, when n allows it; else z·RMS."""
@@ -58,34 +49,10 @@ def half_width_scale(residuals: np.ndarray, level: float) -> float:
     return float(norm.ppf(0.5 + level / 2)) * max(rms, 1.0)
 
 
-def month_scales(residuals: np.ndarray, level: float, classes: np.ndarray | None = None,
-                 residual_classes: np.ndarray | None = None) -> np.ndarray | float:
-    """The half-width multiplier for each forecast month (one number without classes).
-
-    With classes (Mondrian conformal): a month of class c takes the conformal quantile of the
-    residuals of class c, when there are enough of them for one, else of all residuals. The
-    classes come from public calendars: a month with a campaign, a shortage or a fresh launch
-    is harder than an ordinary one, and a window of held-out months full of them would
-    otherwise be calibrated on mostly ordinary months (the simulated alliance's held-out
-    months hold two campaigns and three regional launches)."""
-    overall = half_width_scale(residuals, level)
-    if classes is None or residual_classes is None:
-        return overall
-    r, rc = np.asarray(residuals, dtype=float), np.asarray(residual_classes)
-    out = np.full(len(classes), overall)
-    for c in np.unique(classes):
-        mine = r[rc == c]
-        if mine.size and math.ceil((mine.size + 1) * level) <= mine.size:
-            out[np.asarray(classes) == c] = half_width_scale(mine, level)
-    return out
-
-
-def interval(point: np.ndarray, residuals: np.ndarray, level: float, *, classes: np.ndarray | None = None,
-             residual_classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(low, high) around `point`, never below zero; `classes` (one per forecast month) and
-    `residual_classes` (one per residual) calibrate each kind of month on its own errors."""
+def interval(point: np.ndarray, residuals: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) around `point`, never below zero."""
     p = np.asarray(point, dtype=float)
-    half = month_scales(residuals, level, classes, residual_classes) * np.sqrt(np.maximum(p, 1.0))
+    half = half_width_scale(residuals, level) * np.sqrt(np.maximum(p, 1.0))
     return np.clip(p - half, 0.0, None), p + half
 
 

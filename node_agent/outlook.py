@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from common.evaluation import COVERAGE_LEVELS
-from common.intervals import coverage, interval, residual_months, scaled_residuals, variance
+from common.intervals import coverage, interval, scaled_residuals, variance
 from common.calendar import month_number
 from common.model import BranchContext, Forecaster, forecast
 from node_agent.data import HoldoutSplit, MonthlySeries, month_label
@@ -42,26 +42,12 @@ def _rounded(values: np.ndarray) -> list[float]:
     return [round(float(v), 2) for v in values]
 
 
-LAUNCH_EVENT_MONTHS = 3  # months after a launch in the branch's region that count as eventful
-
-
-def eventful(month: int, context: BranchContext) -> int:
-    """1 for a month the public calendars mark (a campaign or the month after it, a shortage,
-    the first months after a launch in the branch's region), else 0: the interval classes."""
-    return int(month in context.campaigns or month - 1 in context.campaigns or month in context.shortages
-               or any(0 <= month - launch < LAUNCH_EVENT_MONTHS for launch in context.launches))
-
-
 def _with_intervals(model: Forecaster, history: np.ndarray, start: int, context: BranchContext, horizon: int,
                     months: list[str]) -> BranchForecast:
     predict = lambda h, target: forecast(model, h, target, context)  # noqa: E731
     residuals = scaled_residuals(predict, history, start, horizon)
-    residual_classes = np.array([eventful(int(m), context) for m in residual_months(len(history), start, horizon)])
-    target = start + len(history)
-    point = predict(history, target)[: len(months)]
-    classes = np.array([eventful(target + i, context) for i in range(len(point))])
-    bounds = {level: interval(point, residuals, level / 100, classes=classes, residual_classes=residual_classes)
-              for level in COVERAGE_LEVELS}
+    point = predict(history, start + len(history))[: len(months)]
+    bounds = {level: interval(point, residuals, level / 100) for level in COVERAGE_LEVELS}
     return BranchForecast(months=months, point=point, variance=variance(point, residuals), bounds=bounds)
 
 

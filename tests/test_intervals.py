@@ -34,25 +34,6 @@ def test_too_few_residuals_give_a_normal_interval_no_narrower_than_poisson():
     assert (low >= 0).all() and (high > 0).all()
 
 
-def test_eventful_months_are_calibrated_on_their_own_errors():
-    rng = np.random.default_rng(4)
-    months = intervals.residual_months(36, 100, 6)
-    classes = (months % 4 == 0).astype(int)  # every fourth month is eventful, and its errors are three times larger
-    residuals = rng.normal(size=months.size) * np.where(classes == 1, 3.0, 1.0)
-    low, high = intervals.interval(np.full(4, 100.0), residuals, 0.8, classes=np.array([0, 1, 0, 1]), residual_classes=classes)
-    half = high - 100.0
-    assert half[1] > 2 * half[0] and half[1] == pytest.approx(half[3]) and half[0] == pytest.approx(half[2])
-    plain = intervals.interval(np.full(4, 100.0), residuals, 0.8)[1] - 100.0
-    assert half[0] < plain[0] < half[1]  # one quantile over every month would be too wide for one kind, too narrow for the other
-    few = classes.copy()
-    few[few == 1] = 0
-    few[:2] = 1  # two eventful residuals: too few for an 80 % quantile, so all residuals calibrate
-    low, high = intervals.interval(np.full(2, 100.0), residuals, 0.8, classes=np.array([1, 1]), residual_classes=few)
-    assert high - 100.0 == pytest.approx(plain[:2])
-    assert intervals.residual_months(36, 100, 6).size == intervals.scaled_residuals(
-        lambda h, m: np.zeros(6), np.ones(36), 100, 6).size
-
-
 def _vector(point: float, region: int | None, young: bool = False) -> np.ndarray:
     scores = {arm: {"mase": 0.8, "smape": 10.0, "mae": 2.0} for arm in evaluation.ARMS}
     return evaluation.metric_vector(scores, young=young, coverage={80: 0.5, 95: 1.0},
@@ -90,11 +71,3 @@ def test_young_branches_are_not_released_when_the_rest_would_be_one_branch():
     vectors = [evaluation.metric_vector(scores, young=i < 3) for i in range(4)]  # three young, one established
     figures = evaluation.alliance_figures(list(evaluation.release_values(np.sum(vectors, axis=0), 3)))
     assert figures["all"]["nodes"] == 4 and figures["young"]["nodes"] == 0
-
-
-def test_a_month_is_eventful_by_the_public_calendars_only():
-    from common.model import BranchContext
-    from node_agent.outlook import eventful
-
-    context = BranchContext(launches=(110,), campaigns=frozenset({100}), shortages=frozenset({105}))
-    assert [eventful(m, context) for m in (99, 100, 101, 102, 105, 109, 110, 112, 113)] == [0, 1, 1, 0, 1, 0, 1, 1, 0]
