@@ -74,5 +74,9 @@ def run_cmd(
             document = run_experiment(cfg, target, cache=cache, progress=lambda line: status.update(f"{cfg.dataset}: {line}"))
     except PanelError as exc:
         fail(str(exc))
+    except typer.Exit:  # a `fail` above (click's Exit is a RuntimeError)
+        raise
+    except RuntimeError as exc:  # the federated simulation failed (a branch's error, Ray could not start)
+        fail(f"the experiment did not finish: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", 1)
     print_results(document, console)
     console.print(f"wrote {target / 'results.json'}")
