@@ -85,6 +85,13 @@ def in_launch_window(target: int, months: int, launches: tuple[int, ...] | list[
     return any(target <= launch < target + months for launch in launches)
 
 
+def branch_groups(history_months: int, target: int, held_out_months: int, launches) -> dict[str, bool]:
+    """Which groups besides "all" a branch is in (the `metric_vector` flags), from its months
+    of training history and the launches in its region (month numbers)."""
+    return {"young": history_months < YOUNG_MONTHS, "new_store": history_months < NEW_STORE_MONTHS,
+            "launch_window": in_launch_window(target, held_out_months, launches)}
+
+
 def metric_vector(scores: dict[str, dict[str, float]], *, young: bool, new_store: bool = False,
                   launch_window: bool = False, coverage: dict[int, float] | None = None,
                   outlook: tuple[np.ndarray, np.ndarray] | None = None, region_slot: int | None = None) -> np.ndarray:

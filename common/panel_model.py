@@ -45,6 +45,11 @@ class PanelModelSpec(BaseModel):
         default="mean", description="the untrained model: the lag mean, or (linear only) the same season a year before")
     season: int = Field(default=1, ge=1, le=366, description="season length, for the seasonal-naive start")
 
+    @property
+    def width(self) -> int:
+        """Values one training window spans: a series needs at least this many to give one."""
+        return self.lags + self.block
+
     @model_validator(mode="after")
     def _sane(self) -> PanelModelSpec:
         if self.lags + self.block > 360:
@@ -105,8 +110,7 @@ def make_panel_windows(history: np.ndarray, spec: PanelModelSpec, season: int) -
     """Training windows of one series: inputs [x̃ (lags), w] and targets w·(y/m − 1), the most
     recent `spec.max_windows` of them. A series shorter than lags + block gives none."""
     h = np.asarray(history, dtype=np.float64)
-    width = spec.lags + spec.block
-    if h.size < width:
+    if h.size < spec.width:
         return np.zeros((0, spec.lags + 1), np.float32), np.zeros((0, spec.block), np.float32)
     scale = mase_scale(h, season)
     xs, ys = [], []

@@ -18,7 +18,7 @@ import numpy as np
 
 from common.files import create_secret_once
 from common import evaluation
-from common.evaluation import ARMS, METRICS, NEW_STORE_MONTHS, YOUNG_MONTHS, in_launch_window, metric_vector
+from common.evaluation import ARMS, METRICS, metric_vector
 from common.he import EncryptedVector, context_shape, decrypt_checked, encrypt_vector, load_context, sum_encrypted
 from common.metrics import score
 from common.privacy import PrivacyPlanError, epsilon, epsilon_spent, group_privacy, windows_per_month
@@ -166,22 +166,18 @@ class NodeAgent:
             }
             forecasts["local_dp"] = baselines.local_dp_forecast(split, job, context) if job.dp.enabled else forecasts["local"]
             scores = {arm: score(split.actual, forecasts[arm], split.history) for arm in ARMS}
-            young = len(split.history) < YOUNG_MONTHS
-            new_store = len(split.history) < NEW_STORE_MONTHS
-            launch_window = in_launch_window(split.target, len(split.actual), context.launches)
+            groups = evaluation.branch_groups(len(split.history), split.target, len(split.actual), context.launches)
             held_out = outlook.held_out_intervals(model, split, job.horizon, context)
             ahead = outlook.months_ahead(model, data.series, job.horizon, context)
             digest = hashlib.sha256(np.round(get_flat_weights(model), 6).tobytes()).hexdigest()
             write_branch_report(self.config, job, split, forecasts, scores, model_digest=digest, local_choice=chosen,
                                 intervals=held_out, outlook=ahead)
             payload = self._payload(job, metric_vector(
-                scores, young=young, new_store=new_store, launch_window=launch_window,
-                coverage=held_out.coverage(split.actual), outlook=(ahead.point, ahead.variance),
+                scores, **groups, coverage=held_out.coverage(split.actual), outlook=(ahead.point, ahead.variance),
                 region_slot=context.region if context.region < REGION_SLOTS else None))
         except REFUSALS as exc:
             return self.refused(EvaluateReply, job, rnd, refusal_code(exc), str(exc), head)
-        self._record(EventKind.EVALUATION, job, rnd, details={"scores": scores, "young": young, "new_store": new_store,
-                                                               "launch_window": launch_window, "model_digest": digest,
+        self._record(EventKind.EVALUATION, job, rnd, details={"scores": scores, **groups, "model_digest": digest,
                                                                "history_months": len(split.history)})
         own = {arm: {m: round(float(scores[arm][m]), 3) for m in METRICS} for arm in ARMS} if release_own else None
         reply = EvaluateReply(status="ok", branch_id=self.config.branch_id, metrics=payload, branch_scores=own)

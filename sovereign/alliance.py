@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.evaluation import NEW_STORE_MONTHS, YOUNG_MONTHS, in_launch_window
+from common.evaluation import branch_groups
 from common.metrics import score
 from common.model import branch_context, build_model, forecast
 from common.wire import JobSpec
@@ -88,11 +88,12 @@ def pooled(run: Path, job: JobSpec, only: list[str] | None = None) -> dict:
             return None
         return {"nodes": len(branches), **{m: round(float(np.mean([scores[b][m] for b in branches])), 4) for m in ("mase", "smape")}}
 
-    young = [b for b in scores if len(splits[b].history) < YOUNG_MONTHS]
-    new = [b for b in scores if len(splits[b].history) < NEW_STORE_MONTHS]
-    launch = [b for b in scores if in_launch_window(splits[b].target, len(splits[b].actual), contexts[b].launches)]
+    groups = {b: branch_groups(len(splits[b].history), splits[b].target, len(splits[b].actual), contexts[b].launches)
+              for b in scores}
     return {"label": "simulator-side experiment: all branches' data pooled in one place (an upper bound no alliance runs)",
-            "all": mean(list(scores)), "young": mean(young), "new_stores": mean(new), "launch_window": mean(launch)}
+            "all": mean(list(scores)), "young": mean([b for b in scores if groups[b]["young"]]),
+            "new_stores": mean([b for b in scores if groups[b]["new_store"]]),
+            "launch_window": mean([b for b in scores if groups[b]["launch_window"]])}
 
 
 def main(argv: list[str] | None = None) -> int:

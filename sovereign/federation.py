@@ -138,15 +138,12 @@ def run_key_ceremony(configs: list[NodeConfig], coordinator: CoordinatorPaths, j
         raise SetupError(f"key ceremony failed: {done.stderr.strip().splitlines()[-1] if done.stderr else done.returncode}")
 
 
-def run_simulation(
-    job: JobSpec, nodes_root: Path, coordinator: CoordinatorPaths, num_nodes: int, observer: JobObserver | None
-) -> None:
-    """Run the job on Flower's simulation runtime (Ray), one virtual SuperNode per branch."""
+def run_flower_simulation(server_app, client_app, num_nodes: int, env: dict[str, str]) -> None:
+    """Flower's simulation runtime (Ray) on this machine: at most two actors of one CPU each,
+    no dashboard, quiet logs. `env` reaches the Ray workers (they inherit the environment)."""
     from flwr.simulation import run_simulation as flwr_run_simulation
 
-    from node_agent.client_app import app as client_app
-
-    os.environ["SOVEREIGN_NODES_ROOT"] = str(nodes_root.resolve())  # Ray workers inherit it
+    os.environ.update(env)
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
@@ -162,14 +159,20 @@ def run_simulation(
     level = flwr_logger.level
     flwr_logger.setLevel(logging.ERROR)
     try:
-        flwr_run_simulation(
-            server_app=build_server_app(job, coordinator, observer),
-            client_app=client_app,
-            num_supernodes=num_nodes,
-            backend_config=backend_config,
-        )
+        flwr_run_simulation(server_app=server_app, client_app=client_app, num_supernodes=num_nodes,
+                            backend_config=backend_config)
     finally:
         flwr_logger.setLevel(level)
+
+
+def run_simulation(
+    job: JobSpec, nodes_root: Path, coordinator: CoordinatorPaths, num_nodes: int, observer: JobObserver | None
+) -> None:
+    """Run the job on Flower's simulation runtime (Ray), one virtual SuperNode per branch."""
+    from node_agent.client_app import app as client_app
+
+    run_flower_simulation(build_server_app(job, coordinator, observer), client_app, num_nodes,
+                          {"SOVEREIGN_NODES_ROOT": str(nodes_root.resolve())})
 
 
 def branch_policies(configs, job: JobSpec) -> dict[str, dict]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import time
 from functools import lru_cache
@@ -189,29 +188,12 @@ def final_weights(workdir: Path, arm: str) -> tuple[np.ndarray, dict]:
 
 def run_federated(workdir: Path, plan: Plan) -> None:
     """Every federated arm of the plan in one Flower simulation (Ray), one SuperNode per branch."""
-    from flwr.simulation import run_simulation
+    from sovereign.federation import run_flower_simulation
 
-    os.environ[WORKDIR_ENV] = str(workdir.resolve())
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     _plan.cache_clear()
     _secret.cache_clear()
     _node.cache_clear()
-    cpus = max(1, min(2, os.cpu_count() or 1))
-    backend_config = {
-        "init_args": {"num_cpus": cpus, "include_dashboard": False, "logging_level": logging.ERROR,
-                      "log_to_driver": False, "configure_logging": True},
-        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-    }
-    flwr_logger = logging.getLogger("flwr")
-    level = flwr_logger.level
-    flwr_logger.setLevel(logging.ERROR)
-    try:
-        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=len(plan.branches),
-                       backend_config=backend_config)
-    finally:
-        flwr_logger.setLevel(level)
+    run_flower_simulation(server_app, client_app, len(plan.branches), {WORKDIR_ENV: str(workdir.resolve())})
     missing = [a.name for a in plan.arms if not (workdir / "arms" / f"{a.name}.json").exists()]
     if missing:
         raise RuntimeError(f"the federated simulation ended without results for {', '.join(missing)}")

@@ -123,8 +123,8 @@ def run_experiment(config: ExperimentConfig, out: Path, *, cache: Path | None = 
     series = load_panel(config)
     by_branch = branches_of(series)
     trained = [a for a in arms if a in TRAINED]
-    if trained and not any(len(branch_windows([s.train], config.model, config.season)[0]) for s in series):
-        raise PanelError(f"model: no training history is longer than lags + block = {config.model.lags + config.model.block}; "
+    if trained and not any(s.train.size >= config.model.width for s in series):
+        raise PanelError(f"model: no training history is longer than lags + block = {config.model.width}; "
                          f"lower model.lags or model.block")
     out.mkdir(parents=True, exist_ok=True)
     forecasts: dict[str, dict[str, np.ndarray]] = {}
