@@ -336,3 +336,29 @@ def test_a_region_list_cannot_isolate_one_branch_by_difference(alliance):
     assert totals["alliance"]["nodes"] == 4 and totals["North"] == {"nodes": 0} and totals["South"] == {"nodes": 0}
     alone = json.loads(report_path(alliance.configs[branches[3]], job.job_id).read_text())["outlook"]["point"]
     assert totals["alliance"]["point"] != pytest.approx(alone, abs=0.5)  # the total is four branches, not one
+
+
+def test_a_launch_calendar_cannot_isolate_one_branch_by_difference(alliance):
+    """The coordinator lists a launch in the held-out months of every region but one branch's:
+    the alliance's figures minus the launch window's would be that branch's own. The decrypting
+    node withholds the launch-window group; the alliance's figures are still released."""
+    from common.calendar import parse_month
+    from node_agent.config import write_node_config
+
+    branches = list(alliance.configs)
+    for i, branch in enumerate(branches):  # three dealerships in the north, one alone in the south
+        write_node_config(alliance.configs[branch].model_copy(update={"region": "North" if i < 3 else "South"}))
+    target = alliance.agent(branches[0]).holdout(small_job(job_id="calendar")).target  # the first held-out month
+    year, month = divmod(target, 12)
+    launch_month = f"{1970 + year:04d}-{month + 1:02d}"
+    assert parse_month(launch_month) == target
+    job = small_job(job_id="calendar", regions=["North", "South"],
+                    launches=[{"line": "Solstice", "month": launch_month, "region": "North"}])
+    aggregate, _ = _round(alliance, job)
+    evals = [alliance.evaluate(b, job, aggregate.payload, aggregate.contributors) for b in branches]
+    assert all(e.status == "ok" for e in evals), [e.code for e in evals]
+    released = alliance.release(branches[0], job, evals, commitments=alliance.commit_all(job, evals))
+    assert released.status == "ok"
+    figures = evaluation.alliance_figures(released.values, regions=job.regions, horizon=job.horizon)
+    assert figures["all"]["nodes"] == 4
+    assert figures["launch_window"]["nodes"] == 0  # 3 ≥ min_contributors, but all minus it is one branch
