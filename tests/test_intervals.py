@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import norm, t
 
 from common import evaluation, intervals
 
@@ -25,13 +26,44 @@ def test_conformal_intervals_cover_new_months_at_their_nominal_rate(level):
     assert abs(np.mean(covered) - level) < 0.05
 
 
-def test_too_few_residuals_give_a_normal_interval_no_narrower_than_poisson():
-    assert intervals.half_width_scale(np.array([]), 0.95) == pytest.approx(1.96, abs=0.01)
-    assert intervals.half_width_scale(np.array([0.1, 0.2]), 0.95) == pytest.approx(1.96, abs=0.01)
-    many = np.linspace(-3, 3, 99)
+def test_a_branch_without_residuals_gets_a_student_t_interval_from_the_poisson_prior():
+    prior = intervals.PRIOR_WEIGHT
+    assert intervals.half_width_scale(np.zeros((0, 6)), 0.95) == pytest.approx(t.ppf(0.975, prior))
+    tiny = np.array([[0.1, 0.2]])  # one origin, errors below Poisson's: the scale stays at 1
+    assert intervals.half_width_scale(tiny, 0.95) == pytest.approx(t.ppf(0.975, prior + 1), rel=1e-6)
+    assert intervals.half_width_scale(tiny, 0.8) > norm.ppf(0.9)
+    many = np.linspace(-3, 3, 99)  # 1-D: each residual its own origin
     assert intervals.half_width_scale(many, 0.8) == pytest.approx(np.sort(np.abs(many))[79])
-    low, high = intervals.interval(np.array([0.0, 2.0]), np.array([]), 0.95)
+    low, high = intervals.interval(np.array([0.0, 2.0]), np.zeros((0, 6)), 0.95)
     assert (low >= 0).all() and (high > 0).all()
+
+
+@pytest.mark.parametrize("level", [0.8, 0.95])
+def test_a_new_store_with_two_months_is_not_overconfident(level):
+    """Two months of data leave no rolling origin to calibrate on, and the level itself is a
+    two-month estimate: a normal interval at Poisson's scale covered 70 % at 80 % nominal."""
+    rng = np.random.default_rng(3)
+    covered = []
+    for mean in (6.0, 30.0, 120.0):
+        for _ in range(200):
+            series = rng.poisson(mean * rng.lognormal(0, 0.1), size=8).astype(float)
+            history, ahead = series[:2], series[2:]
+            predict = lambda h, month: np.full(6, h.mean())  # noqa: E731
+            residuals = intervals.scaled_residuals(predict, history, 1, 6)
+            low, high = intervals.interval(predict(history, 3), residuals, level)
+            covered.append(intervals.coverage(ahead, low, high))
+    assert np.mean(covered) >= level - 0.05
+
+
+def test_residuals_that_share_an_origin_count_as_fewer():
+    rng = np.random.default_rng(2)
+    independent = rng.normal(size=(24, 6))
+    shared = np.repeat(rng.normal(size=(24, 1)), 6, axis=1)  # every month of an origin misses alike
+    assert intervals.effective_size(shared) == pytest.approx(24)
+    assert intervals.effective_size(independent) > 0.8 * independent.size
+    ragged = independent.copy()
+    ragged[-1, 1:] = np.nan  # the last origin has one month after it
+    assert intervals.effective_size(ragged) <= independent.size - 5
 
 
 def _vector(point: float, region: int | None, young: bool = False) -> np.ndarray:
