@@ -361,12 +361,12 @@ def print_forecast(console: Console, forecast: dict) -> None:
         console.print("[yellow]no forecast total was released (fewer branches than the nodes' minimum)[/]")
         return
     table = Table(title="forecast: units sold in the months ahead (80 % interval), released as sums over enough branches")
-    table.add_column("group")
-    table.add_column("branches", justify="right")
+    table.add_column("month")
+    for name, g in shown.items():  # a column per group, a row per month: fits an 80-column terminal
+        table.add_column(f"{name}\n{g['nodes']} branches", justify="right", overflow="fold")
     for h in range(forecast["months_ahead"]):
-        table.add_column(f"+{h + 1}", justify="right")
-    for name, g in shown.items():
-        table.add_row(name, str(g["nodes"]), *(f"{p:,.0f} ({lo:,.0f}–{hi:,.0f})" for p, lo, hi in zip(g["point"], g["low80"], g["high80"])))
+        table.add_row(f"+{h + 1}", *(f"{g['point'][h]:,.0f} ({g['low80'][h]:,.0f}–{g['high80'][h]:,.0f})"
+                                     for g in shown.values()))
     withheld = [name for name, g in groups.items() if not g.get("nodes")]
     console.print(table)
     if withheld:

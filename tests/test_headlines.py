@@ -34,3 +34,21 @@ def test_a_diverged_arm_is_flagged_and_never_quoted():
     lines = headline_lines(broken)
     assert "federated model diverged" in lines[0] and broken["federated_vs_best_local_mase_improvement"] is None
     assert not any(line.startswith("federated vs") for line in lines)  # no ratio quoted for a diverged model
+
+
+def test_the_regional_forecast_reads_whole_in_an_80_column_terminal():
+    import io
+
+    from rich.console import Console
+
+    from sovereign.demo import print_forecast
+
+    group = {"nodes": 5, "point": [1234.0] * 6, "low80": [1100.0] * 6, "high80": [1380.0] * 6,
+             "low95": [1000.0] * 6, "high95": [1500.0] * 6}
+    forecast = {"months_ahead": 6, "alliance": {**group, "nodes": 20},
+                "regions": {"Kansai": group, "Seoul Capital": group, "Shanghai": group, "Busan": {"nodes": 0}}}
+    out = io.StringIO()
+    print_forecast(Console(file=out, width=80), forecast)
+    text = out.getvalue()
+    assert "…" not in text and text.count("(1,100–1,380)") == 24 and text.count("1,234") == 24
+    assert "withheld (too few branches to release): Busan" in text
