@@ -308,6 +308,12 @@ def commitment_message(job_id: str, set_digest: str) -> bytes:
     return f"sovereign/release-set/1:{job_id}:{set_digest}".encode()
 
 
+def decision_message(job_id: str, spec_hash: str, decision: str, reason: str) -> bytes:
+    """What a node's owner signs to approve or deny a job: the job, the exact spec judged
+    (its hash: an altered spec is another request) and the word, with the reason given."""
+    return f"sovereign/job-decision/1:{job_id}:{spec_hash}:{decision}:{reason}".encode()
+
+
 class ReleaseReply(NodeReply):
     """Node -> coordinator: at the commit stage, the node's signature over the contributor set
     it agrees to (once per job); at the release stage, the decrypted sum (rounded)."""

@@ -26,6 +26,8 @@ class EventKind(str, Enum):
     AGGREGATION = "aggregation"          # which emissions formed which global model version
     MODEL_RELEASE = "model_release"      # the coordinator released a final model version
     BUDGET_CHANGE = "budget_change"      # a privacy budget was set, spent or changed
+    JOB_STATE = "job_state"              # a job moved (draft, requested, running, completed, failed, stopped), and why
+    JOB_DECISION = "job_decision"        # a node's signed approval or denial of a job, as the coordinator received it
 
 
 def _now() -> datetime:

@@ -24,12 +24,14 @@ def _register_areas() -> None:
     from sovereign.node_cli import node_app
     from sovereign.privacy_cli import privacy_app
     from sovereign.experiment_cli import experiment_app
+    from sovereign.coordinator_cli import coordinator_app
 
     app.add_typer(node_app, name="node")
     app.add_typer(policy_app, name="policy")
     app.add_typer(privacy_app, name="privacy")
     app.add_typer(lineage_app, name="lineage")
     app.add_typer(experiment_app, name="experiment")
+    app.add_typer(coordinator_app, name="coordinator")
 
 
 _register_areas()

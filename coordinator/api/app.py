@@ -1,0 +1,237 @@
+"""The coordinator service: `create_app(settings)` builds the FastAPI app (OpenAPI at /docs).
+
+Routes are thin: they authenticate, check the role, and call the job service or the store.
+Every refusal is a 4xx whose `detail` is one line naming the field or the rule, and the
+refusals that concern a job (an invalid request, a decision without the node's signature, a
+step the lifecycle forbids) are recorded in the coordinator's lineage. Bodies over
+`max_body_bytes` are refused with 413 before they are read.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.wire import JobSpec
+from coordinator.api.auth import (
+    current_account,
+    may_see_job,
+    may_see_node,
+    new_token,
+    require,
+    token_hash,
+    visible_results,
+)
+from coordinator.jobs import BadSignature, InvalidJob, JobService, NotFound
+from coordinator.lifecycle import Decision, JobState, LifecycleError
+from coordinator.resources import Account, JobRecord, NodeRecord, Role
+from coordinator.settings import CoordinatorSettings
+from coordinator.store import Conflict, CoordinatorStore
+from lineage import EventKind, LineageEvent, LineageStore, Signer
+
+STAFF = (Role.ADMIN, Role.ANALYST, Role.REGIONAL_ANALYST, Role.COMPLIANCE, Role.BRANCH_IT)
+LAUNCHERS = (Role.ADMIN, Role.ANALYST)
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    spec: JobSpec
+    nodes: list[str] = Field(min_length=1, max_length=1000, description="the node ids the job is requested of")
+    min_contributors: int = Field(default=3, ge=1, le=1000, description="the fewest approving nodes the job runs with")
+    request: bool = Field(default=True, description="request it of the nodes now (false: keep it a draft)")
+
+
+class StepRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=1000)
+
+
+class DecisionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    node_id: str = Field(max_length=64)
+    decision: Decision
+    reason: str = Field(default="", max_length=1000)
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$", description="the node's Ed25519 signature (hex) over "
+                                                                   "common.wire.decision_message")
+
+
+class AccountRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    role: Role
+    scope: str | None = Field(default=None, max_length=64)
+
+
+class NewAccount(BaseModel):
+    account: Account
+    token: str = Field(description="shown once; the coordinator keeps only its hash")
+
+
+class JobView(BaseModel):
+    """A job as an account may see it (results filtered by role)."""
+
+    job: JobRecord
+
+
+def create_account(store: CoordinatorStore, name: str, role: Role, scope: str | None) -> NewAccount:
+    """An account and its token (the CLI's bootstrap path and the admin route share it)."""
+    if role in (Role.BRANCH_IT, Role.REGIONAL_ANALYST) and not scope:
+        raise InvalidJob(f"scope: a {role.value} account needs its {'node' if role is Role.BRANCH_IT else 'region'}")
+    token = new_token()
+    account = store.add_account(Account(name=name, role=role, scope=scope), token_hash(token))
+    return NewAccount(account=account, token=token)
+
+
+def create_app(settings: CoordinatorSettings | None = None, *, store: CoordinatorStore | None = None,
+               lineage: LineageStore | None = None, signer: Signer | None = None) -> FastAPI:
+    settings = settings or CoordinatorSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        app.state.store.close()
+        app.state.lineage.close()
+
+    app = FastAPI(title="Sovereign coordinator", version="0.1.0", lifespan=lifespan,
+                  description="Joint forecasts a dealer alliance's nodes approve, run and release; "
+                              "every guarantee is enforced on the nodes, not here.")
+    app.state.settings = settings
+    app.state.store = store or CoordinatorStore(settings.jobs_url())
+    app.state.lineage = lineage or LineageStore(settings.lineage_store_url())
+    app.state.signer = signer or Signer.load_or_create("coordinator", settings.key_dir)
+    app.state.jobs = JobService(app.state.store, lineage=app.state.lineage, signer=app.state.signer)
+
+    def refuse(request: Request, code: int, message: str, job_id: str | None = None) -> JSONResponse:
+        if job_id:
+            app.state.lineage.append(LineageEvent(
+                kind=EventKind.REFUSAL, actor="coordinator", job_id=job_id, purpose="-",
+                details={"code": code, "reason": message, "path": request.url.path}), app.state.signer)
+        return JSONResponse({"detail": message}, status_code=code)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
+            return JSONResponse({"detail": f"request body over {settings.max_body_bytes} bytes"},
+                                status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        return await call_next(request)
+
+    @app.exception_handler(InvalidJob)
+    async def _invalid(request: Request, exc: InvalidJob):
+        return refuse(request, 422, str(exc), request.path_params.get("job_id") or getattr(exc, "job_id", None))
+
+    @app.exception_handler(BadSignature)
+    async def _unsigned(request: Request, exc: BadSignature):
+        return refuse(request, 403, str(exc), request.path_params.get("job_id"))
+
+    @app.exception_handler(LifecycleError)
+    async def _lifecycle(request: Request, exc: LifecycleError):
+        return refuse(request, 409, str(exc), request.path_params.get("job_id"))
+
+    @app.exception_handler(Conflict)
+    async def _conflict(request: Request, exc: Conflict):
+        return refuse(request, 409, str(exc), request.path_params.get("job_id"))
+
+    @app.exception_handler(NotFound)
+    async def _missing(request: Request, exc: NotFound):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    def regions() -> dict[str, str | None]:
+        return {n.node_id: n.region for n in app.state.store.nodes()}
+
+    def visible_job(job_id: str, account: Account) -> JobRecord:
+        job = app.state.jobs.get(job_id)
+        if not may_see_job(account, job, regions()):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"job {job_id} is not one this account may see")
+        return job.model_copy(update={"results": visible_results(account, job.results)})
+
+    @app.get("/health", tags=["service"])
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/me", tags=["accounts"])
+    def me(account: Account = Depends(current_account)) -> Account:
+        return account
+
+    @app.post("/accounts", status_code=201, tags=["accounts"])
+    def add_account(body: AccountRequest, _: Account = Depends(require(Role.ADMIN))) -> NewAccount:
+        return create_account(app.state.store, body.name, body.role, body.scope)
+
+    @app.get("/accounts", tags=["accounts"])
+    def list_accounts(_: Account = Depends(require(Role.ADMIN))) -> list[Account]:
+        return app.state.store.accounts()
+
+    @app.post("/nodes", status_code=201, tags=["nodes"])
+    def add_node(node: NodeRecord, _: Account = Depends(require(Role.ADMIN))) -> NodeRecord:
+        return app.state.store.add_node(node)
+
+    @app.get("/nodes", tags=["nodes"])
+    def list_nodes(account: Account = Depends(require(*STAFF))) -> list[NodeRecord]:
+        return [n for n in app.state.store.nodes() if may_see_node(account, n)]
+
+    @app.get("/nodes/{node_id}", tags=["nodes"])
+    def get_node(node_id: str, account: Account = Depends(require(*STAFF))) -> NodeRecord:
+        node = app.state.store.node(node_id)
+        if node is None:
+            raise NotFound(f"no node {node_id}")
+        if not may_see_node(account, node):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"node {node_id} is not one this account may see")
+        return node
+
+    @app.post("/jobs", status_code=201, tags=["jobs"])
+    def submit_job(body: JobRequest, account: Account = Depends(require(*LAUNCHERS))) -> JobRecord:
+        try:
+            return app.state.jobs.submit(body.spec, nodes=body.nodes, min_contributors=body.min_contributors,
+                                         actor=account.name, request=body.request)
+        except InvalidJob as exc:
+            exc.job_id = body.spec.job_id
+            raise
+
+    @app.get("/jobs", tags=["jobs"])
+    def list_jobs(state: JobState | None = Query(default=None), account: Account = Depends(require(*STAFF))) -> list[JobRecord]:
+        where = regions()
+        return [job.model_copy(update={"results": visible_results(account, job.results)})
+                for job in app.state.store.jobs(state=state) if may_see_job(account, job, where)]
+
+    @app.get("/jobs/{job_id}", tags=["jobs"])
+    def get_job(job_id: str, account: Account = Depends(require(*STAFF))) -> JobRecord:
+        return visible_job(job_id, account)
+
+    @app.get("/jobs/{job_id}/results", tags=["jobs"])
+    def job_results(job_id: str, account: Account = Depends(require(Role.ADMIN, Role.ANALYST, Role.REGIONAL_ANALYST,
+                                                                       Role.COMPLIANCE))) -> dict:
+        job = visible_job(job_id, account)
+        if job.results is None:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} has released no results ({job.state.value})")
+        return job.results
+
+    for action in ("request", "start", "stop"):
+        def step(job_id: str, body: StepRequest | None = None, account: Account = Depends(require(*LAUNCHERS)),
+                 _action: str = action) -> JobRecord:
+            reason = (body.reason if body else "") or f"{_action} by {account.name}"
+            return app.state.jobs.transition(job_id, _action, reason=reason, actor=account.name)
+
+        app.post(f"/jobs/{{job_id}}/{action}", tags=["jobs"], name=f"{action}_job",
+                 summary=f"{action.capitalize()} a job")(step)
+
+    @app.post("/jobs/{job_id}/decisions", tags=["jobs"])
+    def decide(job_id: str, body: DecisionRequest, account: Account = Depends(require(Role.BRANCH_IT))) -> JobRecord:
+        if body.node_id != account.scope:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this account answers for node {account.scope}, "
+                                                           f"not {body.node_id}")
+        job = app.state.jobs.decide(job_id, body.node_id, body.decision, reason=body.reason, signature=body.signature)
+        return job.model_copy(update={"results": None})
+
+    @app.get("/lineage/events", tags=["lineage"])
+    def lineage_events(job_id: str | None = Query(default=None, max_length=128),
+                       _: Account = Depends(require(Role.ADMIN, Role.COMPLIANCE))) -> list[dict]:
+        return [e.model_dump(mode="json") for e in app.state.lineage.events(job_id=job_id)]
+
+    return app

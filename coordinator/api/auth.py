@@ -1,0 +1,80 @@
+"""Who is asking: bearer tokens, stored only as SHA-256, and the role rules every route uses.
+
+A token is 32 random bytes (URL-safe text), shown once when its account is made; the store
+keeps its hash, so a copy of the database authenticates nobody. Scoped roles carry their
+scope: branch IT sees only its node, a regional analyst only its region.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from coordinator.resources import Account, JobRecord, NodeRecord, Role
+
+bearer = HTTPBearer(auto_error=False, description="a token from `sovereign coordinator account add`")
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def current_account(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Account:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a bearer token is required",
+                            headers={"WWW-Authenticate": "Bearer"})
+    account = request.app.state.store.account_by_token(token_hash(credentials.credentials))
+    if account is None or account.revoked:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
+    return account
+
+
+def require(*roles: Role):
+    """A dependency: the caller's account, when its role is one of `roles`; else 403."""
+
+    def check(account: Account = Depends(current_account)) -> Account:
+        if account.role not in roles:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {account.role.value} may not do this "
+                                                           f"(needs {' or '.join(r.value for r in roles)})")
+        return account
+
+    return check
+
+
+def may_see_node(account: Account, node: NodeRecord) -> bool:
+    if account.role is Role.BRANCH_IT:
+        return node.node_id == account.scope
+    if account.role is Role.REGIONAL_ANALYST:
+        return node.region == account.scope
+    return True
+
+
+def may_see_job(account: Account, job: JobRecord, regions: dict[str, str | None]) -> bool:
+    """`regions`: each invited node's region."""
+    invited = [a.node_id for a in job.nodes]
+    if account.role is Role.BRANCH_IT:
+        return account.scope in invited
+    if account.role is Role.REGIONAL_ANALYST:
+        return any(regions.get(n) == account.scope for n in invited)
+    return True
+
+
+def visible_results(account: Account, results: dict | None) -> dict | None:
+    """What of a job's released results the account may read: head office and compliance all
+    of it; a regional analyst only its region's totals; branch IT none (its own branch's
+    forecast is on its node, never here)."""
+    if results is None:
+        return None
+    if account.role in (Role.ADMIN, Role.ANALYST, Role.COMPLIANCE):
+        return results
+    if account.role is Role.REGIONAL_ANALYST:
+        regions = (results.get("forecast") or {}).get("regions") or {}
+        return {"forecast": {"regions": {account.scope: regions[account.scope]} if account.scope in regions else {}}}
+    return None
