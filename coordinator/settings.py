@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from common.validation import first_error
 from common.yaml_files import YamlFileError, read_mapping
 
 
@@ -50,6 +51,4 @@ def load_settings(path: Path | None) -> CoordinatorSettings:
     try:
         return CoordinatorSettings.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise SettingsError(f"{path}: {field}: {first['msg']}") from None
+        raise SettingsError(f"{path}: {first_error(exc)}") from None

