@@ -27,6 +27,8 @@ REASONS: dict[str, str] = {
     "node-config": "the node is not configured for this",
     "untrusted-app": "this app is not on the node's allow-list",
     "egress": "the reply was blocked at the node's egress check",
+    "not-approved": "this node's owner has not approved this job",
+    "owner-denied": "this node's owner denied this job",
 }
 
 

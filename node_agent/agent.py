@@ -43,6 +43,7 @@ from lineage import EventKind, LineageEvent, LineageStore, Signer
 from lineage.signing import SigningKeyError, load_public_key, verify_signature
 from node_agent import baselines, outlook
 from node_agent.admission import AdmissionBook, Refusal, admission_refusal
+from node_agent.approvals import OwnerDecisions
 from node_agent.config import NodeConfig
 from node_agent.contract import ContractViolation
 from node_agent.data import BranchDataset, HoldoutSplit, holdout_split, job_request, read_branch_dataset
@@ -103,6 +104,7 @@ class NodeAgent:
         config.privacy_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = PrivacyLedger(config.ledger_url)
         self.book = AdmissionBook(config.ledger_url)
+        self.owner = OwnerDecisions(config.ledger_url)
 
     # ----------------------------------------------------------------- public actions
     def train(self, instruction: TrainInstruction) -> TrainReply:
@@ -317,7 +319,8 @@ class NodeAgent:
         """The job as this node admitted it: checked against the node's own settings at every
         instruction, frozen at the first (any later change to its spec is refused)."""
         key_shape = context_shape(self._secret_context) if job.he.enabled else None
-        refusal = admission_refusal(job, self.config, key_shape)
+        refusal = (self.owner.refusal(job, by_hand=self.config.approvals == "by_hand")
+                   or admission_refusal(job, self.config, key_shape))
         if refusal is not None:
             raise refusal
         admitted, _ = self.book.admit(job, max_new_per_day=self.config.limits.max_new_jobs_per_day)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -70,6 +71,10 @@ class NodeConfig(BaseModel):
     min_contributors: int = Field(default=3, ge=2, le=10_000,
                                   description="the fewest nodes an aggregate must sum before this node decrypts or releases it")
     limits: JobLimits = Field(default_factory=JobLimits)
+    approvals: Literal["standing", "by_hand"] = Field(
+        default="standing",
+        description="standing: the rules above approve a job; by_hand: a job also needs the owner's "
+                    "`sovereign node approve` of its exact spec. A denial by hand always stands.")
     trusted_apps: list[TrustedApp] = Field(
         default_factory=list,
         description="Flower apps this node runs under the deployment engine; empty refuses every deployed app",

@@ -1,5 +1,7 @@
-"""`sovereign node ...`: what branch IT runs on the node: its privacy budget and spends, and the
-branch's own forecast report (which never leaves the node)."""
+"""`sovereign node ...`: what branch IT runs on the node: its privacy budget and spends, the
+branch's own forecast report (which never leaves the node), and its answers to the jobs the
+coordinator requests of it (`jobs`, `approve`, `deny`: signed with the node's key, recorded in
+its own book and lineage first, then sent)."""
 
 from __future__ import annotations
 
@@ -153,3 +155,147 @@ def _plot_branch(report: dict, path: Path) -> None:
     ax.legend(fontsize=7)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
+
+
+COORDINATOR_HELP = "The coordinator service's URL (e.g. http://127.0.0.1:8080)."
+TOKEN_HELP = "This node's branch_it token (or set SOVEREIGN_TOKEN)."
+
+
+def _client(url: str, token: str | None):
+    from sovereign.api_client import CoordinatorClient
+
+    if not token:
+        fail("--token: a branch_it token is needed to talk to the coordinator (or set SOVEREIGN_TOKEN)")
+    return CoordinatorClient(url, token)
+
+
+def _requested_spec(job_id: str, spec_file: Path | None, coordinator: str | None, token: str | None):
+    """The spec the owner judges: from a file, or as the coordinator requested it."""
+    from pydantic import ValidationError
+
+    from common.validation import first_error
+    from common.wire import JobSpec
+    from common.yaml_files import YamlFileError, read_mapping
+    from sovereign.api_client import ClientError
+
+    try:
+        if spec_file is not None:
+            spec = JobSpec.model_validate(read_mapping(spec_file, "a job spec"))
+        elif coordinator:
+            spec = JobSpec.model_validate(_client(coordinator, token).get(f"/jobs/{job_id}")["spec"])
+        else:
+            fail("give --spec FILE or --coordinator URL: the decision is on one exact spec")
+    except (YamlFileError, ClientError) as exc:
+        fail(str(exc))
+    except ValidationError as exc:
+        fail(f"{spec_file or 'the requested spec'}: {first_error(exc)}")
+    if spec.job_id != job_id:
+        fail(f"{spec_file}: job_id is {spec.job_id!r}, not {job_id!r}")
+    return spec
+
+
+def _decide(decision: str, job_id: str, node_dir: Path, reason: str, spec_file: Path | None, coordinator: str | None,
+            token: str | None) -> None:
+    from lineage import EventKind, LineageEvent, LineageStore, Signer
+    from node_agent.admission import admission_refusal
+    from node_agent.approvals import APPROVED, AlreadyDecided, OwnerDecisions
+    from sovereign.api_client import ClientError
+
+    config = _node_config(node_dir)
+    spec = _requested_spec(job_id, spec_file, coordinator, token)
+    if decision == APPROVED:
+        refusal = admission_refusal(spec, config, None)
+        if refusal is not None:
+            fail(f"this node's own rules refuse job {job_id} ({refusal.code}): {refusal}; approving it would not run it")
+    config.privacy_dir.mkdir(parents=True, exist_ok=True)
+    signer = Signer.load_or_create(config.branch_id, config.lineage_key_dir)
+    try:
+        signature = OwnerDecisions(config.ledger_url).decide(spec, decision, reason, signer)
+    except AlreadyDecided as exc:
+        fail(str(exc))
+    lineage = LineageStore(config.lineage_url)
+    lineage.append(LineageEvent(kind=EventKind.JOB_DECISION, actor=config.branch_id, job_id=job_id, purpose=spec.purpose,
+                                dataset=config.dataset, details={"decision": decision, "reason": reason,
+                                                                 "spec_hash": spec.spec_hash(), "signature": signature}),
+                   signer)
+    lineage.close()
+    console.print(f"{config.branch_id}: job {job_id} {decision} (spec {spec.spec_hash()[:12]}), signed and in lineage")
+    if coordinator:
+        try:
+            _client(coordinator, token).post(f"/jobs/{job_id}/decisions", {
+                "node_id": config.branch_id, "decision": decision, "reason": reason, "signature": signature})
+        except ClientError as exc:
+            fail(f"recorded here, but not delivered: {exc}", code=1)
+        console.print(f"  sent to {coordinator}")
+
+
+@node_app.command("approve")
+def approve_cmd(
+    job_id: str = typer.Argument(..., help="The job to approve."),
+    node_dir: Path = typer.Option(..., help="The node's directory."),
+    reason: str = typer.Option(..., help="Why (kept in lineage and sent with the approval)."),
+    spec: Path | None = typer.Option(None, help="The job spec (YAML/JSON) judged, instead of asking the coordinator."),
+    coordinator: str | None = typer.Option(None, help=COORDINATOR_HELP),
+    token: str | None = typer.Option(None, envvar="SOVEREIGN_TOKEN", help=TOKEN_HELP),
+) -> None:
+    """Approve one exact spec of a job, signed with the node's key; with node.json `approvals: by_hand` the
+    node trains on nothing else."""
+    _decide("approved", job_id, node_dir, reason, spec, coordinator, token)
+
+
+@node_app.command("deny")
+def deny_cmd(
+    job_id: str = typer.Argument(..., help="The job to deny."),
+    node_dir: Path = typer.Option(..., help="The node's directory."),
+    reason: str = typer.Option(..., help="Why (kept in lineage and sent with the denial)."),
+    spec: Path | None = typer.Option(None, help="The job spec (YAML/JSON) judged, instead of asking the coordinator."),
+    coordinator: str | None = typer.Option(None, help=COORDINATOR_HELP),
+    token: str | None = typer.Option(None, envvar="SOVEREIGN_TOKEN", help=TOKEN_HELP),
+) -> None:
+    """Deny a job, signed with the node's key: the node refuses it at every instruction from now on."""
+    _decide("denied", job_id, node_dir, reason, spec, coordinator, token)
+
+
+@node_app.command("jobs")
+def jobs_cmd(
+    node_dir: Path = typer.Option(..., help="The node's directory."),
+    coordinator: str = typer.Option(..., help=COORDINATOR_HELP),
+    token: str | None = typer.Option(None, envvar="SOVEREIGN_TOKEN", help=TOKEN_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """The jobs requested of this node, what each asks for, and what this node's own rules say of it."""
+    from common.wire import JobSpec
+    from node_agent.admission import admission_refusal
+    from node_agent.approvals import OwnerDecisions
+    from sovereign.api_client import ClientError
+
+    config = _node_config(node_dir)
+    try:
+        jobs = _client(coordinator, token).get("/jobs", state="requested")
+    except ClientError as exc:
+        fail(str(exc))
+    book = OwnerDecisions(config.ledger_url) if (config.privacy_dir / "ledger.db").exists() else None
+    rows = []
+    for job in jobs:
+        spec = JobSpec.model_validate(job["spec"])
+        refusal = admission_refusal(spec, config, None)
+        mine = book.decision(spec.job_id) if book else None
+        rows.append({"job_id": spec.job_id, "purpose": spec.purpose, "recipient_role": spec.recipient_role,
+                     "destination": spec.destination, "rounds": spec.rounds,
+                     "epsilon": spec.dp.target_epsilon if spec.dp.enabled else None, "spec_hash": job["spec_hash"],
+                     "own_rules": f"refuse ({refusal.code}): {refusal}" if refusal else "take it",
+                     "decision": mine[0] if mine else "awaiting yours"})
+    if as_json:
+        typer.echo(json.dumps({"node": config.branch_id, "jobs": rows}, indent=2))
+        return
+    if not rows:
+        console.print(f"{config.branch_id}: no job awaits a decision")
+        return
+    table = Table(title=f"jobs requested of {config.branch_id}")
+    for column in ("job", "purpose → recipient", "rounds", "ε", "this node's rules", "decision"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(r["job_id"], f"{r['purpose']} → {r['recipient_role']} ({r['destination']})", str(r["rounds"]),
+                      "—" if r["epsilon"] is None else f"{r['epsilon']:g}", r["own_rules"], r["decision"])
+    console.print(table)
+    console.print(f"decide with: sovereign node approve|deny JOB --node-dir {node_dir} --reason ... --coordinator {coordinator}")

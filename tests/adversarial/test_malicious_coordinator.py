@@ -362,3 +362,45 @@ def test_a_launch_calendar_cannot_isolate_one_branch_by_difference(alliance):
     figures = evaluation.alliance_figures(released.values, regions=job.regions, horizon=job.horizon)
     assert figures["all"]["nodes"] == 4
     assert figures["launch_window"]["nodes"] == 0  # 3 ≥ min_contributors, but all minus it is one branch
+
+
+def _by_hand(alliance, branch):
+    from node_agent.config import write_node_config
+
+    write_node_config(alliance.configs[branch].model_copy(update={"approvals": "by_hand"}))
+
+
+def test_a_node_that_approves_by_hand_trains_only_on_the_spec_its_owner_approved(alliance):
+    """The coordinator says the job was approved (it may claim anything): the node goes by its
+    own book. Unapproved: refused before any read. Approved, then the coordinator swaps in
+    another spec under the same id (more rounds, a weaker δ): refused again."""
+    from lineage import EventKind
+    from node_agent.approvals import APPROVED
+
+    branch = next(iter(alliance.configs))
+    _by_hand(alliance, branch)
+    job = small_job(job_id="by-hand")
+    unapproved = alliance.train(branch, job, 1)
+    assert unapproved.status == "refused" and unapproved.code == "not-approved" and unapproved.update is None
+    agent = alliance.agent(branch)
+    assert not agent.lineage.events(kind=EventKind.DATA_READ, job_id="by-hand")
+    agent.owner.decide(job, APPROVED, "Q3 forecast, agreed with head office", agent.signer)
+    assert alliance.train(branch, job, 1).status == "ok"
+    swapped = alliance.train(branch, job.model_copy(update={"rounds": 3, "dp": DPSettings(delta=1e-4)}), 2)
+    assert swapped.code == "not-approved" and swapped.update is None
+    assert "approved with spec" in alliance.refusals(branch, "not-approved")[-1].details["reason"]
+
+
+def test_a_denial_by_hand_stands_even_where_standing_rules_would_approve(alliance):
+    from node_agent.approvals import DENIED, AlreadyDecided
+
+    branch = next(iter(alliance.configs))
+    job = small_job(job_id="denied-here")
+    agent = alliance.agent(branch)
+    agent.owner.decide(job, DENIED, "not during the dealer audit", agent.signer)
+    with pytest.raises(AlreadyDecided):
+        agent.owner.decide(job, "approved", "changed my mind", agent.signer)
+    reply = alliance.train(branch, job, 1)  # the node's standing rules take this job; its owner said no
+    assert reply.code == "owner-denied" and reply.update is None
+    assert alliance.refusals(branch, "owner-denied")[0].details["reason"].endswith("not during the dealer audit")
+    assert alliance.train(next(b for b in alliance.configs if b != branch), job, 1).status == "ok"
