@@ -25,6 +25,7 @@ def _register_areas() -> None:
     from sovereign.privacy_cli import privacy_app
     from sovereign.experiment_cli import experiment_app
     from sovereign.coordinator_cli import coordinator_app
+    from sovereign.job_cli import job_app
 
     app.add_typer(node_app, name="node")
     app.add_typer(policy_app, name="policy")
@@ -32,6 +33,7 @@ def _register_areas() -> None:
     app.add_typer(lineage_app, name="lineage")
     app.add_typer(experiment_app, name="experiment")
     app.add_typer(coordinator_app, name="coordinator")
+    app.add_typer(job_app, name="job")
 
 
 _register_areas()

@@ -105,3 +105,28 @@ def test_a_node_cannot_answer_for_another_and_its_own_rules_come_first(service, 
     no_service = runner.invoke(app, ["node", "jobs", "--node-dir", str(first.node_dir), "--coordinator",
                                      f"http://127.0.0.1:{free_port()}", "--token", "x"])
     assert no_service.exit_code == 2 and "cannot reach the coordinator" in no_service.output
+
+
+def test_the_analyst_submits_follows_and_stops_a_job_from_the_command_line(service, tmp_path):
+    url, tokens, configs = service
+    job_file = tmp_path / "q4.yaml"
+    job_file.write_text("spec:\n  job_id: q4\n  rounds: 2\nnodes: [" + ", ".join(c.branch_id for c in configs)
+                        + "]\nmin_contributors: 2\n")
+    common = ["--coordinator", url, "--token", tokens["hq"]]
+    submitted = _cli("job", "submit", str(job_file), *common)
+    assert "q4: requested" in submitted and "3 pending" in submitted
+    assert "q4" in _cli("job", "list", "--state", "requested", *common)
+    stopped = runner.invoke(app, ["job", "stop", "q4", "--reason", "wrong horizon", *common])
+    assert stopped.exit_code == 0 and "q4: stopped" in stopped.output and "wrong horizon" in stopped.output
+    follow = runner.invoke(app, ["job", "status", "q4", "--follow", *common])
+    assert follow.exit_code == 1 and "stopped" in follow.output  # it ends at a final state, non-zero when not completed
+    again = runner.invoke(app, ["job", "stop", "q4", "--reason", "twice", *common])
+    assert again.exit_code == 1 and "409 cannot stop a stopped job" in again.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spec:\n  job_id: q5\n  horizon: 40\nnodes: [x]\n")
+    refused = runner.invoke(app, ["job", "submit", str(bad), *common])
+    assert refused.exit_code == 2 and f"{bad}: spec.horizon:" in refused.output
+    resubmitted = runner.invoke(app, ["job", "submit", str(job_file), *common])
+    assert resubmitted.exit_code == 1 and "job q4 already exists" in resubmitted.output
+    results = runner.invoke(app, ["job", "results", "q4", *common])
+    assert results.exit_code == 1 and "409" in results.output and "released no results" in results.output
