@@ -110,6 +110,29 @@ class Observers:
             o.round_finished(report)
 
 
+RUN_ITEMS = ("nodes", "coordinator", "alliance", "simulator", "dealers", "summary.json", "report.html")
+
+
+def archive_earlier_run(out: Path, *, keep_dealers: bool) -> Path | None:
+    """Move an earlier run's files out of the way, never delete them: node lineage stores and
+    privacy ledgers are an audit trail. Returns where they went (`<out>-<time>` beside
+    `out`), or None when `out` holds no earlier run. With `keep_dealers`, the dealer
+    databases stay (a run given `--data` reads them)."""
+    items = [out / name for name in RUN_ITEMS if (out / name).exists() and not (keep_dealers and name == "dealers")]
+    if not items:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(max(p.stat().st_mtime for p in items)))
+    archive = out.parent / f"{out.name}-{stamp}"
+    n = 1
+    while archive.exists():
+        n += 1
+        archive = out.parent / f"{out.name}-{stamp}-{n}"
+    archive.mkdir(parents=True)
+    for item in items:
+        shutil.move(str(item), archive / item.name)
+    return archive
+
+
 def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> dict:
     """Run the whole demo; `observers` also see every round and every reply the coordinator gets.
 
@@ -119,12 +142,11 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
     started = time.perf_counter()
     out = opts.out
     nodes_root, coordinator = out / "nodes", CoordinatorPaths(out / "coordinator")
-    for stale in (nodes_root, coordinator.root, out / "alliance", out / "simulator"):
-        shutil.rmtree(stale, ignore_errors=True)
-    if opts.data is None:
-        shutil.rmtree(out / "dealers", ignore_errors=True)
-    elif not opts.data.is_dir():
+    if opts.data is not None and not opts.data.is_dir():
         raise SetupError(f"--data {opts.data}: no such directory")
+    kept = archive_earlier_run(out, keep_dealers=opts.data is not None)
+    if kept is not None:
+        console.print(f"the earlier run in {out} (its lineage stores and privacy ledgers included) is kept in {kept}")
     job = JobSpec(
         job_id=f"forecast-{uuid.uuid4().hex[:8]}", rounds=opts.rounds, seed=opts.seed,
         dp=DPSettings(enabled=opts.dp, target_epsilon=opts.epsilon), he=HESettings(enabled=opts.he),

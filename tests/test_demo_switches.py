@@ -76,3 +76,25 @@ def test_node_level_dp_is_accounted_per_round_by_the_coordinator(tmp_path, small
     for branch in trained:
         events = LineageStore(summary["lineage"]["nodes"][branch]).events(kind=EventKind.TRAINING)
         assert events[0].details["node_level_dp"]["clip"] == 0.5 and events[0].details["dp"] is False
+
+
+def test_a_new_demo_run_keeps_the_earlier_runs_lineage_and_ledgers(tmp_path):
+    """A second `sovereign demo` once deleted the first run's node lineage stores and privacy
+    ledgers: now they move aside, whole, and nothing is deleted."""
+    from sovereign.demo import archive_earlier_run
+
+    out = tmp_path / "demo"
+    assert archive_earlier_run(out, keep_dealers=False) is None
+    for name in ("nodes/B001/lineage.db", "nodes/B001/privacy/ledger.db", "coordinator/lineage.db", "dealers/B001.db",
+                 "summary.json"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(name)
+    kept = archive_earlier_run(out, keep_dealers=True)
+    assert kept is not None and kept.parent == tmp_path and kept.name.startswith("demo-")
+    assert (kept / "nodes/B001/lineage.db").read_text() == "nodes/B001/lineage.db"
+    assert (kept / "nodes/B001/privacy/ledger.db").exists() and (kept / "coordinator/lineage.db").exists()
+    assert (out / "dealers/B001.db").exists() and not (kept / "dealers").exists()  # --data reads them: they stay
+    assert not (out / "nodes").exists() and not (out / "summary.json").exists()
+    (out / "summary.json").write_text("second")
+    again = archive_earlier_run(out, keep_dealers=False)
+    assert again != kept and (again / "summary.json").read_text() == "second" and (again / "dealers/B001.db").exists()
