@@ -197,15 +197,59 @@ def events_cmd(
     found = open_stores(run, store, [])
     events = found.events(actor=node, job_id=job, kind=kind, dataset=dataset, field=field_name, purpose=purpose,
                           since=_since(since, "--since"), until=_since(until, "--until"))
+    if job is not None and not events and not found.events(job_id=job):
+        fail(f"--job {job}: no lineage store here records this job (sovereign lineage jobs lists the ones that do)", 1)
     if as_json:
         typer.echo(to_jsonl(events), nl=False)
         return
     table = Table(title=f"{len(events)} lineage events")
-    for column in ("time (UTC)", "actor", "seq", "kind", "job", "round", "purpose", "fields", "digest"):
+    for column in ("time (UTC)", "actor", "seq", "kind", "job", "round", "fields", "why / what"):
         table.add_column(column, overflow="fold")
     for e in events:
         table.add_row(e.recorded_at.strftime("%Y-%m-%d %H:%M:%S"), e.actor, str(e.seq), e.kind.value, e.job_id,
-                      "" if e.round is None else str(e.round), e.purpose, ", ".join(e.fields), (e.digest or "")[:16])
+                      "" if e.round is None else str(e.round), ", ".join(e.fields), gist(e))
+    console.print(table)
+
+
+def gist(event) -> str:
+    """One line of what an event says: a refusal's code and reason, a decision, a state, a digest."""
+    d = event.details
+    if "code" in d or "reason" in d:
+        head = " ".join(str(x) for x in (d.get("code"), d.get("decision") or d.get("state")) if x)
+        return f"{head}: {d.get('reason', '')}".strip(": ") if head else str(d.get("reason", ""))
+    if "decision" in d or "state" in d:
+        return str(d.get("decision") or d.get("state"))
+    return (event.digest or "")[:16]
+
+
+@lineage_app.command("jobs")
+def jobs_cmd(
+    run: Path = typer.Option(None, help=RUN_HELP),
+    store: list[str] = typer.Option([], help=STORE_HELP),
+) -> None:
+    """Every job the stores record: when it was first and last seen, its purpose, who recorded it, refusals."""
+    from lineage import EventKind
+
+    found = open_stores(run, store, [])
+    jobs: dict[str, dict] = {}
+    for e in found.events():
+        j = jobs.setdefault(e.job_id, {"first": e.recorded_at, "last": e.recorded_at, "purposes": set(), "actors": set(),
+                                       "events": 0, "refusals": 0})
+        j["first"], j["last"] = min(j["first"], e.recorded_at), max(j["last"], e.recorded_at)
+        if e.purpose and e.purpose != "-":
+            j["purposes"].add(e.purpose)
+        j["actors"].add(e.actor)
+        j["events"] += 1
+        j["refusals"] += e.kind is EventKind.REFUSAL
+    if not jobs:
+        console.print("no job recorded")
+        return
+    table = Table(title=f"{len(jobs)} jobs in lineage")
+    for column in ("job", "first seen (UTC)", "last seen", "purpose", "actors", "events", "refusals"):
+        table.add_column(column, overflow="fold")
+    for job_id, j in sorted(jobs.items(), key=lambda kv: kv[1]["first"]):
+        table.add_row(job_id, j["first"].strftime("%Y-%m-%d %H:%M:%S"), j["last"].strftime("%Y-%m-%d %H:%M:%S"),
+                      ", ".join(sorted(j["purposes"])), str(len(j["actors"])), str(j["events"]), str(j["refusals"]))
     console.print(table)
 
 

@@ -107,3 +107,19 @@ def test_reading_never_writes_to_a_database_that_is_not_a_lineage_store(tmp_path
     result = CliRunner().invoke(app, ["lineage", "verify", "--store", str(dealer)])
     assert result.exit_code == 2 and "not a lineage store" in result.output
     assert set(inspect(create_engine(f"sqlite:///{dealer}")).get_table_names()) == before
+
+
+def test_jobs_are_listed_an_unknown_job_is_an_error_and_refusals_say_why(store):
+    store_, signers, _ = store
+    store_.append(LineageEvent(kind=EventKind.REFUSAL, actor="B001", job_id="job-3", round=2, purpose="forecasting",
+                               details={"code": "replay", "reason": "round 2 again: round 2 was already taken"}),
+                  signers["B001"])
+    runner = CliRunner(env={"COLUMNS": "200"})
+    listed = runner.invoke(app, ["lineage", "jobs", "--store", store_.url])
+    assert listed.exit_code == 0 and "10 jobs in lineage" in listed.output and "job-0" in listed.output
+    unknown = runner.invoke(app, ["lineage", "events", "--store", store_.url, "--job", "job-42"])
+    assert unknown.exit_code == 1 and "--job job-42: no lineage store here records this job" in unknown.output
+    refusals = runner.invoke(app, ["lineage", "events", "--store", store_.url, "--kind", "refusal"])
+    assert refusals.exit_code == 0 and "replay: round 2 again: round 2 was already taken" in refusals.output
+    empty = runner.invoke(app, ["lineage", "events", "--store", store_.url, "--job", "job-3", "--kind", "aggregation"])
+    assert empty.exit_code == 0 and "0 lineage events" in empty.output  # a known job with nothing of that kind
