@@ -40,3 +40,24 @@ def writer(engine: Engine) -> Iterator[Connection]:
                 yield conn
         finally:
             conn.info.pop("writer", None)
+
+
+class DatabaseUrlError(ValueError):
+    """A database the caller names that cannot be opened for reading; the message says why."""
+
+
+def read_only_url(value: str) -> str:
+    """A SQLAlchemy URL to read `value` without ever writing it: a plain file path or a
+    `sqlite:///` URL opens that existing SQLite file read-only (a missing one is an error,
+    never an empty new database); any other URL is passed through."""
+    from pathlib import Path
+
+    if "://" not in value:
+        path = Path(value)
+    elif value.startswith("sqlite:///") and value != "sqlite:///:memory:" and "?" not in value:
+        path = Path(value.removeprefix("sqlite:///"))
+    else:
+        return value
+    if not path.is_file():
+        raise DatabaseUrlError(f"{value}: no such database file")
+    return f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"

@@ -39,7 +39,8 @@ def lint_cmd(file: Path = typer.Argument(..., help="The policy file.")) -> None:
 def explain_cmd(
     policy_file: Path = typer.Option(..., "--policy", help="The branch's policy file."),
     job_file: Path = typer.Option(..., "--job", help="The job request (purpose, destination, recipient role, fields)."),
-    db: str = typer.Option(None, help="SQLAlchemy URL of the branch database, to explain its real columns."),
+    db: str = typer.Option(None, help="The branch database (a SQLite file or a SQLAlchemy URL), read-only, to explain "
+                                      "its real columns."),
 ) -> None:
     """Per field: its class, the treatment this job gets, the rule that decided, and why."""
     from policies.loader import PolicyFileError, load_job_request, load_policy
@@ -52,13 +53,19 @@ def explain_cmd(
     schema = {t: list(fields) for t, fields in policy.tables.items()}
     if db:
         from sqlalchemy import create_engine, inspect
-        from sqlalchemy.exc import SQLAlchemyError
+        from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+        from common.db import DatabaseUrlError, read_only_url
 
         try:
-            engine = create_engine(db)
+            engine = create_engine(read_only_url(db))
             schema = {t: [c["name"] for c in inspect(engine).get_columns(t)] for t in inspect(engine).get_table_names()}
+        except DatabaseUrlError as exc:
+            fail(f"--db {exc}")
+        except ArgumentError:
+            fail(f"--db {db}: neither a database file nor a SQLAlchemy URL")
         except SQLAlchemyError as exc:
-            fail(f"--db: cannot read the database schema ({exc.__class__.__name__})")
+            fail(f"--db {db}: cannot read the database schema ({exc.__class__.__name__})")
     decisions = evaluate(policy, schema, job)
     cross = "abroad" if job.destination != policy.jurisdiction else "at home"
     table = Table(title=f"{policy.policy} v{policy.version} for job {job.job_id}: {job.purpose}, "

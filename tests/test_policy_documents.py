@@ -165,3 +165,25 @@ def test_policy_explain_on_a_real_database_flags_schema_drift(tmp_path, small_al
     assert drifted.exit_code == 1
     assert "domestic_dealer.yaml:6: sales.loyalty_tier: in the database but not classified (schema drift)" in drifted.output
     assert "Traceback" not in drifted.output
+
+
+def test_policy_explain_reads_a_plain_file_path_and_never_creates_a_database(tmp_path, small_alliance):
+    import shutil
+
+    from sovereign.cli import app
+
+    db = tmp_path / "branch.db"
+    shutil.copy(small_alliance / "B001.db", db)
+    before = db.read_bytes()
+    base = ["policy", "explain", "--policy", str(EXAMPLES / "domestic_dealer.yaml"),
+            "--job", str(EXAMPLES / "jobs" / "monthly_forecast.yaml"), "--db"]
+    runner = CliRunner()
+    plain = runner.invoke(app, [*base, str(db)])
+    assert plain.exit_code == 0, plain.output
+    assert db.read_bytes() == before  # opened read-only
+    for missing in (str(tmp_path / "typo.db"), f"sqlite:///{tmp_path / 'typo.db'}"):
+        result = runner.invoke(app, [*base, missing])
+        assert result.exit_code == 2 and "no such database file" in result.output and "Traceback" not in result.output
+        assert not (tmp_path / "typo.db").exists()
+    garbage = runner.invoke(app, [*base, "not a url://"])
+    assert garbage.exit_code == 2 and "neither a database file nor a SQLAlchemy URL" in garbage.output
