@@ -172,7 +172,9 @@ def run_job(
         result.final_model_digest = model.payload.digest()
         _evaluate_and_release(grid, node_ids, strategy, model, model_updates, result, guard, observer, reply_timeout, head,
                               record, min_release, global_round)
-    paths.result.write_text(result.model_dump_json(indent=2))
+    paths.result.write_text(result.model_dump_json(indent=2))  # the latest job's; each job's also under results/
+    (paths.root / "results").mkdir(exist_ok=True)
+    (paths.root / "results" / f"{job.job_id}.json").write_text(result.model_dump_json(indent=2))
     lineage.close()
     return result
 

@@ -15,9 +15,11 @@ from common.wire import DPSettings, HESettings, JobSpec
 from coordinator.rounds import CoordinatorPaths, JobObserver, run_job
 
 
-def job_from_run_config(run_config: dict) -> JobSpec:
+def job_from_run_config(run_config: dict, run_id: int) -> JobSpec:
+    """The job of one `flwr run`: a new job id per run (`<job-id>-<Flower run id>`), so a
+    second run is a new job, not a replay of the first that every node refuses."""
     return JobSpec(
-        job_id=str(run_config.get("job-id", "flwr-run")),
+        job_id=f"{run_config.get('job-id', 'flwr-run')}-{run_id}",
         rounds=int(run_config.get("rounds", 8)),
         seed=int(run_config.get("seed", 7)),
         dp=DPSettings(enabled=bool(run_config.get("dp", True))),
@@ -30,9 +32,12 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    job = job_from_run_config(dict(context.run_config))
+    job = job_from_run_config(dict(context.run_config), context.run_id)
     paths = CoordinatorPaths(Path(str(context.run_config.get("coordinator-dir", "runs/demo/coordinator"))))
-    run_job(grid, job, paths, min_nodes=int(context.run_config.get("min-nodes", 1)))
+    result = run_job(grid, job, paths, min_nodes=int(context.run_config.get("min-nodes", 1)))
+    if result.final_model_digest is None:  # the run fails, rather than ending "successfully" with nothing
+        refused = sorted({code for r in result.rounds for code in r.refused.values()})
+        raise RuntimeError(f"job {job.job_id} trained nothing: every node refused every round ({', '.join(refused) or 'no replies'})")
 
 
 def build_server_app(job: JobSpec, paths: CoordinatorPaths, observer: JobObserver | None = None) -> ServerApp:

@@ -133,7 +133,14 @@ def deploy_local(
                   f"each SuperNode trusts only that key, each node.json lists this build of the app and no other")
     result = json.loads((coordinator_dir / "result.json").read_text())
     for r in result["rounds"]:
-        console.print(f"round {r['round']}: {len(r['contributors'])} nodes, {r['bytes_received'] / 1e6:.1f} MB up over TLS")
+        refused = ", ".join(f"{b} {why}" for b, why in sorted(r["refused"].items()))
+        console.print(f"round {r['round']}: {len(r['contributors'])} nodes, {r['bytes_received'] / 1e6:.1f} MB up over TLS"
+                      + (f"; sat out: {refused}" if refused else ""))
+    if not result.get("final_model_digest"):
+        from coordinator.rounds import JobResult
+        from sovereign.demo import refusal_tally
+
+        fail(f"no round produced a model: {refusal_tally(JobResult.model_validate(result).rounds) or 'no node answered'}", 1)
     metrics = result.get("metrics") or {}
     federated = (metrics.get("all") or {}).get("federated") if "all" in metrics else metrics
     if federated and federated.get("mase") is not None:

@@ -133,6 +133,16 @@ def archive_earlier_run(out: Path, *, keep_dealers: bool) -> Path | None:
     return archive
 
 
+def refusal_tally(rounds) -> str:
+    """Why branches sat out, most common first: each branch's last refusal code, counted
+    ("privacy-budget (18 branches), too-little-history (2 branches)")."""
+    last: dict[str, str] = {}
+    for rnd in rounds:
+        last.update(rnd.refused)
+    counts = Counter(code.split(":")[0] for code in last.values())
+    return ", ".join(f"{code} ({n} branch{'es' if n > 1 else ''})" for code, n in counts.most_common())
+
+
 def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> dict:
     """Run the whole demo; `observers` also see every round and every reply the coordinator gets.
 
@@ -177,8 +187,7 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
         raise SetupError("the federated job produced no result; see the log above")
     result = JobResult.model_validate_json(coordinator.result.read_text())
     if not result.evaluated_by:
-        reasons = sorted({r for rnd in result.rounds for r in rnd.refused.values()})
-        raise SetupError(f"no branch could take part; first refusal: {reasons[0] if reasons else 'none recorded'}")
+        raise SetupError(f"no branch could take part: {refusal_tally(result.rounds) or 'no refusal recorded'}")
     with console.status("simulator-side experiment: all data pooled (an upper bound no alliance can run)"):
         pooled = _alliance_step("pooled", out, job, opts, only=result.evaluated_by)
     summary = build_summary(opts, job, result, setup, pooled, coordinator, time.perf_counter() - started)

@@ -42,7 +42,7 @@ def test_demo_on_unreadable_databases_fails_with_the_refusal(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--data", str(dealers), "--rounds", "1", "--out", str(tmp_path / "run")])
     assert result.exit_code == 1
     last = result.output.strip().splitlines()[-1]
-    assert last == "error: no branch could take part; first refusal: data-contract"  # the code, not the detail
+    assert last == "error: no branch could take part: data-contract (2 branches)"  # the code, not the detail
     assert "Traceback" not in result.output
     for branch in ("B001", "B002"):  # the detail is in each node's own lineage
         refusals = LineageStore(f"sqlite:///{tmp_path / 'run' / 'nodes' / branch / 'lineage.db'}").events(kind=EventKind.REFUSAL)

@@ -52,3 +52,15 @@ def test_the_regional_forecast_reads_whole_in_an_80_column_terminal():
     text = out.getvalue()
     assert "…" not in text and text.count("(1,100–1,380)") == 24 and text.count("1,234") == 24
     assert "withheld (too few branches to release): Busan" in text
+
+
+def test_why_branches_sat_out_is_counted_most_common_first():
+    """`--epsilon 40` over a budget of 32: every branch refuses for its budget, one young one
+    also for its history; the message led with whichever code sorted first."""
+    from coordinator.rounds import RoundReport
+    from sovereign.demo import refusal_tally
+
+    rounds = [RoundReport(round=1, contributors=[], refused={"B01": "too-little-history", **{f"B{i:02}": "privacy-budget"
+                                                                                           for i in range(2, 20)}}),
+              RoundReport(round=2, contributors=[], refused={"B07": "update rejected: norm"})]
+    assert refusal_tally(rounds) == "privacy-budget (17 branches), too-little-history (1 branch), update rejected (1 branch)"
