@@ -10,12 +10,17 @@ policy, budget and admission whatever the coordinator says).
 
 from __future__ import annotations
 
+from typing import Callable
+
 from common.wire import JobSpec, decision_message
 from coordinator.lifecycle import Decision, JobState, LifecycleError, check_decision, check_start, next_state
 from coordinator.resources import JobRecord
-from coordinator.store import CoordinatorStore
+from coordinator.store import Conflict, CoordinatorStore
 from lineage import EventKind, LineageEvent, LineageStore, Signer
 from lineage.signing import SigningKeyError, load_public_key, verify_signature
+
+
+Runner = Callable[[JobRecord, list[str]], dict]  # (job, approving nodes) -> the results it released
 
 
 class InvalidJob(ValueError):
@@ -61,6 +66,28 @@ class JobService:
         self.store.move(job_id, job.state, target, reason=reason, actor=actor, results=results)
         self._record(job.spec, target, reason)
         return self.get(job_id)
+
+    def run(self, job_id: str, runner: Runner) -> JobRecord:
+        """Run a running job on its approving nodes to its end: completed with the results
+        the run released, or failed with the reason, in one line. The round loop's word on
+        what it released is all that is stored; the nodes decided what to release."""
+        job = self.get(job_id)
+        approved = sorted(n for n, d in job.decisions().items() if d is Decision.APPROVED)
+        try:
+            results = runner(job, approved)
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the job ends failed with why
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            try:
+                return self.transition(job_id, "fail", reason=reason, actor=self.actor)
+            except (LifecycleError, Conflict):
+                return self.get(job_id)
+        contributors = sorted({c for r in results.get("rounds", []) for c in r.get("contributors", [])})
+        try:
+            return self.transition(job_id, "complete", actor=self.actor, results=results,
+                                   reason=f"{len(results.get('rounds', []))} rounds; contributors: "
+                                          f"{', '.join(contributors) or 'none'}")
+        except (LifecycleError, Conflict):  # stopped while it ran: the stop stands, its results are not kept
+            return self.get(job_id)
 
     def decide(self, job_id: str, node_id: str, decision: Decision, *, reason: str, signature: str) -> JobRecord:
         """A node's answer, accepted only under that node's key and only once."""
@@ -109,4 +136,4 @@ class JobService:
                                                   **details}), self.signer)
 
 
-__all__ = ["BadSignature", "InvalidJob", "JobService", "LifecycleError", "NotFound"]
+__all__ = ["BadSignature", "InvalidJob", "JobService", "LifecycleError", "NotFound", "Runner"]

@@ -16,10 +16,11 @@ from coordinator.rounds import CoordinatorPaths, JobObserver, run_job
 
 
 def job_from_run_config(run_config: dict, run_id: int) -> JobSpec:
-    """The job of one `flwr run`: a new job id per run (`<job-id>-<Flower run id>`), so a
-    second run is a new job, not a replay of the first that every node refuses."""
+    """The job of one `flwr run`: the run config's `job-id` when it names one, else a new
+    job per run, `flwr-run-<Flower run id>`, so running again is a new job, not a replay of
+    the finished one that every node refuses."""
     return JobSpec(
-        job_id=f"{run_config.get('job-id', 'flwr-run')}-{run_id}",
+        job_id=str(run_config.get("job-id") or f"flwr-run-{run_id}"),
         rounds=int(run_config.get("rounds", 8)),
         seed=int(run_config.get("seed", 7)),
         dp=DPSettings(enabled=bool(run_config.get("dp", True))),

@@ -126,7 +126,7 @@ def deploy_local(
                 dep.start_supernode(branch, dep.register(branch), node_dir, free_port(), entities)
             status.update(f"flwr run {signed.app_spec}: {rounds} rounds on {len(branches)} SuperNodes (logs in {out / 'logs'})")
             dep.run(signed, {"coordinator-dir": str(coordinator_dir.resolve()), "rounds": rounds,
-                             "min-nodes": len(branches), "job-id": "deploy-local"})
+                             "min-nodes": len(branches)})  # no job-id: each deploy-local run is a new job
     except (DeploymentError, NodeConfigError) as exc:
         fail(str(exc), 1)
     console.print(f"app {signed.app_spec} (FAB sha256 {signed.fab_hash[:12]}…) signed by {out / 'keys' / 'publisher.pub'}; "

@@ -47,6 +47,10 @@ def serve(
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
     host: str | None = typer.Option(None, help="Address to listen on (default from settings: 127.0.0.1)."),
     port: int | None = typer.Option(None, help="Port to listen on (default from settings: 8080)."),
+    nodes_root: Path | None = typer.Option(None, help="Run started jobs on Flower's simulation runtime over these node "
+                                                      "directories (e.g. runs/demo/nodes); without it, jobs are only tracked."),
+    coordinator_dir: Path | None = typer.Option(None, help="With --nodes-root: the coordinator directory holding the "
+                                                           "alliance's public context and the nodes' lineage keys."),
 ) -> None:
     """Serve the coordinator's REST API until interrupted."""
     import uvicorn
@@ -56,7 +60,14 @@ def serve(
     settings = _settings(config)
     settings = settings.model_copy(update={k: v for k, v in (("host", host), ("port", port)) if v is not None})
     settings.var.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings)
+    runner = None
+    if nodes_root is not None:
+        from sovereign.service_runner import SimulationRunner
+
+        if coordinator_dir is None or not (nodes_root / "index.json").is_file():
+            fail("--nodes-root needs node directories with an index.json (sovereign demo makes them) and --coordinator-dir")
+        runner = SimulationRunner(nodes_root, coordinator_dir)
+    app = create_app(settings, runner=runner)
     console.print(f"coordinator on http://{settings.host}:{settings.port} (OpenAPI: /docs); jobs store "
                   f"{settings.jobs_url()}")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")

@@ -11,7 +11,7 @@ from coordinator.rounds import JobResult, RoundReport
 
 
 def _context(run_id: int, **config) -> Context:
-    return Context(run_id=run_id, node_id=0, node_config={}, state=RecordDict(), run_config={"job-id": "flwr-run", **config})
+    return Context(run_id=run_id, node_id=0, node_config={}, state=RecordDict(), run_config={"job-id": "", **config})
 
 
 def test_each_flwr_run_is_a_new_job(monkeypatch, tmp_path):
@@ -21,6 +21,8 @@ def test_each_flwr_run_is_a_new_job(monkeypatch, tmp_path):
     for run_id in (101, 102):
         server_app.main(None, _context(run_id, **{"coordinator-dir": str(tmp_path)}))
     assert [j.job_id for j in jobs] == ["flwr-run-101", "flwr-run-102"]  # the second run is not a replay of the first
+    server_app.main(None, _context(103, **{"coordinator-dir": str(tmp_path), "job-id": "q3-forecast"}))
+    assert jobs[-1].job_id == "q3-forecast"  # a job the caller names keeps its name
 
 
 def test_a_run_every_node_refused_fails_with_their_codes(monkeypatch, tmp_path):

@@ -9,6 +9,7 @@ step the lifecycle forbids) are recorded in the coordinator's lineage. Bodies ov
 
 from __future__ import annotations
 
+import threading
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
@@ -25,7 +26,7 @@ from coordinator.api.auth import (
     token_hash,
     visible_results,
 )
-from coordinator.jobs import BadSignature, InvalidJob, JobService, NotFound
+from coordinator.jobs import BadSignature, InvalidJob, JobService, NotFound, Runner
 from coordinator.lifecycle import Decision, JobState, LifecycleError
 from coordinator.resources import Account, JobRecord, NodeRecord, Role
 from coordinator.settings import CoordinatorSettings
@@ -90,7 +91,10 @@ def create_account(store: CoordinatorStore, name: str, role: Role, scope: str | 
 
 
 def create_app(settings: CoordinatorSettings | None = None, *, store: CoordinatorStore | None = None,
-               lineage: LineageStore | None = None, signer: Signer | None = None) -> FastAPI:
+               lineage: LineageStore | None = None, signer: Signer | None = None,
+               runner: Runner | None = None) -> FastAPI:
+    """The service; with a `runner`, starting a job also runs it (in the background) to its
+    end, completed with what it released or failed with why."""
     settings = settings or CoordinatorSettings()
 
     @asynccontextmanager
@@ -107,6 +111,8 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
     app.state.lineage = lineage or LineageStore(settings.lineage_store_url())
     app.state.signer = signer or Signer.load_or_create("coordinator", settings.key_dir)
     app.state.jobs = JobService(app.state.store, lineage=app.state.lineage, signer=app.state.signer)
+    app.state.runner = runner
+    app.state.running: dict[str, threading.Thread] = {}
 
     def refuse(request: Request, code: int, message: str, job_id: str | None = None) -> JSONResponse:
         if job_id:
@@ -216,7 +222,13 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
         def step(job_id: str, body: StepRequest | None = None, account: Account = Depends(require(*LAUNCHERS)),
                  _action: str = action) -> JobRecord:
             reason = (body.reason if body else "") or f"{_action} by {account.name}"
-            return app.state.jobs.transition(job_id, _action, reason=reason, actor=account.name)
+            job = app.state.jobs.transition(job_id, _action, reason=reason, actor=account.name)
+            if _action == "start" and app.state.runner is not None:
+                worker = threading.Thread(target=app.state.jobs.run, args=(job_id, app.state.runner),
+                                          name=f"job-{job_id}", daemon=True)
+                app.state.running[job_id] = worker
+                worker.start()
+            return job
 
         app.post(f"/jobs/{{job_id}}/{action}", tags=["jobs"], name=f"{action}_job",
                  summary=f"{action.capitalize()} a job")(step)

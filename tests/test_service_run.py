@@ -1,0 +1,83 @@
+"""A job through the coordinator service from request to released results, on real nodes.
+
+Three dealerships' nodes approve by hand (node.json `approvals: by_hand`): two approve, one
+denies, each in its own book and signed; the service runs the job on Flower's simulation
+runtime over the two that approved, and stores what they released. The denying node read
+nothing, and its denial is in both lineages.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from common.wire import JobSpec
+from coordinator.api.app import create_account, create_app
+from coordinator.resources import NodeRecord, Role
+from coordinator.rounds import CoordinatorPaths
+from coordinator.settings import CoordinatorSettings
+from lineage import EventKind, LineageStore, Signer
+from lineage.signing import public_pem
+from node_agent.approvals import OwnerDecisions
+from node_agent.config import load_node_config, write_node_config
+from sovereign.federation import register_lineage_keys, run_key_ceremony, setup_nodes
+from sovereign.service_runner import SimulationRunner
+
+
+@pytest.fixture()
+def alliance(tmp_path, small_alliance):
+    profiles = sorted(json.loads((small_alliance / "alliance.json").read_text()), key=lambda p: p["history_start"])
+    dealers = tmp_path / "dealers"
+    dealers.mkdir()
+    for p in profiles[:3]:  # the three longest histories: all of them could train
+        shutil.copy(small_alliance / f"{p['branch_id']}.db", dealers)
+    configs = []
+    for c in setup_nodes(sorted(dealers.glob("*.db")), tmp_path / "nodes", min_contributors=2):
+        c = c.model_copy(update={"approvals": "by_hand"})
+        write_node_config(c)
+        configs.append(load_node_config(c.node_dir))
+    coordinator = CoordinatorPaths(tmp_path / "coordinator")
+    register_lineage_keys(configs, coordinator)
+    run_key_ceremony(configs, coordinator, JobSpec(job_id="keys"))
+    return configs, coordinator
+
+
+def test_two_approve_one_denies_and_the_service_runs_the_job_on_the_two(tmp_path, alliance):
+    configs, coordinator = alliance
+    app = create_app(CoordinatorSettings(var=tmp_path / "var"),
+                     runner=SimulationRunner(tmp_path / "nodes", coordinator.root, timeout=600))
+    for c in configs:
+        key = Signer.load_or_create(c.branch_id, c.lineage_key_dir).public_key
+        app.state.store.add_node(NodeRecord(node_id=c.branch_id, public_key=public_pem(key), region=c.region))
+    hq = {"Authorization": f"Bearer {create_account(app.state.store, 'hq', Role.ANALYST, None).token}"}
+    it = {c.branch_id: {"Authorization": f"Bearer {create_account(app.state.store, f'it-{c.branch_id}', Role.BRANCH_IT, c.branch_id).token}"}
+          for c in configs}
+    with TestClient(app) as client:
+        made = client.post("/jobs", headers=hq, json={"spec": {"job_id": "svc", "rounds": 1, "local_epochs": 1},
+                                                      "nodes": [c.branch_id for c in configs], "min_contributors": 2})
+        assert made.status_code == 201, made.text
+        spec = JobSpec.model_validate(made.json()["spec"])
+        for c, decision in zip(configs, ("approved", "approved", "denied")):
+            c.privacy_dir.mkdir(parents=True, exist_ok=True)
+            signature = OwnerDecisions(c.ledger_url).decide(spec, decision, f"{decision} by branch IT",
+                                                            Signer.load_or_create(c.branch_id, c.lineage_key_dir))
+            answered = client.post("/jobs/svc/decisions", headers=it[c.branch_id], json={
+                "node_id": c.branch_id, "decision": decision, "reason": f"{decision} by branch IT", "signature": signature})
+            assert answered.status_code == 200, answered.text
+        assert client.post("/jobs/svc/start", headers=hq).json()["state"] == "running"
+        deadline = time.monotonic() + 600
+        while (job := client.get("/jobs/svc", headers=hq).json())["state"] == "running" and time.monotonic() < deadline:
+            time.sleep(1)
+    assert job["state"] == "completed", job["steps"][-1]
+    approving = sorted(c.branch_id for c in configs[:2])
+    assert job["results"]["rounds"][0]["contributors"] == approving
+    assert f"contributors: {', '.join(approving)}" in job["steps"][-1]["reason"]
+    assert job["results"]["accuracy"]["nodes"] == 2 and job["results"]["final_model_digest"]
+    denier = configs[2]
+    node_side = LineageStore(denier.lineage_url)
+    assert not node_side.events(kind=EventKind.DATA_READ, job_id="svc")  # it was never asked, and read nothing
+    assert [e.details["decision"] for e in app.state.lineage.events(kind=EventKind.JOB_DECISION)].count("denied") == 1
