@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 from flwr.app import Context
@@ -16,9 +17,13 @@ from coordinator.rounds import CoordinatorPaths, JobObserver, run_job
 
 
 def job_from_run_config(run_config: dict, run_id: int) -> JobSpec:
-    """The job of one `flwr run`: the run config's `job-id` when it names one, else a new
-    job per run, `flwr-run-<Flower run id>`, so running again is a new job, not a replay of
-    the finished one that every node refuses."""
+    """The job of one `flwr run`: the whole spec when the run config carries one (`job-spec`,
+    base64 of its JSON: what the coordinator service submits, exactly as the nodes approved
+    it); else built from a few keys, with the run config's `job-id` when it names one, else a
+    new job per run, `flwr-run-<Flower run id>`, so running again is a new job, not a replay
+    of the finished one that every node refuses."""
+    if run_config.get("job-spec"):
+        return JobSpec.model_validate_json(base64.urlsafe_b64decode(str(run_config["job-spec"])))
     return JobSpec(
         job_id=str(run_config.get("job-id") or f"flwr-run-{run_id}"),
         rounds=int(run_config.get("rounds", 8)),

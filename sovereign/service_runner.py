@@ -1,5 +1,5 @@
-"""The coordinator service's embedded round loop: a started job runs on Flower's simulation
-runtime over the node directories of the nodes that approved it, in its own process.
+"""The coordinator service's round loop: a started job runs on Flower's simulation runtime
+(`SimulationRunner`, embedded) or on its deployment engine (`DeploymentRunner`).
 
 `SimulationRunner` is what `sovereign coordinator serve --nodes-root DIR --coordinator-dir DIR`
 gives the service: for each job it lays out a view of the nodes root holding only the
@@ -56,17 +56,43 @@ class SimulationRunner:
             done = subprocess.run([sys.executable, "-m", "sovereign.service_runner", "--spec", str(spec_file),
                                    "--nodes-root", str(view), "--coordinator-dir", str(self.coordinator_dir)],
                                   stdout=out, stderr=subprocess.STDOUT, timeout=self.timeout)
-        result_file = self.coordinator_dir / "results" / f"{job.job_id}.json"
-        if done.returncode != 0 or not result_file.exists():
+        if done.returncode != 0:
             tail = [line for line in log.read_text().splitlines() if line.strip()][-1:] or ["no output"]
             raise RuntimeError(f"the round loop ended with exit code {done.returncode} ({tail[0][:300]}); log: {log}")
-        result = json.loads(result_file.read_text())
-        if not result.get("final_model_digest"):
-            from coordinator.rounds import JobResult
-            from sovereign.demo import refusal_tally
+        return _released_file(self.coordinator_dir, job.job_id)
 
-            raise RuntimeError(f"no round produced a model: {refusal_tally(JobResult.model_validate(result).rounds)}")
-        return released(result)
+
+class DeploymentRunner:
+    """Runs each started job on Flower's deployment engine: `flwr run` of the signed app on
+    the SuperLink, the job's exact spec in the run config. Every connected SuperNode gets the
+    job; a node whose owner did not approve it refuses it itself (`owner-denied`,
+    `not-approved`), so the coordinator's list is never the nodes' only protection."""
+
+    def __init__(self, deployment, app, coordinator_dir: Path, *, timeout: float = 1800) -> None:
+        self.deployment, self.app, self.coordinator_dir, self.timeout = deployment, app, coordinator_dir.resolve(), timeout
+
+    def __call__(self, job: JobRecord, approved: list[str]) -> dict:
+        import base64
+
+        if not approved:
+            raise RuntimeError("no node approved the job")
+        spec = base64.urlsafe_b64encode(job.spec.model_dump_json().encode()).decode()
+        self.deployment.run(self.app, {"job-spec": spec, "coordinator-dir": str(self.coordinator_dir),
+                                       "min-nodes": len(approved)}, timeout=self.timeout)
+        return _released_file(self.coordinator_dir, job.job_id)
+
+
+def _released_file(coordinator_dir: Path, job_id: str) -> dict:
+    result_file = coordinator_dir / "results" / f"{job_id}.json"
+    if not result_file.exists():
+        raise RuntimeError(f"the round loop wrote no result for job {job_id}")
+    result = json.loads(result_file.read_text())
+    if not result.get("final_model_digest"):
+        from coordinator.rounds import JobResult
+        from sovereign.demo import refusal_tally
+
+        raise RuntimeError(f"no round produced a model: {refusal_tally(JobResult.model_validate(result).rounds)}")
+    return released(result)
 
 
 def main() -> None:

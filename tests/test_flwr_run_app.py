@@ -32,3 +32,14 @@ def test_a_run_every_node_refused_fails_with_their_codes(monkeypatch, tmp_path):
     monkeypatch.setattr(server_app, "run_job", nothing)
     with pytest.raises(RuntimeError, match="job flwr-run-7 trained nothing: every node refused every round \\(purpose, replay\\)"):
         server_app.main(None, _context(7, **{"coordinator-dir": str(tmp_path)}))
+
+
+def test_the_service_sends_the_exact_spec_the_nodes_approved():
+    import base64
+
+    from common.wire import JobSpec
+
+    spec = JobSpec(job_id="q3", rounds=3, regions=["Kanto"], campaigns=["2026-06"])
+    carried = base64.urlsafe_b64encode(spec.model_dump_json().encode()).decode()
+    job = server_app.job_from_run_config({"job-spec": carried, "job-id": "", "rounds": 8}, 9)
+    assert job.spec_hash() == spec.spec_hash()  # what a node approved by hand is what it is sent
