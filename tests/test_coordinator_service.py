@@ -133,10 +133,13 @@ def test_each_role_sees_and_does_only_its_own(service):
     assert [n["node_id"] for n in client.get("/nodes", headers=_as(tokens, "it1")).json()] == ["N1"]
     assert [n["node_id"] for n in client.get("/nodes", headers=_as(tokens, "kansai")).json()] == ["N3"]
     _submit(client, tokens, job_id="K1", nodes=("N1", "N2"))
+    _submit(client, tokens, job_id="J1")
     assert client.get("/jobs/K1", headers=_as(tokens, "it3")).status_code == 403
     assert client.get("/jobs/K1", headers=_as(tokens, "kansai")).status_code == 403
-    assert [j["job_id"] for j in client.get("/jobs", headers=_as(tokens, "it3")).json()] == []
-    assert client.get("/jobs/K1", headers=_as(tokens, "it1")).status_code == 200
+    assert [j["job_id"] for j in client.get("/jobs", headers=_as(tokens, "it3")).json()] == ["J1"]
+    mine = client.get("/jobs/K1", headers=_as(tokens, "it1")).json()
+    assert [a["node_id"] for a in mine["nodes"]] == ["N1"]  # not N2's answer or reason
+    assert [a["node_id"] for a in client.get("/jobs/J1", headers=_as(tokens, "kansai")).json()["nodes"]] == ["N3"]
 
 
 def test_a_regional_analyst_reads_only_its_regions_released_totals(service):
@@ -181,6 +184,15 @@ def test_malformed_and_oversized_requests_are_refused(service):
     huge = client.post("/jobs", content=b"{" + b" " * 2_000_000 + b"}", headers={**_as(tokens, "hq"),
                                                                                "content-type": "application/json"})
     assert huge.status_code == 413
+
+    def chunks():  # no Content-Length: the body streams in, and is counted as it comes
+        yield b'{"spec": {"job_id": "J"}, "nodes": ["N1"], "pad": "'
+        for _ in range(40):
+            yield b"x" * 50_000
+        yield b'"}'
+
+    streamed = client.post("/jobs", content=chunks(), headers={**_as(tokens, "hq"), "content-type": "application/json"})
+    assert streamed.status_code == 413
     assert client.get("/health").json() == {"status": "ok"}  # and it keeps serving
 
 

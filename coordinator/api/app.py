@@ -19,12 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.wire import JobSpec
 from coordinator.api.auth import (
     current_account,
+    job_view,
     may_see_job,
     may_see_node,
     new_token,
     require,
     token_hash,
-    visible_results,
 )
 from coordinator.jobs import BadSignature, InvalidJob, JobService, NotFound, Runner
 from coordinator.lifecycle import Decision, JobState, LifecycleError
@@ -81,6 +81,57 @@ class JobView(BaseModel):
     job: JobRecord
 
 
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuses a request body over `limit` bytes with 413, whether it declares its length or
+    streams in chunks without one (counted as it arrives, never read whole first)."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await self._refuse(scope, receive, send)
+        seen, too_large, replaced = 0, False, False
+
+        async def counted():
+            nonlocal seen, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    too_large = True
+                    raise _TooLarge
+            return message
+
+        async def guarded_send(message):
+            # Whatever the app makes of a body cut short (FastAPI answers 400), the answer is 413.
+            nonlocal replaced
+            if too_large:
+                if not replaced:
+                    replaced = True
+                    await self._refuse(scope, receive, send)
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, counted, guarded_send)
+        except _TooLarge:
+            if not replaced:
+                await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope, receive, send):
+        response = JSONResponse({"detail": f"request body over {self.limit} bytes"},
+                                status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        await response(scope, receive, send)
+
+
 def create_account(store: CoordinatorStore, name: str, role: Role, scope: str | None) -> NewAccount:
     """An account and its token (the CLI's bootstrap path and the admin route share it)."""
     if role in (Role.BRANCH_IT, Role.REGIONAL_ANALYST) and not scope:
@@ -121,13 +172,7 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
                 details={"code": code, "reason": message, "path": request.url.path}), app.state.signer)
         return JSONResponse({"detail": message}, status_code=code)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            return JSONResponse({"detail": f"request body over {settings.max_body_bytes} bytes"},
-                                status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
     @app.exception_handler(InvalidJob)
     async def _invalid(request: Request, exc: InvalidJob):
@@ -154,9 +199,10 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
 
     def visible_job(job_id: str, account: Account) -> JobRecord:
         job = app.state.jobs.get(job_id)
-        if not may_see_job(account, job, regions()):
+        where = regions()
+        if not may_see_job(account, job, where):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"job {job_id} is not one this account may see")
-        return job.model_copy(update={"results": visible_results(account, job.results)})
+        return job_view(account, job, where)
 
     @app.get("/health", tags=["service"])
     def health() -> dict:
@@ -203,8 +249,7 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
     @app.get("/jobs", tags=["jobs"])
     def list_jobs(state: JobState | None = Query(default=None), account: Account = Depends(require(*STAFF))) -> list[JobRecord]:
         where = regions()
-        return [job.model_copy(update={"results": visible_results(account, job.results)})
-                for job in app.state.store.jobs(state=state) if may_see_job(account, job, where)]
+        return [job_view(account, job, where) for job in app.state.store.jobs(state=state) if may_see_job(account, job, where)]
 
     @app.get("/jobs/{job_id}", tags=["jobs"])
     def get_job(job_id: str, account: Account = Depends(require(*STAFF))) -> JobRecord:
@@ -239,7 +284,7 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"this account answers for node {account.scope}, "
                                                            f"not {body.node_id}")
         job = app.state.jobs.decide(job_id, body.node_id, body.decision, reason=body.reason, signature=body.signature)
-        return job.model_copy(update={"results": None})
+        return job_view(account, job, regions())
 
     @app.get("/lineage/events", tags=["lineage"])
     def lineage_events(job_id: str | None = Query(default=None, max_length=128),

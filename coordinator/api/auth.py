@@ -66,6 +66,17 @@ def may_see_job(account: Account, job: JobRecord, regions: dict[str, str | None]
     return True
 
 
+def job_view(account: Account, job: JobRecord, regions: dict[str, str | None]) -> JobRecord:
+    """The job as `account` may read it: branch IT sees only its own node's answer, a
+    regional analyst only its region's nodes' answers, and each its share of the results."""
+    answers = job.nodes
+    if account.role is Role.BRANCH_IT:
+        answers = [a for a in job.nodes if a.node_id == account.scope]
+    elif account.role is Role.REGIONAL_ANALYST:
+        answers = [a for a in job.nodes if regions.get(a.node_id) == account.scope]
+    return job.model_copy(update={"nodes": answers, "results": visible_results(account, job.results)})
+
+
 def visible_results(account: Account, results: dict | None) -> dict | None:
     """What of a job's released results the account may read: head office and compliance all
     of it; a regional analyst only its region's totals; branch IT none (its own branch's
