@@ -20,7 +20,8 @@ from lineage import EventKind, LineageEvent, LineageStore, Signer
 from lineage.signing import SigningKeyError, load_public_key, verify_signature
 
 
-Runner = Callable[[JobRecord, list[str]], dict]  # (job, approving nodes) -> the results it released
+Runner = Callable[[JobRecord, list[str]], dict]  # (job, approving nodes) -> the results it released;
+# a runner may also have cancel(job_id), which stopping a running job calls
 
 
 class InvalidJob(ValueError):

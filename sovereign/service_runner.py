@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -36,8 +38,11 @@ def released(result: dict) -> dict:
 
 
 class SimulationRunner:
-    def __init__(self, nodes_root: Path, coordinator_dir: Path, *, timeout: float = 3600) -> None:
+    def __init__(self, nodes_root: Path, coordinator_dir: Path, *, timeout: float = 3600,
+                 command: list[str] | None = None) -> None:
         self.nodes_root, self.coordinator_dir, self.timeout = nodes_root.resolve(), coordinator_dir.resolve(), timeout
+        self.command = command or [sys.executable, "-m", "sovereign.service_runner"]
+        self._running: dict[str, subprocess.Popen] = {}
 
     def __call__(self, job: JobRecord, approved: list[str]) -> dict:
         if not approved:
@@ -53,13 +58,34 @@ class SimulationRunner:
         spec_file.write_text(job.spec.model_dump_json(indent=2))
         log = view.parent / "run.log"
         with log.open("w") as out:
-            done = subprocess.run([sys.executable, "-m", "sovereign.service_runner", "--spec", str(spec_file),
-                                   "--nodes-root", str(view), "--coordinator-dir", str(self.coordinator_dir)],
-                                  stdout=out, stderr=subprocess.STDOUT, timeout=self.timeout)
-        if done.returncode != 0:
+            proc = subprocess.Popen([*self.command, "--spec", str(spec_file), "--nodes-root", str(view),
+                                     "--coordinator-dir", str(self.coordinator_dir)],
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self._running[job.job_id] = proc
+            try:
+                code = proc.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                self.cancel(job.job_id)
+                raise RuntimeError(f"the round loop took over {self.timeout:.0f}s and was stopped; log: {log}") from None
+            finally:
+                self._running.pop(job.job_id, None)
+        if code != 0:
             tail = [line for line in log.read_text().splitlines() if line.strip()][-1:] or ["no output"]
-            raise RuntimeError(f"the round loop ended with exit code {done.returncode} ({tail[0][:300]}); log: {log}")
+            raise RuntimeError(f"the round loop ended with exit code {code} ({tail[0][:300]}); log: {log}")
         return _released_file(self.coordinator_dir, job.job_id)
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop a job's round loop (its whole process group, Ray included); False if none runs.
+        Rounds already taken stay spent in each node's ledger: the nodes count them, not this."""
+        proc = self._running.get(job_id)
+        if proc is None or proc.poll() is not None:
+            return False
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        return True
 
 
 class DeploymentRunner:

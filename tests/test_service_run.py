@@ -81,3 +81,36 @@ def test_two_approve_one_denies_and_the_service_runs_the_job_on_the_two(tmp_path
     node_side = LineageStore(denier.lineage_url)
     assert not node_side.events(kind=EventKind.DATA_READ, job_id="svc")  # it was never asked, and read nothing
     assert [e.details["decision"] for e in app.state.lineage.events(kind=EventKind.JOB_DECISION)].count("denied") == 1
+
+
+def test_stopping_a_running_job_stops_its_round_loop(tmp_path):
+    """`stop` once only changed the record while the run went on; now the runner's process
+    group is terminated, and the job stays stopped (its late failure does not overwrite it)."""
+    import sys
+    import threading
+
+    nodes = tmp_path / "nodes"
+    (nodes / "B1").mkdir(parents=True)
+    slow = [sys.executable, "-c", "import time; time.sleep(120)"]
+    runner = SimulationRunner(nodes, tmp_path / "coordinator", command=slow)
+    app = create_app(CoordinatorSettings(var=tmp_path / "var"), runner=runner)
+    app.state.store.add_node(NodeRecord(node_id="B1", public_key=public_pem(Signer.generate("B1").public_key)))
+    hq = {"Authorization": f"Bearer {create_account(app.state.store, 'hq', Role.ANALYST, None).token}"}
+    from coordinator.lifecycle import Decision
+
+    with TestClient(app) as client:
+        client.post("/jobs", headers=hq, json={"spec": {"job_id": "long"}, "nodes": ["B1"], "min_contributors": 1})
+        app.state.store.decide("long", "B1", Decision.APPROVED, reason="ok", signature="00" * 64)
+        client.post("/jobs/long/start", headers=hq)
+        for _ in range(100):
+            if runner._running.get("long"):
+                break
+            time.sleep(0.05)
+        proc = runner._running["long"]
+        stopped = client.post("/jobs/long/stop", headers=hq, json={"reason": "wrong regions"})
+        assert stopped.json()["state"] == "stopped"
+        assert proc.wait(timeout=20) != 0  # the round loop is gone
+        worker: threading.Thread = app.state.running["long"]
+        worker.join(timeout=20)
+        job = client.get("/jobs/long", headers=hq).json()
+    assert not worker.is_alive() and job["state"] == "stopped" and job["steps"][-1]["reason"] == "wrong regions"

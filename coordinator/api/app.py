@@ -268,6 +268,9 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
                  _action: str = action) -> JobRecord:
             reason = (body.reason if body else "") or f"{_action} by {account.name}"
             job = app.state.jobs.transition(job_id, _action, reason=reason, actor=account.name)
+            cancel = getattr(app.state.runner, "cancel", None)
+            if _action == "stop" and cancel is not None:
+                cancel(job_id)  # the round loop stops too, not only the record
             if _action == "start" and app.state.runner is not None:
                 worker = threading.Thread(target=app.state.jobs.run, args=(job_id, app.state.runner),
                                           name=f"job-{job_id}", daemon=True)
