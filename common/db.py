@@ -61,3 +61,26 @@ def read_only_url(value: str) -> str:
     if not path.is_file():
         raise DatabaseUrlError(f"{value}: no such database file")
     return f"sqlite:///file:{path.resolve()}?mode=ro&uri=true"
+
+
+def schema_revision(engine: Engine, version_table: str) -> str | None:
+    """The Alembic revision a database is at, read from its own version table (None: none yet)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn, opts={"version_table": version_table}).get_current_revision()
+
+
+def upgrade_schema(engine: Engine, migrations: str, version_table: str, head: str) -> None:
+    """Bring a store's schema to its newest Alembic revision `head` (a no-op when it is there),
+    in one write transaction; `migrations` is the store's script directory."""
+    from alembic import command
+    from alembic.config import Config
+
+    if schema_revision(engine, version_table) == head:
+        return
+    config = Config()
+    config.set_main_option("script_location", migrations)
+    with writer(engine) as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from common.db import tune_sqlite, writer
+from common.db import tune_sqlite, upgrade_schema, writer
 from common.wire import JobSpec
 from coordinator.lifecycle import Decision, JobState
 from coordinator.resources import Account, JobRecord, JobStep, NodeAnswer, NodeRecord, Role, now
@@ -80,18 +80,7 @@ class Conflict(StoreError):
 
 def upgrade(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision (a no-op when it is there)."""
-    from alembic import command
-    from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
-
-    with engine.connect() as conn:
-        if MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision() == SCHEMA_REVISION:
-            return
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with writer(engine) as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+    upgrade_schema(engine, str(MIGRATIONS), VERSION_TABLE, SCHEMA_REVISION)
 
 
 class CoordinatorStore:

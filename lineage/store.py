@@ -44,7 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from common.db import tune_sqlite, writer
+from common.db import schema_revision, tune_sqlite, upgrade_schema, writer
 from lineage.chain import ChainFault, ChainReport, Problem, compute_hash, verify_chain
 from lineage.models import GENESIS, EventKind, LineageEvent, format_time
 from lineage.signing import Ed25519PublicKey, Signer, key_id, load_public_key, public_pem
@@ -92,24 +92,12 @@ class _BadRow(Exception):
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    return schema_revision(engine, VERSION_TABLE)
 
 
 def upgrade(engine: Engine) -> None:
     """Bring the store's schema to the newest Alembic revision (a no-op when it is there)."""
-    from alembic import command
-    from alembic.config import Config
-
-    if current_revision(engine) == SCHEMA_REVISION:
-        return
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with writer(engine) as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+    upgrade_schema(engine, str(MIGRATIONS), VERSION_TABLE, SCHEMA_REVISION)
 
 
 class LineageStore:
