@@ -33,6 +33,7 @@ from common.wire import (
     from_record,
     to_record,
 )
+from coordinator import checkpoints
 from coordinator.guard import ReplyGuard
 from coordinator.strategy import Aggregate, SecureFedAvg, summed_replies
 from lineage import EventKind, LineageEvent, LineageStore, Signer
@@ -110,13 +111,20 @@ def run_job(
     *,
     observer: JobObserver | None = None,
     min_nodes: int = 1,
+    min_contributors: int = 1,
     min_release: int = 3,
     node_wait_seconds: float = 120.0,
     reply_timeout: float = 600.0,
 ) -> JobResult:
     """Run every round, then the held-out evaluation and the release of its alliance-level
     figures. `min_release` is the fewest contributors whose summed figures the coordinator
-    itself publishes in a job without encryption (with it, the decrypting nodes decide)."""
+    itself publishes in a job without encryption (with it, the decrypting nodes decide).
+
+    A round closes with the nodes that answered within `reply_timeout` (a node that went
+    away is named, not waited for); its sum becomes the model only over at least
+    `min_contributors`, and the average divides by the weight of those who did contribute.
+    After each round the job is checkpointed (`coordinator.checkpoints`): run again on the
+    same job, this resumes after the last closed round."""
     paths.root.mkdir(parents=True, exist_ok=True)
     public = load_context(paths.public_context.read_bytes()) if job.he.enabled else None
     strategy = SecureFedAvg(job=job, public_context=public)
@@ -136,7 +144,19 @@ def run_job(
     def record(kind: EventKind, rnd: int, **fields) -> None:
         lineage.append(LineageEvent(kind=kind, actor=ACTOR, job_id=job.job_id, round=rnd, purpose=job.purpose, **fields), signer)
 
-    for rnd in range(1, job.rounds + 1):
+    saved = checkpoints.load(paths.root, job)
+    if saved is not None:  # resume after the last closed round
+        result.rounds = [RoundReport.model_validate(r) for r in saved.rounds]
+        global_round = saved.global_round
+        if saved.model is not None:
+            model = Aggregate(payload=saved.model.payload(), contributors=saved.model_contributors)
+        model_updates = [r.train_reply() for r in saved.model_updates]
+        node_level_history = [tuple(h) for h in saved.node_level_history]
+        record(EventKind.JOB_STATE, saved.closed_rounds, details={
+            "state": "resumed", "reason": f"resumed after round {saved.closed_rounds} of {job.rounds}",
+            "model_version": model_version(job, global_round) if global_round else None})
+
+    for rnd in range(len(result.rounds) + 1, job.rounds + 1):
         started = time.perf_counter()
         if observer:
             observer.round_started(rnd, job.rounds, len(node_ids))
@@ -148,6 +168,10 @@ def run_job(
         refused.update({b: f"update rejected: {why}" for b, why in aggregate.rejected.items()})
         sent = len(node_ids) * (model.payload.nbytes() if model else 0)
         previous_round = global_round
+        if aggregate.payload is not None and len(aggregate.contributors) < min_contributors:
+            refused.update({b: f"round closed with {len(aggregate.contributors)} contributors, below the job's "
+                               f"minimum of {min_contributors}: its sum is not used" for b in aggregate.contributors})
+            aggregate = Aggregate(payload=None, rejected=aggregate.rejected)
         if aggregate.payload is not None:
             model, global_round = aggregate, rnd
             model_updates = summed_replies(aggregate, replies)
@@ -166,6 +190,12 @@ def run_job(
             seconds=round(time.perf_counter() - started, 3),
         )
         result.rounds.append(report)
+        checkpoints.save(paths.root, checkpoints.JobCheckpoint(
+            job_id=job.job_id, spec_hash=job.spec_hash(), rounds=[r.model_dump(mode="json") for r in result.rounds],
+            global_round=global_round, model=checkpoints.StoredPayload.of(model.payload) if model else None,
+            model_contributors=model.contributors if model else {},
+            model_updates=[checkpoints.StoredReply.of(r) for r in model_updates],
+            node_level_history=[list(h) for h in node_level_history]))
         if observer:
             observer.round_finished(report)
     if model is not None:

@@ -40,7 +40,10 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     job = job_from_run_config(dict(context.run_config), context.run_id)
     paths = CoordinatorPaths(Path(str(context.run_config.get("coordinator-dir", "runs/demo/coordinator"))))
-    result = run_job(grid, job, paths, min_nodes=int(context.run_config.get("min-nodes", 1)))
+    config = context.run_config
+    result = run_job(grid, job, paths, min_nodes=int(config.get("min-nodes", 1)),
+                     min_contributors=int(config.get("min-contributors", 1)),
+                     reply_timeout=float(config.get("round-timeout", 600)))
     if result.final_model_digest is None:  # the run fails, rather than ending "successfully" with nothing
         refused = sorted({code for r in result.rounds for code in r.refused.values()})
         raise RuntimeError(f"job {job.job_id} trained nothing: every node refused every round ({', '.join(refused) or 'no replies'})")
