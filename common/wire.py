@@ -375,3 +375,34 @@ def from_record(content: RecordDict, schema: type[BaseModel]) -> BaseModel:
         raise WireError(f"{schema.__name__}: field '{loc}': {err['msg']}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise WireError(f"{schema.__name__}: malformed message ({exc})") from None
+
+
+def to_bytes(model: BaseModel) -> bytes:
+    """A message as bytes (Flower's own protobuf of `to_record`): for keeping one on disk."""
+    from flwr.common.serde import recorddict_to_proto
+
+    return recorddict_to_proto(to_record(model)).SerializeToString()
+
+
+def from_bytes(data: bytes, schema: type[BaseModel]) -> BaseModel:
+    """The message `to_bytes` kept; raises `WireError` like `from_record`."""
+    from flwr.common.serde import recorddict_from_proto
+    from flwr.proto.recorddict_pb2 import RecordDict as RecordDictProto
+    from google.protobuf.message import DecodeError
+
+    try:
+        content = recorddict_from_proto(RecordDictProto.FromString(data))
+    except DecodeError as exc:
+        raise WireError(f"{schema.__name__}: not a stored message ({exc})") from None
+    return from_record(content, schema)
+
+
+def instruction_digest(instruction: "TrainInstruction") -> str:
+    """What makes two training instructions the same request: the job's spec, the round, and
+    the model to start from (the aggregate and who it sums, or the signed updates to add up).
+    The coordinator's lineage head is left out: it moves with every event it records."""
+    data = {"spec": instruction.job.spec_hash(), "round": instruction.round,
+            "model": instruction.global_model.digest() if instruction.global_model else None,
+            "contributors": sorted(instruction.contributors.items()),
+            "contributions": sorted(c.signature or "" for c in instruction.contributions)}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

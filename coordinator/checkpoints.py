@@ -20,7 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from common.files import write_secret
-from common.wire import JobSpec, TrainReply, UpdatePayload
+from common.wire import JobSpec, TrainReply, UpdatePayload, from_bytes, to_bytes
 
 
 class StoredPayload(BaseModel):
@@ -39,19 +39,13 @@ class StoredPayload(BaseModel):
         return UpdatePayload(scheme=self.scheme, length=self.length, chunks=[base64.b64decode(c) for c in self.chunks])
 
 
-class StoredReply(BaseModel):
-    """A signed TrainReply, its update stored apart so the signature still checks on reload."""
+def stored_reply(reply: TrainReply) -> str:
+    """A signed reply as text, exactly as it came (`common.wire.to_bytes`), so its signature still checks."""
+    return base64.b64encode(to_bytes(reply)).decode("ascii")
 
-    reply: dict
-    update: StoredPayload | None = None
 
-    @classmethod
-    def of(cls, reply: TrainReply) -> "StoredReply":
-        return cls(reply=reply.model_dump(mode="json", exclude={"update"}),
-                   update=StoredPayload.of(reply.update) if reply.update is not None else None)
-
-    def train_reply(self) -> TrainReply:
-        return TrainReply.model_validate({**self.reply, "update": self.update.payload() if self.update else None})
+def reply_of(text: str) -> TrainReply:
+    return from_bytes(base64.b64decode(text), TrainReply)
 
 
 class JobCheckpoint(BaseModel):
@@ -61,7 +55,7 @@ class JobCheckpoint(BaseModel):
     global_round: int = 0  # the last round whose aggregate became the model (0: none yet)
     model: StoredPayload | None = None
     model_contributors: dict[str, str] = Field(default_factory=dict)  # branch -> digest of what it sent
-    model_updates: list[StoredReply] = Field(default_factory=list)  # the signed updates the model sums
+    model_updates: list[str] = Field(default_factory=list)  # the signed updates the model sums (`stored_reply`)
     node_level_history: list[list[float]] = Field(default_factory=list)
 
     @property

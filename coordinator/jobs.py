@@ -10,18 +10,20 @@ policy, budget and admission whatever the coordinator says).
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from common.wire import JobSpec, decision_message
 from coordinator.lifecycle import Decision, JobState, LifecycleError, check_decision, check_start, next_state
-from coordinator.resources import JobRecord
+from coordinator.resources import JobRecord, RoundRecord
 from coordinator.store import Conflict, CoordinatorStore
 from lineage import EventKind, LineageEvent, LineageStore, Signer
 from lineage.signing import SigningKeyError, load_public_key, verify_signature
 
 
-Runner = Callable[[JobRecord, list[str]], dict]  # (job, approving nodes) -> the results it released;
-# a runner may also have cancel(job_id), which stopping a running job calls
+Runner = Callable[..., dict]  # (job, approving nodes[, on_round=callback]) -> the results it released;
+# a runner that takes `on_round` reports each round as it closes; one with cancel(job_id) is
+# stopped by stopping its job
 
 
 class InvalidJob(ValueError):
@@ -74,14 +76,18 @@ class JobService:
         what it released is all that is stored; the nodes decided what to release."""
         job = self.get(job_id)
         approved = sorted(n for n, d in job.decisions().items() if d is Decision.APPROVED)
+        progress = {"on_round": lambda report: self.close_round(job_id, report)} \
+            if "on_round" in inspect.signature(runner).parameters else {}
         try:
-            results = runner(job, approved)
+            results = runner(job, approved, **progress)
         except Exception as exc:  # noqa: BLE001 - whatever broke, the job ends failed with why
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
             try:
                 return self.transition(job_id, "fail", reason=reason, actor=self.actor)
             except (LifecycleError, Conflict):
                 return self.get(job_id)
+        for report in results.get("rounds", []):  # rounds the runner did not report as they closed
+            self.close_round(job_id, report)
         contributors = sorted({c for r in results.get("rounds", []) for c in r.get("contributors", [])})
         try:
             return self.transition(job_id, "complete", actor=self.actor, results=results,
@@ -89,6 +95,20 @@ class JobService:
                                           f"{', '.join(contributors) or 'none'}")
         except (LifecycleError, Conflict):  # stopped while it ran: the stop stands, its results are not kept
             return self.get(job_id)
+
+    def close_round(self, job_id: str, report: dict) -> None:
+        """Keep a round the round loop closed (each once, whoever reports it first)."""
+        self.store.record_round(job_id, RoundRecord.model_validate(
+            {k: report.get(k) for k in RoundRecord.model_fields if report.get(k) is not None}))
+
+    def resume_running(self, runner: Runner, start: Callable[[str], None]) -> list[str]:
+        """The jobs that were running when the service last stopped: `start(job_id)` each
+        again (the round loop resumes after its last closed round). Returns their ids."""
+        jobs = [j.job_id for j in self.store.jobs(state=JobState.RUNNING)]
+        for job_id in jobs:
+            self._record(self.get(job_id).spec, JobState.RUNNING, "the service started again; the job resumes")
+            start(job_id)
+        return jobs
 
     def decide(self, job_id: str, node_id: str, decision: Decision, *, reason: str, signature: str) -> JobRecord:
         """A node's answer, accepted only under that node's key and only once."""

@@ -76,6 +76,21 @@ class NodeAnswer(BaseModel):
     decided_at: str | None = None
 
 
+class RoundRecord(BaseModel):
+    """One closed round as the coordinator saw it: who contributed, who was left out and why
+    (a coarse code: the detail stays in each node's lineage), and node-level ε so far when the
+    job has node-level DP. Each node's own ε stays on the node: what the coordinator could
+    read off it would reveal the branch's size; the job's ε target bounds every one."""
+
+    round: int
+    contributors: list[str] = []
+    refused: dict[str, str] = {}
+    node_level_epsilon: float | None = None
+    seconds: float | None = None
+    closed_at: str | None = None
+    others_contributing: int | None = None  # in a restricted view: contributors it may not name
+
+
 class JobRecord(BaseModel):
     job_id: str
     spec: JobSpec

@@ -111,6 +111,7 @@ def run_job(
     *,
     observer: JobObserver | None = None,
     min_nodes: int = 1,
+    expected_nodes: int | None = None,
     min_contributors: int = 1,
     min_release: int = 3,
     node_wait_seconds: float = 120.0,
@@ -131,7 +132,7 @@ def run_job(
     lineage = LineageStore(paths.lineage_url)
     signer = Signer.load_or_create(ACTOR, paths.lineage_key_dir)
     guard = ReplyGuard(paths.node_lineage_keys)
-    node_ids = _wait_for_nodes(grid, min_nodes, node_wait_seconds)
+    node_ids = _wait_for_nodes(grid, min_nodes, node_wait_seconds, expected=expected_nodes)
     result = JobResult(job=job)
     model, global_round, model_updates = None, 0, []
     node_level_history: list[tuple[float, float, int]] = []
@@ -150,7 +151,7 @@ def run_job(
         global_round = saved.global_round
         if saved.model is not None:
             model = Aggregate(payload=saved.model.payload(), contributors=saved.model_contributors)
-        model_updates = [r.train_reply() for r in saved.model_updates]
+        model_updates = [checkpoints.reply_of(r) for r in saved.model_updates]
         node_level_history = [tuple(h) for h in saved.node_level_history]
         record(EventKind.JOB_STATE, saved.closed_rounds, details={
             "state": "resumed", "reason": f"resumed after round {saved.closed_rounds} of {job.rounds}",
@@ -194,7 +195,7 @@ def run_job(
             job_id=job.job_id, spec_hash=job.spec_hash(), rounds=[r.model_dump(mode="json") for r in result.rounds],
             global_round=global_round, model=checkpoints.StoredPayload.of(model.payload) if model else None,
             model_contributors=model.contributors if model else {},
-            model_updates=[checkpoints.StoredReply.of(r) for r in model_updates],
+            model_updates=[checkpoints.stored_reply(r) for r in model_updates],
             node_level_history=[list(h) for h in node_level_history]))
         if observer:
             observer.round_finished(report)
@@ -288,14 +289,18 @@ def model_version(job: JobSpec, rnd: int) -> str:
     return f"{job.job_id}/r{rnd}"
 
 
-def _wait_for_nodes(grid: Grid, min_nodes: int, deadline_seconds: float) -> list[int]:
-    """Wait for at least `min_nodes`, but never forever."""
+def _wait_for_nodes(grid: Grid, min_nodes: int, deadline_seconds: float, *, expected: int | None = None) -> list[int]:
+    """Wait for the `expected` nodes (default `min_nodes`), but never forever: after the
+    deadline, go on with at least `min_nodes` (a node that went away does not hold the job)."""
     deadline = time.monotonic() + deadline_seconds
+    expected = max(expected or min_nodes, min_nodes)
     while True:
         node_ids = sorted(grid.get_node_ids())
-        if len(node_ids) >= min_nodes:
+        if len(node_ids) >= expected:
             return node_ids
         if time.monotonic() > deadline:
+            if len(node_ids) >= min_nodes:
+                return node_ids
             raise TimeoutError(f"only {len(node_ids)} of {min_nodes} nodes connected within {deadline_seconds:.0f}s")
         time.sleep(1.0)
 

@@ -42,6 +42,8 @@ def main(grid: Grid, context: Context) -> None:
     paths = CoordinatorPaths(Path(str(context.run_config.get("coordinator-dir", "runs/demo/coordinator"))))
     config = context.run_config
     result = run_job(grid, job, paths, min_nodes=int(config.get("min-nodes", 1)),
+                     expected_nodes=int(config.get("expected-nodes", 0)) or None,
+                     node_wait_seconds=float(config.get("node-wait", 120)),
                      min_contributors=int(config.get("min-contributors", 1)),
                      reply_timeout=float(config.get("round-timeout", 600)))
     if result.final_model_digest is None:  # the run fails, rather than ending "successfully" with nothing
@@ -49,11 +51,12 @@ def main(grid: Grid, context: Context) -> None:
         raise RuntimeError(f"job {job.job_id} trained nothing: every node refused every round ({', '.join(refused) or 'no replies'})")
 
 
-def build_server_app(job: JobSpec, paths: CoordinatorPaths, observer: JobObserver | None = None) -> ServerApp:
+def build_server_app(job: JobSpec, paths: CoordinatorPaths, observer: JobObserver | None = None, *,
+                     min_contributors: int = 1) -> ServerApp:
     server = ServerApp()
 
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
-        run_job(grid, job, paths, observer=observer)
+        run_job(grid, job, paths, observer=observer, min_contributors=min_contributors)
 
     return server

@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     Integer,
     MetaData,
     String,
@@ -32,9 +33,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from common.db import tune_sqlite, upgrade_schema, writer
 from common.wire import JobSpec
 from coordinator.lifecycle import Decision, JobState
-from coordinator.resources import Account, JobRecord, JobStep, NodeAnswer, NodeRecord, Role, now
+from coordinator.resources import Account, JobRecord, JobStep, NodeAnswer, NodeRecord, Role, RoundRecord, now
 
-SCHEMA_REVISION = "0001_jobs"
+SCHEMA_REVISION = "0002_rounds"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "coordinator_alembic_version"
 
@@ -67,6 +68,13 @@ job_nodes_table = Table(
     Column("job_id", String(64), primary_key=True), Column("node_id", String(64), primary_key=True),
     Column("decision", String(16)), Column("reason", Text), Column("signature", String(128)),
     Column("decided_at", String(32)),
+)
+
+rounds_table = Table(
+    "coordinator_job_rounds", metadata,
+    Column("job_id", String(64), primary_key=True), Column("round", Integer, primary_key=True, autoincrement=False),
+    Column("contributors", Text), Column("refused", Text), Column("node_level_epsilon", Float), Column("seconds", Float),
+    Column("closed_at", String(32)),
 )
 
 
@@ -142,6 +150,27 @@ class CoordinatorStore:
     def revoke_account(self, name: str) -> bool:
         with writer(self._engine) as conn:
             return conn.execute(update(accounts_table).where(accounts_table.c.name == name).values(revoked=True)).rowcount > 0
+
+    # --- rounds --------------------------------------------------------------------------
+    def record_round(self, job_id: str, report: RoundRecord) -> bool:
+        """Keep one closed round (once: a round reported again is left as first kept); True if new."""
+        row = {"job_id": job_id, "round": report.round, "contributors": json.dumps(report.contributors),
+               "refused": json.dumps(report.refused, sort_keys=True), "node_level_epsilon": report.node_level_epsilon,
+               "seconds": report.seconds, "closed_at": report.closed_at or now()}
+        try:
+            with writer(self._engine) as conn:
+                conn.execute(insert(rounds_table).values(**row))
+        except IntegrityError:
+            return False
+        return True
+
+    def rounds(self, job_id: str) -> list[RoundRecord]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(rounds_table).where(rounds_table.c.job_id == job_id)
+                                .order_by(rounds_table.c.round)).mappings().all()
+        return [RoundRecord(round=r["round"], contributors=json.loads(r["contributors"]), refused=json.loads(r["refused"]),
+                            node_level_epsilon=r["node_level_epsilon"], seconds=r["seconds"], closed_at=r["closed_at"])
+                for r in rows]
 
     # --- jobs ----------------------------------------------------------------------------
     def create_job(self, spec: JobSpec, *, nodes: list[str], min_contributors: int, actor: str, reason: str) -> JobRecord:

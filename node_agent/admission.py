@@ -13,7 +13,21 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from pydantic import BaseModel
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, create_engine, func, insert, select, update
+from sqlalchemy import (
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from common.db import tune_sqlite, writer
 from common.wire import JobSpec
@@ -28,6 +42,11 @@ admitted_table = Table(
     Column("last_round", Integer, nullable=False), Column("evaluations", Integer, nullable=False),
     Column("releases", Integer, nullable=False),
     Column("release_set", String(64), nullable=True),
+)
+sent_table = Table(  # the last update sent for each job: asked the very same round again, the node sends it again
+    "sent_updates", metadata,
+    Column("job_id", String(128), primary_key=True), Column("round", Integer, nullable=False),
+    Column("instruction", String(64), nullable=False), Column("reply", LargeBinary, nullable=False),
 )
 
 
@@ -130,6 +149,21 @@ class AdmissionBook:
             if rnd <= admitted.last_round:
                 raise Refusal("replay", f"round {rnd} again: round {admitted.last_round} was already taken")
             conn.execute(update(admitted_table).where(admitted_table.c.job_id == job_id).values(last_round=rnd))
+
+    def keep_sent(self, job_id: str, rnd: int, instruction: str, reply: bytes) -> None:
+        """Keep the signed update sent for round `rnd` (replacing the previous round's)."""
+        with writer(self.engine) as conn:
+            conn.execute(delete(sent_table).where(sent_table.c.job_id == job_id))
+            conn.execute(insert(sent_table).values(job_id=job_id, round=rnd, instruction=instruction, reply=reply))
+
+    def sent(self, job_id: str, rnd: int, instruction: str) -> bytes | None:
+        """The update sent for this very instruction (same job, round and starting model), if
+        it was the last one sent: a coordinator that lost it (it crashed mid-round) gets the
+        same bytes again, at no new privacy cost and with nothing new in them."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(sent_table).where(sent_table.c.job_id == job_id, sent_table.c.round == rnd,
+                                                        sent_table.c.instruction == instruction)).first()
+        return row.reply if row else None
 
     def take(self, job_id: str, counter: str, cap: int) -> int:
         """Count one more evaluation or release against `cap`; returns the new count."""

@@ -38,6 +38,9 @@ from common.wire import (
     TrainInstruction,
     TrainReply,
     UpdatePayload,
+    from_bytes,
+    instruction_digest,
+    to_bytes,
 )
 from lineage import EventKind, LineageEvent, LineageStore, Signer
 from lineage.signing import SigningKeyError, load_public_key, verify_signature
@@ -111,6 +114,9 @@ class NodeAgent:
         job, rnd, head = instruction.job, instruction.round, instruction.coordinator_head
         try:
             job = self._admitted(job)
+            asked = instruction_digest(instruction)
+            if (earlier := self.book.sent(job.job_id, rnd, asked)) is not None:
+                return self._send_again(from_bytes(earlier, TrainReply), job, rnd, head)
             self.book.take_round(job.job_id, rnd)
             data = self._read(job, rnd)
             train_units = self._split(data, job)[0]
@@ -141,7 +147,19 @@ class NodeAgent:
                                quarantined=data.quarantined)
         except REFUSALS as exc:
             return self.refused(TrainReply, job, rnd, refusal_code(exc), str(exc), head)
-        return self._egress(reply, job, rnd, head)
+        sent = self._egress(reply, job, rnd, head)
+        if sent.status == "ok":
+            self.book.keep_sent(job.job_id, rnd, asked, to_bytes(sent))
+        return sent
+
+    def _send_again(self, reply: TrainReply, job: JobSpec, rnd: int, head: CoordinatorHead | None) -> TrainReply:
+        """The update already sent for this very round and model, byte for byte: nothing is
+        read or trained, no privacy is spent, and the coordinator learns nothing it was not sent."""
+        self._record(EventKind.EMISSION, job, rnd, digest=reply.update.digest() if reply.update else None,
+                     details={"destination": "coordinator", "jurisdiction": self.config.coordinator_jurisdiction,
+                              "message": "train", "status": reply.status, "sent_again": True,
+                              "coordinator_head": head.model_dump() if head is not None else None})
+        return reply
 
     def evaluate(self, instruction: TrainInstruction) -> EvaluateReply:
         """Held-out accuracy of the global model and of this branch's own local forecasts on

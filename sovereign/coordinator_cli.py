@@ -60,16 +60,21 @@ def serve(
     settings = _settings(config)
     settings = settings.model_copy(update={k: v for k, v in (("host", host), ("port", port)) if v is not None})
     settings.var.mkdir(parents=True, exist_ok=True)
-    runner = None
     if nodes_root is not None:
-        from sovereign.service_runner import SimulationRunner
+        from coordinator.settings import RunnerSettings
 
         if coordinator_dir is None or not (nodes_root / "index.json").is_file():
             fail("--nodes-root needs node directories with an index.json (sovereign demo makes them) and --coordinator-dir")
-        runner = SimulationRunner(nodes_root, coordinator_dir)
-    app = create_app(settings, runner=runner)
+        settings = settings.model_copy(update={"runner": RunnerSettings(kind="simulation", nodes_root=nodes_root,
+                                                                        coordinator_dir=coordinator_dir)})
+    from sovereign.service_runner import runner_from_settings
+
+    app = create_app(settings, runner=runner_from_settings(settings.runner))
+    where = {None: "jobs are only tracked (no runner configured)", "simulation": "jobs run on Flower's simulation runtime",
+             "deployment": "jobs run on the SuperLink in "
+                           f"{settings.runner.flower.flwr_home if settings.runner and settings.runner.flower else ''}"}
     console.print(f"coordinator on http://{settings.host}:{settings.port} (OpenAPI: /docs); jobs store "
-                  f"{settings.jobs_url()}")
+                  f"{settings.jobs_url()}; {where[settings.runner.kind if settings.runner else None]}")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 
 

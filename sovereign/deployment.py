@@ -203,6 +203,10 @@ class AppRegistry:
         self._server: ThreadingHTTPServer | None = None
 
     @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
     def url(self) -> str:
         assert self._server is not None, "registry not started"
         return f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -281,6 +285,8 @@ class LocalDeployment:
     directory: Path
     port: int = 19092
     processes: list[subprocess.Popen] = field(default_factory=list)
+    named: dict[str, subprocess.Popen] = field(default_factory=dict)
+    _log_start: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory).resolve()
@@ -298,15 +304,19 @@ class LocalDeployment:
         """The SuperLink on 127.0.0.1 with TLS on its one port (Fleet, Control and Runtime
         APIs), SuperNode authentication, and ServerApps run by a SuperExec that must prove
         the shared secret before the Runtime API hands it a task."""
-        self.ca, cert, key = make_tls(self.directory / "tls")
+        tls = self.directory / "tls"
+        if all((tls / name).is_file() for name in ("ca.crt", "superlink.pem", "superlink.key")):
+            self.ca, cert, key = tls / "ca.crt", tls / "superlink.pem", tls / "superlink.key"  # started again: same CA
+        else:
+            self.ca, cert, key = make_tls(tls)
         secret = make_superexec_secret(self.directory / "keys" / "superexec.secret")
         self.flwr_home.mkdir(parents=True, exist_ok=True)
         (self.flwr_home / "config.toml").write_text(
             f'[superlink]\ndefault = "{FEDERATION}"\n\n[superlink.{FEDERATION}]\n'
             f'address = "127.0.0.1:{self.port}"\nroot-certificates = "{self.ca}"\n'
         )
-        hub = self.registry.start()
-        self._spawn(
+        hub = self.registry.url if self.registry.running else self.registry.start()
+        self.spawn(
             "superlink",
             [_bin("flower-superlink"), "--ssl-ca-certfile", str(self.ca), "--ssl-certfile", str(cert),
              "--ssl-keyfile", str(key), "--enable-supernode-auth", "--database", str(self.directory / "superlink.db"),
@@ -315,11 +325,24 @@ class LocalDeployment:
             env={"FLWR_SUPERGRID_API_URL": hub},
         )
         self._wait_for("superlink", "Uvicorn running", 60)
-        self._spawn(
+        self.spawn(
             "superexec-superlink",
             [_bin("flower-superexec"), "--runtime-api-address", f"127.0.0.1:{self.port}", "--root-certificates",
              str(self.ca), "--superexec-auth-secret-file", str(secret)],
         )
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process and its children (a SuperNode, the SuperLink...): a crash, not a shutdown."""
+        proc = self.named.pop(name)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+
+    def connection(self, app: PublishedApp):
+        """How a coordinator service reaches this SuperLink and runs `app` on it."""
+        from coordinator.settings import FlowerConnection
+
+        return FlowerConnection(flwr_home=self.flwr_home, federation=FEDERATION, app=app.app_spec)
 
     def register(self, name: str) -> Path:
         """Make a node key and register its public half with the SuperLink. Returns the private key."""
@@ -348,13 +371,13 @@ class LocalDeployment:
             cmd += ["--trusted-entities", str(trusted_entities)]
         if node_dir is not None:
             cmd += ["--node-config", f"node-dir='{Path(node_dir).resolve()}'"]
-        return self._spawn(f"supernode-{name}", cmd)
+        return self.spawn(f"supernode-{name}", cmd)
 
     def run(self, app: Path | PublishedApp, run_config: dict[str, object], timeout: float = 900) -> None:
         """`flwr run` an app on this federation and stream it to the end: a directory is
         bundled and uploaded by the CLI (it carries no signature); a published app is
         fetched by the SuperLink from the registry with its signatures."""
-        config = " ".join(f"{k}={_toml(v)}" for k, v in run_config.items())
+        config = run_config_text(run_config)
         target = app.app_spec if isinstance(app, PublishedApp) else str(app)
         self._flwr(["run", target, FEDERATION, "--stream", "--run-config", config], "flwr run", timeout=timeout)
 
@@ -380,20 +403,26 @@ class LocalDeployment:
     def log(self, name: str) -> Path:
         return self.directory / "logs" / f"{name}.log"
 
-    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start a process of this deployment (logged to logs/<name>.log, appended when started again)."""
         self.log(name).parent.mkdir(parents=True, exist_ok=True)
-        with self.log(name).open("w") as out:
+        self._log_start[name] = self.log(name).stat().st_size if self.log(name).exists() else 0
+        with self.log(name).open("a") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**self.env, **(env or {})},
                                     start_new_session=True)
         self.processes.append(proc)
+        self.named[name] = proc
         return proc
+
 
     def _wait_for(self, name: str, needle: str, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            if needle in self.log(name).read_text(errors="replace"):
-                return
-            if self.processes[-1].poll() is not None:
+            with self.log(name).open("rb") as log:  # only what this start of the process wrote
+                log.seek(self._log_start.get(name, 0))
+                if needle.encode() in log.read():
+                    return
+            if self.named[name].poll() is not None:
                 break
             time.sleep(0.5)
         raise DeploymentError(f"{name} did not start; see {self.log(name)}")
@@ -414,6 +443,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def run_config_text(run_config: dict[str, object]) -> str:
+    """`--run-config` text: 'k1=v1 k2=v2' with each value in TOML."""
+    return " ".join(f"{k}={_toml(v)}" for k, v in run_config.items())
 
 
 def _toml(value: object) -> str:

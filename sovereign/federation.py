@@ -166,12 +166,14 @@ def run_flower_simulation(server_app, client_app, num_nodes: int, env: dict[str,
 
 
 def run_simulation(
-    job: JobSpec, nodes_root: Path, coordinator: CoordinatorPaths, num_nodes: int, observer: JobObserver | None
+    job: JobSpec, nodes_root: Path, coordinator: CoordinatorPaths, num_nodes: int, observer: JobObserver | None,
+    *, min_contributors: int = 1,
 ) -> None:
     """Run the job on Flower's simulation runtime (Ray), one virtual SuperNode per branch."""
     from node_agent.client_app import app as client_app
 
-    run_flower_simulation(build_server_app(job, coordinator, observer), client_app, num_nodes,
+    run_flower_simulation(build_server_app(job, coordinator, observer, min_contributors=min_contributors), client_app,
+                          num_nodes,
                           {"SOVEREIGN_NODES_ROOT": str(nodes_root.resolve())})
 
 

@@ -16,9 +16,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 from coordinator.resources import JobRecord
+from coordinator.settings import FlowerConnection, RunnerSettings
+
+RoundCallback = Callable[[dict], None]  # called with each round report as the round closes
 
 
 def released(result: dict) -> dict:
@@ -39,12 +44,13 @@ def released(result: dict) -> dict:
 
 class SimulationRunner:
     def __init__(self, nodes_root: Path, coordinator_dir: Path, *, timeout: float = 3600,
-                 command: list[str] | None = None) -> None:
+                 command: list[str] | None = None, poll: float = 1.0) -> None:
         self.nodes_root, self.coordinator_dir, self.timeout = nodes_root.resolve(), coordinator_dir.resolve(), timeout
         self.command = command or [sys.executable, "-m", "sovereign.service_runner"]
+        self.poll = poll
         self._running: dict[str, subprocess.Popen] = {}
 
-    def __call__(self, job: JobRecord, approved: list[str]) -> dict:
+    def __call__(self, job: JobRecord, approved: list[str], on_round: RoundCallback | None = None) -> dict:
         if not approved:
             raise RuntimeError("no node approved the job")
         view = self.coordinator_dir / "runs" / job.job_id / "nodes"
@@ -57,21 +63,27 @@ class SimulationRunner:
         spec_file = view.parent / "job.json"
         spec_file.write_text(job.spec.model_dump_json(indent=2))
         log = view.parent / "run.log"
-        with log.open("w") as out:
+        watch = RoundWatch(self.coordinator_dir, job.job_id, on_round)
+        with log.open("a") as out:
             proc = subprocess.Popen([*self.command, "--spec", str(spec_file), "--nodes-root", str(view),
-                                     "--coordinator-dir", str(self.coordinator_dir)],
+                                     "--coordinator-dir", str(self.coordinator_dir), "--min-contributors",
+                                     str(job.min_contributors)],
                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             self._running[job.job_id] = proc
+            deadline = time.monotonic() + self.timeout
             try:
-                code = proc.wait(timeout=self.timeout)
-            except subprocess.TimeoutExpired:
-                self.cancel(job.job_id)
-                raise RuntimeError(f"the round loop took over {self.timeout:.0f}s and was stopped; log: {log}") from None
+                while proc.poll() is None:
+                    if time.monotonic() > deadline:
+                        self.cancel(job.job_id)
+                        raise RuntimeError(f"the round loop took over {self.timeout:.0f}s and was stopped; log: {log}")
+                    watch.check()
+                    time.sleep(self.poll)
             finally:
                 self._running.pop(job.job_id, None)
-        if code != 0:
+        watch.check()
+        if proc.returncode != 0:
             tail = [line for line in log.read_text().splitlines() if line.strip()][-1:] or ["no output"]
-            raise RuntimeError(f"the round loop ended with exit code {code} ({tail[0][:300]}); log: {log}")
+            raise RuntimeError(f"the round loop ended with exit code {proc.returncode} ({tail[0][:300]}); log: {log}")
         return _released_file(self.coordinator_dir, job.job_id)
 
     def cancel(self, job_id: str) -> bool:
@@ -88,24 +100,145 @@ class SimulationRunner:
         return True
 
 
+class RoundWatch:
+    """Reports each round the round loop closes (read off its checkpoint), once."""
+
+    def __init__(self, coordinator_dir: Path, job_id: str, on_round: RoundCallback | None) -> None:
+        self.coordinator_dir, self.job_id, self.on_round, self.seen = coordinator_dir, job_id, on_round, 0
+
+    def check(self) -> None:
+        from coordinator.checkpoints import closed_rounds
+
+        if self.on_round is None:
+            return
+        rounds = closed_rounds(self.coordinator_dir, self.job_id)
+        for report in rounds[self.seen:]:
+            self.on_round(report)
+        self.seen = max(self.seen, len(rounds))
+
+
+class FlowerRunError(RuntimeError):
+    """A `flwr` command failed; the message names the command and its last line."""
+
+
 class DeploymentRunner:
     """Runs each started job on Flower's deployment engine: `flwr run` of the signed app on
-    the SuperLink, the job's exact spec in the run config. Every connected SuperNode gets the
-    job; a node whose owner did not approve it refuses it itself (`owner-denied`,
-    `not-approved`), so the coordinator's list is never the nodes' only protection."""
+    the SuperLink (`connection`: the FLWR_HOME holding the SuperLink's address and CA, the
+    federation's name there, and the app as '@publisher/name==version'), the job's exact spec
+    in the run config, then follows the Flower run to its end. Every connected SuperNode gets
+    the job; a node whose owner did not approve it refuses it itself (`owner-denied`,
+    `not-approved`), so the coordinator's list is never the nodes' only protection.
 
-    def __init__(self, deployment, app, coordinator_dir: Path, *, timeout: float = 1800) -> None:
-        self.deployment, self.app, self.coordinator_dir, self.timeout = deployment, app, coordinator_dir.resolve(), timeout
+    The Flower run id is kept beside the job's files: a service started again follows the
+    run if it still runs, and otherwise starts a new run of the same spec, which resumes after
+    the last round the coordinator closed (`coordinator.checkpoints`)."""
 
-    def __call__(self, job: JobRecord, approved: list[str]) -> dict:
+    def __init__(self, connection: FlowerConnection, coordinator_dir: Path, *, timeout: float = 3600,
+                 round_timeout: float = 600, node_wait: float = 30, poll: float = 2.0) -> None:
+        self.connection, self.coordinator_dir = connection, coordinator_dir.resolve()
+        self.timeout, self.round_timeout, self.node_wait, self.poll = timeout, round_timeout, node_wait, poll
+
+    def __call__(self, job: JobRecord, approved: list[str], on_round: RoundCallback | None = None) -> dict:
         import base64
 
         if not approved:
             raise RuntimeError("no node approved the job")
         spec = base64.urlsafe_b64encode(job.spec.model_dump_json().encode()).decode()
-        self.deployment.run(self.app, {"job-spec": spec, "coordinator-dir": str(self.coordinator_dir),
-                                       "min-nodes": len(approved)}, timeout=self.timeout)
+        run_config = {"job-spec": spec, "coordinator-dir": str(self.coordinator_dir), "min-nodes": job.min_contributors,
+                      "expected-nodes": len(approved), "node-wait": self.node_wait,
+                      "min-contributors": job.min_contributors, "round-timeout": self.round_timeout}
+        watch = RoundWatch(self.coordinator_dir, job.job_id, on_round)
+        run_id = self._current_run(job.job_id)
+        if run_id is not None:  # a run from before this service started: follow it
+            status = self._follow(run_id, job.job_id, watch)
+            if status == "finished:completed":
+                return _released_file(self.coordinator_dir, job.job_id)
+            # it died with the coordinator's host (its ServerApp went with it): a new run of
+            # the same spec resumes after the last round the coordinator closed
+        run_id = self._submit(job.job_id, run_config)
+        status = self._follow(run_id, job.job_id, watch)
+        if status != "finished:completed":
+            raise RuntimeError(f"Flower run {run_id} ended {status}; `flwr log {run_id} {self.connection.federation}` "
+                               f"has its log")
         return _released_file(self.coordinator_dir, job.job_id)
+
+    def _follow(self, run_id: int, job_id: str, watch: RoundWatch) -> str:
+        """Wait for the Flower run to finish, reporting rounds as they close; its final status."""
+        deadline = time.monotonic() + self.timeout
+        while not (status := self.status(run_id)).startswith("finished"):
+            if time.monotonic() > deadline:
+                self.cancel(job_id)
+                raise RuntimeError(f"Flower run {run_id} took over {self.timeout:.0f}s and was stopped")
+            watch.check()
+            time.sleep(self.poll)
+        watch.check()
+        return status
+
+    def cancel(self, job_id: str) -> bool:
+        """`flwr stop` the job's Flower run; False if it has none that still runs."""
+        run_id = self._current_run(job_id)
+        if run_id is None:
+            return False
+        self._flwr(["stop", str(run_id), self.connection.federation])
+        return True
+
+    def status(self, run_id: int) -> str:
+        """Flower's status of a run: pending, starting, running, finished:completed|failed|stopped."""
+        answer = self._flwr(["ls", self.connection.federation, "--run-id", str(run_id), "--format", "json"])
+        runs = answer.get("runs") or []
+        return str(runs[0]["status"]) if runs else "finished:unknown"
+
+    # ---------------------------------------------------------------- helpers
+    def _run_file(self, job_id: str) -> Path:
+        return self.coordinator_dir / "runs" / job_id / "flower-run-id"
+
+    def _current_run(self, job_id: str) -> int | None:
+        """The job's Flower run if one is still pending or running (a service started again follows it)."""
+        path = self._run_file(job_id)
+        if not path.is_file():
+            return None
+        run_id = int(path.read_text().strip())
+        try:
+            return None if self.status(run_id).startswith("finished") else run_id
+        except FlowerRunError:
+            return None
+
+    def _submit(self, job_id: str, run_config: dict[str, object]) -> int:
+        from sovereign.deployment import run_config_text
+
+        answer = self._flwr(["run", self.connection.app, self.connection.federation, "--run-config",
+                             run_config_text(run_config), "--format", "json"], timeout=300)
+        if not answer.get("success") or not answer.get("run-id"):
+            raise FlowerRunError(f"flwr run {self.connection.app}: {answer.get('error-message') or answer}")
+        run_id = int(answer["run-id"])
+        path = self._run_file(job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{run_id}\n")
+        return run_id
+
+    def _flwr(self, args: list[str], timeout: float = 60) -> dict:
+        env = {**os.environ, "FLWR_HOME": str(self.connection.flwr_home), "FLWR_TELEMETRY_ENABLED": "0",
+               "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+        done = subprocess.run([str(Path(sys.executable).with_name("flwr")), *args], capture_output=True, text=True,
+                              env=env, timeout=timeout)
+        try:
+            answer = json.loads(done.stdout) if "--format" in args else {}
+        except json.JSONDecodeError:
+            answer = {}
+        if done.returncode != 0:
+            last = ([line for line in (done.stdout + done.stderr).splitlines() if line.strip()] or ["no output"])[-1]
+            raise FlowerRunError(f"flwr {args[0]} failed (exit {done.returncode}): {answer.get('error-message') or last}")
+        return answer
+
+
+def runner_from_settings(settings: RunnerSettings | None):
+    """The runner a coordinator's settings ask for (None: jobs are only tracked)."""
+    if settings is None:
+        return None
+    if settings.kind == "simulation":
+        return SimulationRunner(settings.nodes_root, settings.coordinator_dir, timeout=settings.job_timeout)
+    return DeploymentRunner(settings.flower, settings.coordinator_dir, timeout=settings.job_timeout,
+                            round_timeout=settings.round_timeout, node_wait=settings.node_wait)
 
 
 def _released_file(coordinator_dir: Path, job_id: str) -> dict:
@@ -126,6 +259,7 @@ def main() -> None:
     parser.add_argument("--spec", type=Path, required=True)
     parser.add_argument("--nodes-root", type=Path, required=True)
     parser.add_argument("--coordinator-dir", type=Path, required=True)
+    parser.add_argument("--min-contributors", type=int, default=1)
     args = parser.parse_args()
     from common.wire import JobSpec
     from coordinator.rounds import CoordinatorPaths
@@ -133,7 +267,8 @@ def main() -> None:
 
     job = JobSpec.model_validate_json(args.spec.read_text())
     nodes = json.loads((args.nodes_root / "index.json").read_text())["nodes"]
-    run_simulation(job, args.nodes_root, CoordinatorPaths(args.coordinator_dir), len(nodes), None)
+    run_simulation(job, args.nodes_root, CoordinatorPaths(args.coordinator_dir), len(nodes), None,
+                   min_contributors=args.min_contributors)
 
 
 if __name__ == "__main__":

@@ -157,8 +157,11 @@ def test_missing_alliance_key_refuses_encrypted_job(node):
 def test_a_job_is_frozen_at_admission_and_rounds_only_move_forward(node):
     agent = NodeAgent(node)
     spec = job(job_id="frozen-job", dp=DPSettings(enabled=False))
-    assert agent.train(TrainInstruction(job=spec, round=1)).status == "ok"
-    replay = agent.train(TrainInstruction(job=spec, round=1))
+    first = agent.train(TrainInstruction(job=spec, round=1))
+    assert first.status == "ok"
+    assert agent.train(TrainInstruction(job=spec, round=1)).update == first.update  # the same request: the same bytes
+    replay = agent.train(TrainInstruction(job=spec, round=1, global_model=first.update,
+                                          contributors={first.branch_id: first.update.digest()}))
     assert "round 1 again" in refusal_detail(agent, replay, "replay") and replay.update is None
     changed = agent.train(TrainInstruction(job=spec.model_copy(update={"batch_size": 4}), round=2))
     assert "batch_size" in refusal_detail(agent, changed, "job-changed")

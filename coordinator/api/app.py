@@ -24,11 +24,12 @@ from coordinator.api.auth import (
     may_see_node,
     new_token,
     require,
+    rounds_view,
     token_hash,
 )
 from coordinator.jobs import BadSignature, InvalidJob, JobService, NotFound, Runner
 from coordinator.lifecycle import Decision, JobState, LifecycleError
-from coordinator.resources import Account, JobRecord, NodeRecord, Role
+from coordinator.resources import Account, JobRecord, NodeRecord, Role, RoundRecord
 from coordinator.settings import CoordinatorSettings
 from coordinator.store import Conflict, CoordinatorStore
 from lineage import EventKind, LineageEvent, LineageStore, Signer
@@ -150,6 +151,8 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if app.state.runner is not None:  # jobs that ran when the service stopped go on where they were
+            app.state.jobs.resume_running(app.state.runner, run_in_background)
         yield
         app.state.store.close()
         app.state.lineage.close()
@@ -164,6 +167,12 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
     app.state.jobs = JobService(app.state.store, lineage=app.state.lineage, signer=app.state.signer)
     app.state.runner = runner
     app.state.running: dict[str, threading.Thread] = {}
+
+    def run_in_background(job_id: str) -> None:
+        worker = threading.Thread(target=app.state.jobs.run, args=(job_id, app.state.runner), name=f"job-{job_id}",
+                                  daemon=True)
+        app.state.running[job_id] = worker
+        worker.start()
 
     def refuse(request: Request, code: int, message: str, job_id: str | None = None) -> JSONResponse:
         if job_id:
@@ -263,6 +272,14 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
             raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} has released no results ({job.state.value})")
         return job.results
 
+    @app.get("/jobs/{job_id}/rounds", tags=["jobs"])
+    def job_rounds(job_id: str, account: Account = Depends(require(*STAFF))) -> list[RoundRecord]:
+        """The rounds closed so far: who contributed and who was left out (branch IT sees only
+        its own node, a regional analyst its region's nodes)."""
+        job = visible_job(job_id, account)
+        shown = {a.node_id for a in job.nodes}
+        return [rounds_view(account, r, shown) for r in app.state.store.rounds(job_id)]
+
     for action in ("request", "start", "stop"):
         def step(job_id: str, body: StepRequest | None = None, account: Account = Depends(require(*LAUNCHERS)),
                  _action: str = action) -> JobRecord:
@@ -272,10 +289,7 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
             if _action == "stop" and cancel is not None:
                 cancel(job_id)  # the round loop stops too, not only the record
             if _action == "start" and app.state.runner is not None:
-                worker = threading.Thread(target=app.state.jobs.run, args=(job_id, app.state.runner),
-                                          name=f"job-{job_id}", daemon=True)
-                app.state.running[job_id] = worker
-                worker.start()
+                run_in_background(job_id)
             return job
 
         app.post(f"/jobs/{{job_id}}/{action}", tags=["jobs"], name=f"{action}_job",

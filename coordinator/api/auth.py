@@ -13,7 +13,7 @@ import secrets
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from coordinator.resources import Account, JobRecord, NodeRecord, Role
+from coordinator.resources import Account, JobRecord, NodeRecord, Role, RoundRecord
 
 bearer = HTTPBearer(auto_error=False, description="a token from `sovereign coordinator account add`")
 
@@ -89,3 +89,15 @@ def visible_results(account: Account, results: dict | None) -> dict | None:
         regions = (results.get("forecast") or {}).get("regions") or {}
         return {"forecast": {"regions": {account.scope: regions[account.scope]} if account.scope in regions else {}}}
     return None
+
+
+def rounds_view(account: Account, report: RoundRecord, shown: set[str]) -> RoundRecord:
+    """A closed round as `account` may read it: head office and compliance see every node;
+    branch IT and a regional analyst only the nodes `job_view` shows them (`shown`), and how
+    many others contributed, not who."""
+    if account.role not in (Role.BRANCH_IT, Role.REGIONAL_ANALYST):
+        return report
+    return report.model_copy(update={
+        "contributors": [c for c in report.contributors if c in shown],
+        "refused": {k: v for k, v in report.refused.items() if k in shown},
+        "others_contributing": len([c for c in report.contributors if c not in shown])})

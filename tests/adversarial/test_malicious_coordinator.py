@@ -14,6 +14,7 @@ from common.he import create_secret_context, encrypt_vector
 from common.refusals import REASONS
 from common.wire import DPSettings, HESettings, UpdatePayload
 from coordinator.strategy import SecureFedAvg
+from lineage import EventKind
 from node_agent.report import report_path
 from tests.adversarial.conftest import canaries, small_job
 
@@ -87,16 +88,21 @@ def test_a_job_cannot_be_changed_mid_run(alliance, change):
     assert len(spend.history) == 1  # the changed instruction trained nothing
 
 
-def test_replayed_and_extra_rounds_are_refused(alliance):
+def test_a_replayed_round_gets_the_same_bytes_and_other_replays_are_refused(alliance):
     branch = next(iter(alliance.configs))
     job = small_job()
-    assert alliance.train(branch, job, 1).status == "ok"
-    replay = alliance.train(branch, job, 1)
+    first = alliance.train(branch, job, 1)
+    assert first.status == "ok"
+    replay = alliance.train(branch, job, 1)  # the very same instruction: what a coordinator that crashed sends
+    assert replay.update == first.update and replay.signature == first.signature  # nothing new in it
+    other = alliance.train(branch, job, 1, model=first.update, contributors={branch: first.update.digest()})
     extra = alliance.train(branch, job, 3)
-    assert replay.code == "replay" and extra.code == "replay"
-    assert replay.update is None and extra.update is None
+    assert other.code == "replay" and extra.code == "replay"  # round 1 from another model; a round past the job
+    assert other.update is None and extra.update is None
     assert len(alliance.refusals(branch, "replay")) == 2
-    assert len(alliance.agent(branch).ledger.get("sales", job.job_id).history) == 1
+    assert len(alliance.agent(branch).ledger.get("sales", job.job_id).history) == 1  # one round, spent once
+    sent = alliance.agent(branch).lineage.events(job_id=job.job_id, kind=EventKind.EMISSION)
+    assert [e.details.get("sent_again", False) for e in sent if e.details["status"] == "ok"] == [False, True]
 
 
 def test_a_one_node_aggregate_is_not_decrypted(alliance):
