@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench bench-tourism install clean
+.PHONY: demo test deploy-local bench bench-tourism install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/sovereign demo
+
+# The service path on one machine: the coordinator service, a TLS SuperLink and five SuperNodes
+# on loopback; a job approved by each branch's IT, then serving until Ctrl-C.
+deploy-local: $(STAMP)
+	$(BIN)/sovereign deploy-local --branches 5
 
 test: $(STAMP)
 	$(BIN)/ruff check .

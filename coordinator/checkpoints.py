@@ -20,6 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from common.files import write_secret
+from coordinator.paths import CoordinatorPaths
 from common.wire import JobSpec, TrainReply, UpdatePayload, from_bytes, to_bytes
 
 
@@ -68,7 +69,7 @@ class CheckpointError(ValueError):
 
 
 def checkpoint_path(root: Path, job_id: str) -> Path:
-    return Path(root) / "checkpoints" / f"{job_id}.json"
+    return CoordinatorPaths(root).checkpoint(job_id)
 
 
 def save(root: Path, checkpoint: JobCheckpoint) -> Path:

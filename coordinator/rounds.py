@@ -10,7 +10,6 @@ accepted reply's lineage head is recorded here, so neither side can rewrite its 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Protocol
 
 from typing import Any
@@ -34,6 +33,7 @@ from common.wire import (
     to_record,
 )
 from coordinator import checkpoints
+from coordinator.paths import CoordinatorPaths
 from coordinator.guard import ReplyGuard
 from coordinator.strategy import Aggregate, SecureFedAvg, summed_replies
 from lineage import EventKind, LineageEvent, LineageStore, Signer
@@ -73,35 +73,6 @@ class JobObserver(Protocol):
     def round_started(self, rnd: int, total_rounds: int, nodes: int) -> None: ...
     def reply_received(self, rnd: int, message: Message) -> None: ...
     def round_finished(self, report: RoundReport) -> None: ...
-
-
-class CoordinatorPaths:
-    """Where the coordinator keeps its files; nothing node-side lives here."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    @property
-    def public_context(self) -> Path:
-        return self.root / "he" / "public.ctx"
-
-    @property
-    def lineage_url(self) -> str:
-        return f"sqlite:///{(self.root / 'lineage.db').resolve()}"
-
-    @property
-    def result(self) -> Path:
-        return self.root / "result.json"
-
-    @property
-    def lineage_key_dir(self) -> Path:
-        """The coordinator's Ed25519 lineage signing key (its public half beside it)."""
-        return self.root / "keys"
-
-    @property
-    def node_lineage_keys(self) -> Path:
-        """Each node's lineage public key, `<branch>.pub`, registered when the node joined."""
-        return self.root / "node-lineage-keys"
 
 
 def run_job(
@@ -204,8 +175,8 @@ def run_job(
         _evaluate_and_release(grid, node_ids, strategy, model, model_updates, result, guard, observer, reply_timeout, head,
                               record, min_release, global_round)
     paths.result.write_text(result.model_dump_json(indent=2))  # the latest job's; each job's also under results/
-    (paths.root / "results").mkdir(exist_ok=True)
-    (paths.root / "results" / f"{job.job_id}.json").write_text(result.model_dump_json(indent=2))
+    paths.job_result(job.job_id).parent.mkdir(exist_ok=True)
+    paths.job_result(job.job_id).write_text(result.model_dump_json(indent=2))
     lineage.close()
     return result
 

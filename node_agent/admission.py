@@ -114,6 +114,12 @@ class AdmissionBook:
             row = conn.execute(select(admitted_table).where(admitted_table.c.job_id == job_id)).mappings().first()
         return _admitted(row) if row else None
 
+    def admitted_since(self, since: datetime) -> list[Admitted]:
+        """The jobs admitted at or after `since`."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(admitted_table).where(admitted_table.c.admitted_at >= format_time(since))).mappings().all()
+        return [_admitted(r) for r in rows]
+
     def admit(self, job: JobSpec, *, max_new_per_day: int = 10_000) -> tuple[Admitted, bool]:
         """The job as admitted (frozen at its first instruction) and whether it is new here.
         Raises Refusal when an admitted job comes back with another spec, or when a new job

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from functools import cached_property
 
 import numpy as np
@@ -52,7 +52,7 @@ from node_agent.contract import ContractViolation
 from node_agent.data import BranchDataset, HoldoutSplit, holdout_split, job_request, read_branch_dataset
 from node_agent.egress import EgressBlocked, check_reply
 from node_agent.report import write_branch_report
-from node_agent.ledger import Budget, BudgetRefusal, JobSpend, PrivacyLedger, round_allowed, standing
+from node_agent.ledger import Budget, BudgetRefusal, JobSpend, PrivacyLedger, monthly_refusal, round_allowed, standing
 from node_agent.training import (
     plan_noise_multiplier,
     sample_rate,
@@ -341,8 +341,25 @@ class NodeAgent:
                    or admission_refusal(job, self.config, key_shape))
         if refusal is not None:
             raise refusal
+        if self.book.get(job.job_id) is None and job.dp.enabled:
+            self._check_monthly(job)
         admitted, _ = self.book.admit(job, max_new_per_day=self.config.limits.max_new_jobs_per_day)
         return admitted.job
+
+    def _check_monthly(self, job: JobSpec) -> None:
+        """The standing ε-per-month rule, before a new job reads anything: each job admitted in
+        the last 30 days counts at what it commits in the ledger, or at its target if it has
+        not spent yet."""
+        cap = self.config.limits.max_epsilon_per_month
+        if cap is None:
+            return
+        since = datetime.now(timezone.utc) - timedelta(days=30)
+        spends = {s.job_id: s for s in self.ledger.spends(self.config.dataset)}
+        recent = [spends[a.job.job_id].committed_epsilon if a.job.job_id in spends else a.job.dp.target_epsilon
+                  for a in self.book.admitted_since(since) if a.job.dp.enabled]
+        why = monthly_refusal(job.job_id, job.dp.target_epsilon, recent, cap)
+        if why:
+            raise Refusal("privacy-budget", why)
 
     def _context(self, job: JobSpec) -> BranchContext:
         """This branch's place in the job's model: its own country, region and opening month (node.json)."""

@@ -20,6 +20,7 @@ from common.wire import JobSpec, decision_message
 from lineage.models import format_time
 from lineage.signing import Signer
 from node_agent.admission import Refusal
+from node_agent.config import NodeConfig
 
 metadata = MetaData()
 decisions_table = Table(
@@ -82,3 +83,22 @@ class OwnerDecisions:
             return Refusal("not-approved", f"job {job.job_id} was approved with spec {word[1][:12]}; this instruction "
                                            f"carries spec {job.spec_hash()[:12]}")
         return None
+
+
+def record_owner_decision(config: NodeConfig, job: JobSpec, decision: str, reason: str) -> str:
+    """The owner's word on `job` at this node: in its book and its lineage, signed with its
+    lineage key. Returns the signature the coordinator checks. Raises AlreadyDecided."""
+    from lineage import EventKind, LineageEvent, LineageStore
+
+    config.privacy_dir.mkdir(parents=True, exist_ok=True)
+    signer = Signer.load_or_create(config.branch_id, config.lineage_key_dir)
+    signature = OwnerDecisions(config.ledger_url).decide(job, decision, reason, signer)
+    lineage = LineageStore(config.lineage_url)
+    try:
+        lineage.append(LineageEvent(kind=EventKind.JOB_DECISION, actor=config.branch_id, job_id=job.job_id,
+                                    purpose=job.purpose, dataset=config.dataset,
+                                    details={"decision": decision, "reason": reason, "spec_hash": job.spec_hash(),
+                                             "signature": signature}), signer)
+    finally:
+        lineage.close()
+    return signature

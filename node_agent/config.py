@@ -38,6 +38,25 @@ class JobLimits(BaseModel):
                                       description="jobs this node admits in any 24 hours: bounds probing by throw-away jobs")
     max_evaluations: int = Field(default=2, ge=0, le=100, description="held-out evaluations (and metric releases) per job")
     max_weight: int = Field(default=5_000, ge=1, description="the most training windows one node's update may weigh")
+    max_epsilon_per_month: float | None = Field(
+        default=None, gt=0, le=100,
+        description="a standing rule: the most ε the jobs this node admits in any 30 days may plan together "
+                    "(checked before any data is read; the dataset's total budget still applies)")
+
+
+class SuperNodeSettings(BaseModel):
+    """How `sovereign node run` starts this node's Flower SuperNode. Paths are relative to the
+    node directory. There is no insecure mode: TLS to the SuperLink, the node's registered
+    key, and a list of the app publishers it trusts are all required."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    superlink: str = Field(pattern=r"^[A-Za-z0-9_.:\[\]-]+:[0-9]{1,5}$", description="the SuperLink's Fleet API, host:port")
+    root_certificates: Path = Field(description="the CA certificate the SuperLink's TLS certificate is checked against")
+    auth_key: Path = Field(description="this node's private key (ECDSA P-384, OpenSSH), registered with the SuperLink")
+    trusted_entities: Path = Field(description="YAML of the app publishers' Ed25519 keys; only bundles they signed run")
+    runtime_port: int = Field(default=9094, ge=1, le=65535,
+                              description="the port on 127.0.0.1 where the SuperNode serves its ClientApp processes")
 
 
 class NodeConfig(BaseModel):
@@ -79,6 +98,7 @@ class NodeConfig(BaseModel):
         default_factory=list,
         description="Flower apps this node runs under the deployment engine; empty refuses every deployed app",
     )
+    supernode: SuperNodeSettings | None = Field(default=None, description="how `sovereign node run` starts the SuperNode")
 
     @property
     def lineage_url(self) -> str:

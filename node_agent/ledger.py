@@ -114,6 +114,15 @@ def preflight(plan: JobSpend, budget: Budget, spends: list[JobSpend]) -> None:
         )
 
 
+def monthly_refusal(job_id: str, planned: float, recent: list[float], cap: float | None) -> str | None:
+    """None if a new job planning ε = `planned` fits the node's standing rule of at most `cap`
+    over the jobs admitted in the last 30 days (`recent`: what each of them commits); else why not."""
+    if cap is None or planned + sum(recent) <= cap + 1e-9:
+        return None
+    return (f"standing rule: job {job_id} plans ε = {planned:.3g}, and the {len(recent)} jobs admitted here in the last "
+            f"30 days commit {sum(recent):.3g} of the {cap:g} node.json limits.max_epsilon_per_month allows")
+
+
 def round_allowed(spend: JobSpend, epsilon_after: float, budget: Budget, spends: list[JobSpend]) -> str | None:
     """None if the next round fits the job's own plan and the dataset's budget; otherwise why
     the job must stop here. The plan is a hard limit too: a coordinator that replays or adds

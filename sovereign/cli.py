@@ -90,61 +90,31 @@ def demo(
 
 @app.command("deploy-local")
 def deploy_local(
-    nodes_root: Path = typer.Option(Path("runs/demo/nodes"), help="Node directories (made by `sovereign demo`)."),
-    coordinator_dir: Path = typer.Option(Path("runs/demo/coordinator"), help="Holds the alliance's public context."),
-    rounds: int = typer.Option(2, min=1, help="Federated rounds."),
-    out: Path = typer.Option(Path("runs/deploy"), help="TLS material, node keys, SuperLink state and logs."),
+    branches: int = typer.Option(5, min=2, max=50, help="Simulated dealerships, the first time (later runs reuse --out's nodes)."),
+    rounds: int = typer.Option(2, min=1, help="Federated rounds of the joint forecast."),
+    out: Path = typer.Option(Path("runs/deploy"), help="Nodes, Flower's keys and state, the service's store, tokens, logs."),
+    port: int = typer.Option(8080, min=1, max=65535, help="The coordinator service's port on 127.0.0.1."),
+    seed: int = typer.Option(7, help="Seed of the simulated dealerships."),
+    once: bool = typer.Option(False, "--once", help="Stop everything after the job instead of serving until Ctrl-C."),
 ) -> None:
-    """Run a job on Flower's deployment engine on this machine: a SuperLink with TLS and
-    SuperNode authentication, one authenticated SuperNode per node directory that runs only
-    the app bundle signed by the alliance's publisher key and listed in its node.json, `flwr run`."""
-    import json
-
+    """The real topology on this machine: the coordinator service, a SuperLink with TLS and
+    SuperNode authentication, and one SuperNode per dealership running only the app bundle
+    signed by the alliance's publisher key and listed in its node.json. Head office submits
+    a joint forecast through the REST API, each branch's IT approves it from its node, and
+    the rounds run on the SuperNodes; then everything keeps serving until Ctrl-C."""
     from node_agent.config import NodeConfigError
-    from sovereign.deployment import PUBLISHER_KEY_ID, DeploymentError, LocalDeployment, allow_app, free_port, write_trusted_entities
+    from sovereign.api_client import ClientError
+    from sovereign.deploy_local import DeployLocalError, deploy_local as run
+    from sovereign.deployment import DeploymentError
 
-    index = nodes_root / "index.json"
-    if not index.exists():
-        fail(f"--nodes-root {nodes_root}: no index.json; run `sovereign demo` first to set up node directories")
-    if not (coordinator_dir / "he" / "public.ctx").exists():
-        fail(f"--coordinator-dir {coordinator_dir}: no he/public.ctx; run `sovereign demo` first (key ceremony)")
-    branches = json.loads(index.read_text())["nodes"]
-    app_dir = Path(__file__).resolve().parents[1]
-    if not (app_dir / "pyproject.toml").exists():
+    if not (Path(__file__).resolve().parents[1] / "pyproject.toml").exists():
         fail("deploy-local needs a source checkout (the Flower app is built from its pyproject.toml)")
     try:
-        with LocalDeployment(out, port=free_port()) as dep, console.status("starting SuperLink (TLS, node authentication)") as status:
-            dep.start_superlink()
-            status.update("building the app bundle and signing it with the publisher key")
-            signed = dep.publish(app_dir)
-            publisher = dep.publisher_public_key()
-            for branch in branches:
-                status.update(f"registering and starting SuperNode {branch}")
-                node_dir = nodes_root / branch
-                allow_app(node_dir, signed)  # the node owner's allow-list: exactly this bundle
-                entities = write_trusted_entities(node_dir / "trusted-entities.yaml", {PUBLISHER_KEY_ID: publisher})
-                dep.start_supernode(branch, dep.register(branch), node_dir, free_port(), entities)
-            status.update(f"flwr run {signed.app_spec}: {rounds} rounds on {len(branches)} SuperNodes (logs in {out / 'logs'})")
-            dep.run(signed, {"coordinator-dir": str(coordinator_dir.resolve()), "rounds": rounds,
-                             "min-nodes": len(branches)})  # no job-id: each deploy-local run is a new job
-    except (DeploymentError, NodeConfigError) as exc:
+        job = run(out, branches=branches, rounds=rounds, seed=seed, port=port, once=once, console=console)
+    except (DeploymentError, DeployLocalError, NodeConfigError, ClientError) as exc:
         fail(str(exc), 1)
-    console.print(f"app {signed.app_spec} (FAB sha256 {signed.fab_hash[:12]}…) signed by {out / 'keys' / 'publisher.pub'}; "
-                  f"each SuperNode trusts only that key, each node.json lists this build of the app and no other")
-    result = json.loads((coordinator_dir / "result.json").read_text())
-    for r in result["rounds"]:
-        refused = ", ".join(f"{b} {why}" for b, why in sorted(r["refused"].items()))
-        console.print(f"round {r['round']}: {len(r['contributors'])} nodes, {r['bytes_received'] / 1e6:.1f} MB up over TLS"
-                      + (f"; sat out: {refused}" if refused else ""))
-    if not result.get("final_model_digest"):
-        from coordinator.rounds import JobResult
-        from sovereign.demo import refusal_tally
-
-        fail(f"no round produced a model: {refusal_tally(JobResult.model_validate(result).rounds) or 'no node answered'}", 1)
-    metrics = result.get("metrics") or {}
-    federated = (metrics.get("all") or {}).get("federated") if "all" in metrics else metrics
-    if federated and federated.get("mase") is not None:
-        console.print(f"held-out MASE {federated['mase']:.3f}, sMAPE {federated['smape']:.1f}%")
+    if job["state"] != "completed":
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -373,6 +373,25 @@ class LocalDeployment:
             cmd += ["--node-config", f"node-dir='{Path(node_dir).resolve()}'"]
         return self.spawn(f"supernode-{name}", cmd)
 
+    def start_node(self, node_dir: Path, trusted_entities: Path) -> subprocess.Popen:
+        """Start a node the way its branch IT would, `sovereign node run --node-dir DIR`: a new
+        SuperNode key in the node's own keys/ (registered here), the SuperLink's CA beside it,
+        and node.json's `supernode` section pointing at them."""
+        from node_agent.config import SuperNodeSettings
+
+        config = load_node_config(node_dir)
+        private = config.node_dir / "keys" / "supernode"
+        self._flwr(["supernode", "register", str(make_node_key(private)), FEDERATION], f"registering {config.branch_id}")
+        ca = config.node_dir / "tls" / "ca.crt"
+        ca.parent.mkdir(parents=True, exist_ok=True)
+        ca.write_bytes(self.ca.read_bytes())
+        settings = SuperNodeSettings(superlink=f"127.0.0.1:{self.port}", root_certificates=Path("tls/ca.crt"),
+                                     auth_key=Path("keys/supernode"), trusted_entities=Path(trusted_entities).resolve(),
+                                     runtime_port=free_port())
+        write_node_config(config.model_copy(update={"supernode": settings}))
+        return self.spawn(f"supernode-{config.branch_id}", [sys.executable, "-m", "sovereign.cli", "node", "run",
+                                                            "--node-dir", str(config.node_dir)])
+
     def run(self, app: Path | PublishedApp, run_config: dict[str, object], timeout: float = 900) -> None:
         """`flwr run` an app on this federation and stream it to the end: a directory is
         bundled and uploaded by the CLI (it carries no signature); a published app is

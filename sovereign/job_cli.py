@@ -97,21 +97,54 @@ def status_cmd(
     job = _call(lambda: client.get(f"/jobs/{job_id}"))
     if not follow:
         _show(job)
+        for r in _call(lambda: client.get(f"/jobs/{job_id}/rounds")):
+            console.print(round_line(r))
         return
-    seen = 0
-    with console.status(f"{job_id}: {job['state']}") as spinner:
-        while True:
-            for step in job["steps"][seen:]:
-                console.print(f"{step['at'][:19].replace('T', ' ')}  {step['state']:<10} {step['reason']}")
-            seen = len(job["steps"])
-            if job["state"] in FINAL:
-                break
-            decided = sum(a["decision"] != "pending" for a in job["nodes"])
-            spinner.update(f"{job_id}: {job['state']}, {decided} of {len(job['nodes'])} nodes answered")
-            time.sleep(every)
-            job = _call(lambda: client.get(f"/jobs/{job_id}"))
+    job = follow_job(client, job_id, every)
     if job["state"] != "completed":
         raise typer.Exit(1)
+
+
+def round_line(r: dict) -> str:
+    """One closed round in one line: who contributed, who was left out and why."""
+    left = ", ".join(f"{who} {why}" for who, why in sorted(r.get("refused", {}).items()))
+    others = f" (+{r['others_contributing']} others)" if r.get("others_contributing") else ""
+    eps = f", node-level ε {r['node_level_epsilon']:.2f}" if r.get("node_level_epsilon") is not None else ""
+    return (f"round {r['round']}: {len(r['contributors'])} contributed{others}{eps}"
+            + (f" in {r['seconds']:.0f}s" if r.get("seconds") else "") + (f"; left out: {left}" if left else ""))
+
+
+def follow_job(client, job_id: str, every: float = 2.0) -> dict:
+    """Watch a job to a final state: each step as it happens, and a progress bar over its
+    rounds that moves as each round closes (with who took part). Returns the final job."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sovereign.api_client import ClientError
+
+    job = _call(lambda: client.get(f"/jobs/{job_id}"))
+    seen_steps = seen_rounds = 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        bar = progress.add_task(f"{job_id}: {job['state']}", total=job["spec"]["rounds"])
+        while True:
+            for step in job["steps"][seen_steps:]:
+                progress.console.print(f"{step['at'][:19].replace('T', ' ')}  {step['state']:<10} {step['reason']}")
+            seen_steps = len(job["steps"])
+            try:
+                rounds = client.get(f"/jobs/{job_id}/rounds")
+            except ClientError:
+                rounds = []  # a service restarting: the next look will tell
+            for r in rounds[seen_rounds:]:
+                progress.console.print("  " + round_line(r))
+            seen_rounds = max(seen_rounds, len(rounds))
+            decided = sum(a["decision"] != "pending" for a in job["nodes"])
+            state = job["state"] if job["state"] != "requested" else f"requested, {decided} of {len(job['nodes'])} answered"
+            progress.update(bar, completed=seen_rounds, description=f"{job_id}: {state}")
+            if job["state"] in FINAL:
+                break
+            time.sleep(every)
+            job = _call(lambda: client.get(f"/jobs/{job_id}"))
+    return job
 
 
 @job_app.command("results")

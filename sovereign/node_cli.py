@@ -1,7 +1,8 @@
-"""`sovereign node ...`: what branch IT runs on the node: its privacy budget and spends, the
-branch's own forecast report (which never leaves the node), and its answers to the jobs the
-coordinator requests of it (`jobs`, `approve`, `deny`: signed with the node's key, recorded in
-its own book and lineage first, then sent)."""
+"""`sovereign node ...`: what branch IT runs on the node: `check` (config, policy, data
+contract, what a job would read), `run` (the node's SuperNode, from node.json), its privacy
+budget and spends, the branch's own forecast report (which never leaves the node), and its
+answers to the jobs the coordinator requests of it (`jobs`, `approve`, `deny`: signed with
+the node's key, recorded in its own book and lineage first, then sent)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from rich.table import Table
 
 from sovereign.console import console, fail
 
-node_app = typer.Typer(help="What branch IT runs on the node: its privacy budget, its own forecast and its report.",
+node_app = typer.Typer(help="What branch IT runs on the node: check it, run its SuperNode, answer job requests, "
+                            "watch its privacy budget, read its own forecast and report.",
                        no_args_is_help=True)
 
 
@@ -196,9 +198,8 @@ def _requested_spec(job_id: str, spec_file: Path | None, coordinator: str | None
 
 def _decide(decision: str, job_id: str, node_dir: Path, reason: str, spec_file: Path | None, coordinator: str | None,
             token: str | None) -> None:
-    from lineage import EventKind, LineageEvent, LineageStore, Signer
     from node_agent.admission import admission_refusal
-    from node_agent.approvals import APPROVED, AlreadyDecided, OwnerDecisions
+    from node_agent.approvals import APPROVED, AlreadyDecided, record_owner_decision
     from sovereign.api_client import ClientError
 
     config = _node_config(node_dir)
@@ -207,18 +208,10 @@ def _decide(decision: str, job_id: str, node_dir: Path, reason: str, spec_file: 
         refusal = admission_refusal(spec, config, None)
         if refusal is not None:
             fail(f"this node's own rules refuse job {job_id} ({refusal.code}): {refusal}; approving it would not run it")
-    config.privacy_dir.mkdir(parents=True, exist_ok=True)
-    signer = Signer.load_or_create(config.branch_id, config.lineage_key_dir)
     try:
-        signature = OwnerDecisions(config.ledger_url).decide(spec, decision, reason, signer)
+        signature = record_owner_decision(config, spec, decision, reason)
     except AlreadyDecided as exc:
         fail(str(exc))
-    lineage = LineageStore(config.lineage_url)
-    lineage.append(LineageEvent(kind=EventKind.JOB_DECISION, actor=config.branch_id, job_id=job_id, purpose=spec.purpose,
-                                dataset=config.dataset, details={"decision": decision, "reason": reason,
-                                                                 "spec_hash": spec.spec_hash(), "signature": signature}),
-                   signer)
-    lineage.close()
     console.print(f"{config.branch_id}: job {job_id} {decision} (spec {spec.spec_hash()[:12]}), signed and in lineage")
     if coordinator:
         try:
@@ -275,6 +268,7 @@ def jobs_cmd(
     except ClientError as exc:
         fail(str(exc))
     book = OwnerDecisions(config.ledger_url) if (config.privacy_dir / "ledger.db").exists() else None
+    left = _budget_left(config)
     rows = []
     for job in jobs:
         spec = JobSpec.model_validate(job["spec"])
@@ -282,7 +276,8 @@ def jobs_cmd(
         mine = book.decision(spec.job_id) if book else None
         rows.append({"job_id": spec.job_id, "purpose": spec.purpose, "recipient_role": spec.recipient_role,
                      "destination": spec.destination, "rounds": spec.rounds,
-                     "epsilon": spec.dp.target_epsilon if spec.dp.enabled else None, "spec_hash": job["spec_hash"],
+                     "epsilon": spec.dp.target_epsilon if spec.dp.enabled else None, "epsilon_left": left,
+                     "reads": _would_read(config, spec), "spec_hash": job["spec_hash"],
                      "own_rules": f"refuse ({refusal.code}): {refusal}" if refusal else "take it",
                      "decision": mine[0] if mine else "awaiting yours"})
     if as_json:
@@ -292,10 +287,130 @@ def jobs_cmd(
         console.print(f"{config.branch_id}: no job awaits a decision")
         return
     table = Table(title=f"jobs requested of {config.branch_id}")
-    for column in ("job", "purpose → recipient", "rounds", "ε", "this node's rules", "decision"):
+    for column in ("job", "purpose → recipient", "rounds", "ε (left)", "this node's rules", "decision"):
         table.add_column(column, overflow="fold")
     for r in rows:
+        eps = "—" if r["epsilon"] is None else f"{r['epsilon']:g}" + (f" ({r['epsilon_left']:.3g})" if r["epsilon_left"]
+                                                                       is not None else " (no budget set)")
         table.add_row(r["job_id"], f"{r['purpose']} → {r['recipient_role']} ({r['destination']})", str(r["rounds"]),
-                      "—" if r["epsilon"] is None else f"{r['epsilon']:g}", r["own_rules"], r["decision"])
+                      eps, r["own_rules"], r["decision"])
     console.print(table)
+    for r in rows:
+        console.print(f"{r['job_id']} reads, after this node's policy: "
+                      + "; ".join(f"{field} {how}" for field, how in r["reads"].items()), soft_wrap=True)
     console.print(f"decide with: sovereign node approve|deny JOB --node-dir {node_dir} --reason ... --coordinator {coordinator}")
+
+
+def _budget_left(config) -> float | None:
+    """ε the node's dataset has left, from its own ledger (None: no budget set)."""
+    from node_agent.ledger import PrivacyLedger, standing
+
+    budget = config.budgets.get(config.dataset)
+    if budget is None:
+        return None
+    if not (config.privacy_dir / "ledger.db").exists():
+        return budget.epsilon
+    ledger = PrivacyLedger(config.ledger_url)
+    try:
+        return max(standing(config.dataset, budget, ledger.spends(config.dataset)).remaining_epsilon, 0.0)
+    finally:
+        ledger.close()
+
+
+def _would_read(config, spec) -> dict[str, str]:
+    """Each field the job asks for and what the node's policy would release of it (policy explain)."""
+    from node_agent.data import job_request
+    from policies import PolicyFileError, evaluate, load_policy
+
+    try:
+        policy = load_policy(config.policy_path)
+    except PolicyFileError as exc:
+        return {"policy": f"unreadable ({exc})"}
+    request = job_request(spec, config.dataset, destination=config.coordinator_jurisdiction)
+    schema = {t: list(fields) for t, fields in policy.tables.items()}
+    return {d.name: d.treatment.describe() for d in evaluate(policy, schema, request) if d.name in request.fields}
+
+
+@node_app.command("check")
+def check_cmd(
+    node_dir: Path = typer.Option(..., help="The node's directory (holds node.json)."),
+    job: Path | None = typer.Option(None, help="A job spec (YAML/JSON) to judge; default: a default forecasting job."),
+) -> None:
+    """Validate the node before it takes jobs: node.json, the policy, the database against the
+    data contract (read-only), and what a job would read after the policy's treatments.
+    Nothing is written and nothing leaves the node."""
+    import os
+
+    from pydantic import ValidationError
+
+    from common.db import DatabaseUrlError, read_only_url
+    from common.validation import first_error
+    from common.wire import JobSpec
+    from common.yaml_files import YamlFileError, read_mapping
+    from node_agent.admission import admission_refusal
+    from node_agent.contract import ContractViolation
+    from node_agent.data import job_request, read_branch_dataset
+    from node_agent.supernode import supernode_problems
+    from policies import PolicyFileError, load_policy
+    from policies.rules import JobRefusal, lint
+
+    config = _node_config(node_dir)
+    console.print(f"node.json: branch {config.branch_id}, dataset {config.dataset}, approvals {config.approvals}, "
+                  f"{len(config.trusted_apps)} trusted app build(s)")
+    try:
+        spec = JobSpec.model_validate(read_mapping(job, "a job spec")) if job else JobSpec(job_id="check")
+        policy = load_policy(config.policy_path)
+    except (YamlFileError, PolicyFileError) as exc:
+        fail(str(exc))
+    except ValidationError as exc:
+        fail(f"{job}: {first_error(exc)}")
+    errors = [f for f in lint(policy) if f.severity == "error"]
+    if errors:
+        fail(f"{config.policy_path}:{errors[0].line or ''}: {errors[0].message}")
+    console.print(f"policy: {policy.policy} v{policy.version} ({policy.jurisdiction}), hash {policy.content_hash()[:16]}")
+    refusal = admission_refusal(spec, config, None)
+    if refusal is not None:
+        fail(f"job {spec.job_id}: this node's own rules refuse it ({refusal.code}): {refusal}", 1)
+    request = job_request(spec, config.dataset, destination=config.coordinator_jurisdiction)
+    try:
+        data = read_branch_dataset(read_only_url(config.db_url), policy, request, key=os.urandom(32), target=spec.target,
+                                   table=config.dataset, max_price=config.max_sale_price)
+    except DatabaseUrlError as exc:
+        fail(f"{config.node_dir / 'node.json'}: db_url: {exc}")
+    except (ContractViolation, JobRefusal) as exc:
+        fail(str(exc), 1)
+    table = Table(title=f"what job {spec.job_id} ({spec.purpose}, to {spec.recipient_role}) would read here")
+    for column in ("field", "class", "treatment", "rule"):
+        table.add_column(column, overflow="fold")
+    for d in data.decisions:
+        if d.name in request.fields:
+            table.add_row(d.name, d.field_class.value if d.field_class else "unclassified", d.treatment.describe(), d.rule)
+    console.print(table)
+    quarantined = ", ".join(f"{why} {n}" for why, n in data.quarantined.items()) or "none"
+    console.print(f"data: {data.row_count} rows, {data.valid_count} valid, {len(data.series.units)} months from "
+                  f"{data.series.start:%Y-%m}; quarantined: {quarantined}")
+    for problem in supernode_problems(config):
+        console.print(f"[yellow]for `sovereign node run`:[/] {problem}")
+    console.print(f"{config.branch_id}: ready for job {spec.job_id}")
+
+
+@node_app.command("run")
+def run_cmd(node_dir: Path = typer.Option(..., help="The node's directory (node.json with its `supernode` section).")) -> None:
+    """Start this node's Flower SuperNode from node.json and keep it running: TLS to the
+    SuperLink, the node's registered key, only app bundles its trusted publishers signed, and
+    the node directory for the ClientApp (which enforces node.json's rules on every message)."""
+    import os
+
+    from node_agent.supernode import SuperNodeConfigError, supernode_command
+
+    config = _node_config(node_dir)
+    try:
+        command = supernode_command(config)
+    except SuperNodeConfigError as exc:
+        fail(str(exc))
+    console.print(f"{config.branch_id}: SuperNode to {config.supernode.superlink} (TLS, node key "
+                  f"{config.supernode.auth_key}), trusted publishers {config.supernode.trusted_entities}")
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
+           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    env.setdefault("FLWR_HOME", str((config.node_dir / "flwr").resolve()))
+    os.execve(command[0], command, env)  # the SuperNode takes this process over: signals reach it directly

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from coordinator.paths import CoordinatorPaths
 from coordinator.resources import JobRecord
 from coordinator.settings import FlowerConnection, RunnerSettings
 
@@ -53,7 +54,7 @@ class SimulationRunner:
     def __call__(self, job: JobRecord, approved: list[str], on_round: RoundCallback | None = None) -> dict:
         if not approved:
             raise RuntimeError("no node approved the job")
-        view = self.coordinator_dir / "runs" / job.job_id / "nodes"
+        view = CoordinatorPaths(self.coordinator_dir).job_run_dir(job.job_id) / "nodes"
         view.mkdir(parents=True, exist_ok=True)
         for branch in approved:
             link = view / branch
@@ -190,7 +191,7 @@ class DeploymentRunner:
 
     # ---------------------------------------------------------------- helpers
     def _run_file(self, job_id: str) -> Path:
-        return self.coordinator_dir / "runs" / job_id / "flower-run-id"
+        return CoordinatorPaths(self.coordinator_dir).job_run_dir(job_id) / "flower-run-id"
 
     def _current_run(self, job_id: str) -> int | None:
         """The job's Flower run if one is still pending or running (a service started again follows it)."""
@@ -242,7 +243,7 @@ def runner_from_settings(settings: RunnerSettings | None):
 
 
 def _released_file(coordinator_dir: Path, job_id: str) -> dict:
-    result_file = coordinator_dir / "results" / f"{job_id}.json"
+    result_file = CoordinatorPaths(coordinator_dir).job_result(job_id)
     if not result_file.exists():
         raise RuntimeError(f"the round loop wrote no result for job {job_id}")
     result = json.loads(result_file.read_text())

@@ -288,3 +288,33 @@ def test_a_settings_file_with_an_unknown_field_is_a_one_line_error(tmp_path):
     config.write_text("var: v\nprot: 80\n")
     result = CliRunner().invoke(app, ["coordinator", "account", "add", "x", "--role", "admin", "--config", str(config)])
     assert result.exit_code == 2 and f"{config}: prot: Extra inputs are not permitted" in result.output
+
+
+def test_rounds_are_kept_once_and_each_role_sees_only_its_nodes(service):
+    client, tokens, keys = service
+    assert _submit(client, tokens).status_code == 201
+    app = client.app
+    for rnd, contributors in ((1, ["N1", "N2", "N3"]), (2, ["N1", "N3"])):
+        app.state.jobs.close_round("J1", {"round": rnd, "contributors": contributors,
+                                          "refused": {} if rnd == 1 else {"N2": "node error: node is offline"}})
+    app.state.jobs.close_round("J1", {"round": 2, "contributors": ["N2"]})  # reported again: the first word stands
+    full = client.get("/jobs/J1/rounds", headers=_as(tokens, "hq")).json()
+    assert [(r["round"], r["contributors"]) for r in full] == [(1, ["N1", "N2", "N3"]), (2, ["N1", "N3"])]
+    mine = client.get("/jobs/J1/rounds", headers=_as(tokens, "it2")).json()
+    assert [(r["contributors"], r["refused"], r["others_contributing"]) for r in mine] == [
+        (["N2"], {}, 2), ([], {"N2": "node error: node is offline"}, 2)]
+    kansai = client.get("/jobs/J1/rounds", headers=_as(tokens, "kansai")).json()
+    assert [r["contributors"] for r in kansai] == [["N3"], ["N3"]] and kansai[1]["refused"] == {}
+    assert client.get("/jobs/J1/rounds").status_code in (401, 403)
+
+
+def test_a_job_s_steps_do_not_name_other_nodes_to_branch_it(service):
+    client, tokens, keys = service
+    _submit(client, tokens)
+    for node in ("N1", "N2", "N3"):
+        assert _decide(client, tokens, keys, node, "approved").status_code == 200
+    client.post("/jobs/J1/start", headers=_as(tokens, "hq"))
+    hq = client.get("/jobs/J1", headers=_as(tokens, "hq")).json()["steps"][-1]["reason"]
+    it1 = client.get("/jobs/J1", headers=_as(tokens, "it1")).json()["steps"][-1]["reason"]
+    assert "N1, N2, N3" in hq
+    assert "N1, another node, another node" in it1 and "N2" not in it1 and "N3" not in it1

@@ -187,3 +187,16 @@ def test_the_prv_accountant_can_be_asked_for(node):
     assert reply.status == "ok", reply.code
     spend = spent(node, "prv-job")
     assert spend.accountant == "prv" and 0 < spend.epsilon < spend.planned_epsilon <= 6.0 * 1.0001
+
+
+def test_a_standing_rule_caps_the_epsilon_jobs_plan_in_any_30_days_before_reading_anything(node):
+    limits = node.limits.model_copy(update={"max_epsilon_per_month": 4.0})
+    write_node_config(node.model_copy(update={"budgets": {"sales": Budget(epsilon=50, delta=1e-3)}, "limits": limits}))
+    assert run(node, dp_job("first", target_epsilon=2.5), 1).status == "ok"
+    second = run(node, dp_job("second", target_epsilon=2.0), 1)
+    assert "max_epsilon_per_month allows" in refusal_detail(node, second, "privacy-budget")
+    agent = NodeAgent(load_node_config(node.node_dir))
+    assert not agent.lineage.events(job_id="second", kind=EventKind.DATA_READ)  # refused before the read
+    assert agent.book.get("second") is None  # and not admitted: it takes no slot
+    assert run(node, dp_job("small", target_epsilon=1.0), 1).status == "ok"  # what fits the month still runs
+    assert run(node, dp_job("first", target_epsilon=2.5), 2).status == "ok"  # an admitted job goes on

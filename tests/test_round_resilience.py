@@ -23,7 +23,7 @@ from tests.loopback_grid import LoopbackGrid
 
 
 @pytest.fixture()
-def alliance(tmp_path, small_alliance):
+def alliance(tmp_path, small_alliance, monkeypatch):
     profiles = sorted(json.loads((small_alliance / "alliance.json").read_text()), key=lambda p: p["history_start"])
     dealers = tmp_path / "dealers"
     dealers.mkdir()
@@ -33,6 +33,7 @@ def alliance(tmp_path, small_alliance):
     paths = CoordinatorPaths(tmp_path / "coordinator")
     register_lineage_keys(configs, paths)
     run_key_ceremony(configs, paths, JobSpec(job_id="keys"))
+    monkeypatch.setenv("SOVEREIGN_NODES_ROOT", str(tmp_path / "nodes"))  # what a simulation run before may have left set
     return configs, paths, LoopbackGrid(tmp_path / "nodes")
 
 

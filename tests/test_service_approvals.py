@@ -72,6 +72,9 @@ def test_two_nodes_approve_one_denies_and_the_job_runs_on_the_two(service):
     first, second, third = configs
     listing = _cli("node", "jobs", "--node-dir", str(first.node_dir), "--coordinator", url, "--token", tokens[first.branch_id])
     assert "q3" in listing and "take it" in listing and "awaiting yours" in listing
+    assert "q3 reads, after this node's policy: sales.sale_id allow; sales.sale_date generalise to month" in listing
+    assert "sales.vin keyed hash" in listing and "customer" not in listing
+    assert "│ 8 (32)" in listing  # the ε it plans, against what this dataset has left
     for c, verb, why in ((first, "approve", "agreed"), (second, "approve", "agreed"), (third, "deny", "not this quarter")):
         out = _cli("node", verb, "q3", "--node-dir", str(c.node_dir), "--reason", why, "--coordinator", url,
                    "--token", tokens[c.branch_id])

@@ -14,7 +14,6 @@ authentication, and three authenticated SuperNodes that run only the signed app 
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ class Federation:
                                           {PUBLISHER_KEY_ID: self.dep.publisher_public_key()})
         for c in self.configs:
             allow_app(c.node_dir, self.app)
-            self.dep.start_supernode(c.branch_id, self.dep.register(c.branch_id), c.node_dir, free_port(), entities)
+            self.dep.start_node(c.node_dir, entities)  # `sovereign node run --node-dir DIR`
         self.settings = tmp / "coordinator.yaml"
         connection = self.dep.connection(self.app)
         self.port = free_port()

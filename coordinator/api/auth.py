@@ -74,7 +74,19 @@ def job_view(account: Account, job: JobRecord, regions: dict[str, str | None]) -
         answers = [a for a in job.nodes if a.node_id == account.scope]
     elif account.role is Role.REGIONAL_ANALYST:
         answers = [a for a in job.nodes if regions.get(a.node_id) == account.scope]
-    return job.model_copy(update={"nodes": answers, "results": visible_results(account, job.results)})
+    hidden = [a.node_id for a in job.nodes if a not in answers]
+    steps = [st.model_copy(update={"reason": _redact(st.reason, hidden)}) for st in job.steps] if hidden else job.steps
+    return job.model_copy(update={"nodes": answers, "steps": steps, "results": visible_results(account, job.results)})
+
+
+def _redact(reason: str, node_ids: list[str]) -> str:
+    """A step's reason without the ids of nodes the reader may not see (longest first, so
+    no id is left half-replaced inside a longer one)."""
+    import re
+
+    for node_id in sorted(node_ids, key=len, reverse=True):
+        reason = re.sub(rf"(?<![A-Za-z0-9_.-]){re.escape(node_id)}(?![A-Za-z0-9_.-])", "another node", reason)
+    return reason
 
 
 def visible_results(account: Account, results: dict | None) -> dict | None:
