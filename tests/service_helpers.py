@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
-import httpx
 from typer.testing import CliRunner
 
 from common.wire import JobSpec
 from coordinator.rounds import CoordinatorPaths
 from node_agent.config import NodeConfig, load_node_config, write_node_config
 from sovereign.cli import app
+from sovereign.deploy_local import wait_until_up  # noqa: F401 - the tests' too
 from sovereign.federation import register_lineage_keys, run_key_ceremony, setup_nodes
 
 
@@ -56,15 +55,3 @@ def register_with_service(settings: Path, configs: list[NodeConfig], coordinator
         tokens[name] = cli("coordinator", "account", "add", name, "--role", role, "--config",
                            str(settings)).strip().splitlines()[-1]
     return tokens
-
-
-def wait_until_up(url: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within {seconds:.0f}s")

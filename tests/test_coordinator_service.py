@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from common.wire import JobSpec, decision_message
 from coordinator.api.app import create_account, create_app
 from coordinator.lifecycle import Decision, JobState, LifecycleError, check_start, next_state
-from coordinator.resources import NodeRecord, Role
+from coordinator.resources import NodeRecord, Role, RoundRecord
 from coordinator.settings import CoordinatorSettings
 from coordinator.store import Conflict, CoordinatorStore
 from lineage import EventKind
@@ -205,8 +205,9 @@ def test_openapi_lists_every_resource(service):
 
 
 # --- the store on a real server --------------------------------------------------------
-def test_the_store_on_postgresql_moves_a_job_once():
-    store = CoordinatorStore(service_url("postgresql"))
+@pytest.mark.parametrize("server", ["postgresql", "mariadb"])
+def test_the_store_on_a_real_server_moves_a_job_once_and_keeps_each_round_once(server):
+    store = CoordinatorStore(service_url(server))
     try:
         node = f"P{uuid.uuid4().hex[:8]}"
         store.add_node(NodeRecord(node_id=node, public_key=public_pem(Signer.generate(node).public_key)))
@@ -223,6 +224,9 @@ def test_the_store_on_postgresql_moves_a_job_once():
         assert job.decisions() == {node: Decision.APPROVED}
         with pytest.raises(Conflict, match="already registered"):
             store.add_node(NodeRecord(node_id=node, public_key="x"))
+        assert store.record_round(job_id, RoundRecord(round=1, contributors=[node], refused={"X": "replay"}))
+        assert not store.record_round(job_id, RoundRecord(round=1, contributors=[]))  # the first word stands
+        assert [(r.round, r.contributors, r.refused) for r in store.rounds(job_id)] == [(1, [node], {"X": "replay"})]
     finally:
         store.close()
 

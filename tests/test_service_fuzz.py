@@ -1,26 +1,49 @@
-"""schemathesis against the coordinator service: every endpoint, bounded examples generated
-from its own OpenAPI schema, sent as an admin, an analyst and a branch's IT, and as nobody;
-no request may get a 5xx. The app keeps its store in a temporary directory."""
+"""schemathesis against the running coordinator service (`sovereign coordinator serve`, its
+own process): every endpoint, bounded examples generated from its own OpenAPI schema, sent
+as an admin, an analyst and a branch's IT, and as nobody; no request may get a 5xx, and the
+service keeps serving. Its store is in a temporary directory.
+
+The service starts when this module is collected (schemathesis reads the schema then) and is
+stopped at exit; `schemathesis.pytest.from_fixture` does not run under this pytest."""
 
 from __future__ import annotations
 
+import atexit
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
+import httpx
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from coordinator.api.app import create_account, create_app
-from coordinator.resources import NodeRecord, Role
-from coordinator.settings import CoordinatorSettings
 from lineage.signing import Signer, public_pem
+from sovereign.deployment import free_port
+from tests.service_helpers import cli, wait_until_up
 
-_var = Path(tempfile.mkdtemp(prefix="sovereign-fuzz-"))
-app = create_app(CoordinatorSettings(var=_var))
-app.state.store.add_node(NodeRecord(node_id="N1", public_key=public_pem(Signer.generate("N1").public_key), region="Kanto"))
-TOKENS = {name: create_account(app.state.store, name, role, scope).token
-          for name, role, scope in (("root", Role.ADMIN, None), ("hq", Role.ANALYST, None), ("it", Role.BRANCH_IT, "N1"))}
-schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+
+def _start_service() -> tuple[str, dict[str, str]]:
+    tmp = Path(tempfile.mkdtemp(prefix="sovereign-fuzz-"))
+    config = tmp / "coordinator.yaml"
+    config.write_text(f"var: {tmp / 'var'}\n")
+    key = tmp / "N1.pub"
+    key.write_text(public_pem(Signer.generate("N1").public_key))
+    cli("coordinator", "node", "add", "N1", "--public-key", str(key), "--region", "Kanto", "--config", str(config))
+    tokens = {name: cli("coordinator", "account", "add", name, "--role", role, *(["--scope", scope] if scope else []),
+                        "--config", str(config)).strip().splitlines()[-1]
+              for name, role, scope in (("root", "admin", None), ("hq", "analyst", None), ("it", "branch_it", "N1"))}
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "sovereign.cli", "coordinator", "serve", "--config", str(config),
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(server.terminate)
+    url = f"http://127.0.0.1:{port}"
+    wait_until_up(url)
+    return url, tokens
+
+
+URL, TOKENS = _start_service()
+schema = schemathesis.openapi.from_url(f"{URL}/openapi.json")
 
 
 @schema.parametrize()
@@ -30,3 +53,4 @@ def test_no_request_gets_a_server_error(case):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         response = case.call(headers=headers)
         assert response.status_code < 500, (case.method, case.path, response.status_code, response.text[:300])
+    assert httpx.get(f"{URL}/health").status_code == 200  # still serving

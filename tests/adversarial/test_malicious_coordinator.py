@@ -410,3 +410,22 @@ def test_a_denial_by_hand_stands_even_where_standing_rules_would_approve(allianc
     assert reply.code == "owner-denied" and reply.update is None
     assert alliance.refusals(branch, "owner-denied")[0].details["reason"].endswith("not during the dealer audit")
     assert alliance.train(next(b for b in alliance.configs if b != branch), job, 1).status == "ok"
+
+
+def test_an_update_is_sent_again_only_while_the_job_still_stands_here(alliance):
+    """Sending a lost update again is no way around the node's later word: once its owner
+    denies the job, or the coordinator alters its spec, the very same request is refused."""
+    from lineage import Signer
+    from node_agent.approvals import DENIED, OwnerDecisions
+
+    branch = next(iter(alliance.configs))
+    config = alliance.configs[branch]
+    job = small_job(job_id="withdrawn")
+    first = alliance.train(branch, job, 1)
+    assert first.status == "ok"
+    altered = alliance.train(branch, job.model_copy(update={"batch_size": 8}), 1)
+    assert altered.code == "job-changed" and altered.update is None
+    OwnerDecisions(config.ledger_url).decide(job, DENIED, "withdrawn after round 1",
+                                             Signer.load_or_create(config.branch_id, config.lineage_key_dir))
+    again = alliance.train(branch, job, 1)
+    assert again.code == "owner-denied" and again.update is None
