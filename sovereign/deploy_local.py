@@ -89,8 +89,8 @@ def deploy_local(out: Path, *, branches: int, rounds: int, seed: int, port: int,
     keep serving until interrupted. Returns the finished job."""
     from coordinator.settings import load_settings
     from node_agent.approvals import APPROVED, record_owner_decision
-    from sovereign.api_client import CoordinatorClient
-    from sovereign.job_cli import follow_job
+    from sovereign.cli.api_client import CoordinatorClient
+    from sovereign.cli.job import follow_job
 
     out = out.resolve()
     with console.status("setting up the dealerships' nodes"):

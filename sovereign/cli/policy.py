@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sovereign.console import err, fail
+from sovereign.cli.console import err, fail
 
 policy_app = typer.Typer(help="Check and explain a branch's data policy (YAML).", no_args_is_help=True)
 # A compliance table is read whole: give it room when the output is a file or a pipe.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from sovereign.console import console, fail
+from sovereign.cli.console import console, fail
 
 coordinator_app = typer.Typer(help="The coordinator service (REST API, OpenAPI at /docs) and its accounts and nodes.",
                               no_args_is_help=True)

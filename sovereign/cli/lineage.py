@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sovereign.console import err, fail
+from sovereign.cli.console import err, fail
 
 lineage_app = typer.Typer(help="Verify, query and export the tamper-evident lineage stores.", no_args_is_help=True)
 console = Console(width=160) if not Console().is_terminal else Console()

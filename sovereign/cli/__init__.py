@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
-from sovereign.console import console, fail
+from sovereign.cli.console import console, fail
 
 app = typer.Typer(
     help="Sovereign: privacy-preserving federated forecasting for dealer and branch networks.",
@@ -19,13 +19,13 @@ app = typer.Typer(
 
 
 def _register_areas() -> None:
-    from sovereign.lineage_cli import lineage_app
-    from sovereign.policy_cli import policy_app
-    from sovereign.node_cli import node_app
-    from sovereign.privacy_cli import privacy_app
-    from sovereign.experiment_cli import experiment_app
-    from sovereign.coordinator_cli import coordinator_app
-    from sovereign.job_cli import job_app
+    from sovereign.cli.lineage import lineage_app
+    from sovereign.cli.policy import policy_app
+    from sovereign.cli.node import node_app
+    from sovereign.cli.privacy import privacy_app
+    from sovereign.cli.experiment import experiment_app
+    from sovereign.cli.coordinator import coordinator_app
+    from sovereign.cli.job import job_app
 
     app.add_typer(node_app, name="node")
     app.add_typer(policy_app, name="policy")
@@ -97,17 +97,19 @@ def deploy_local(
     seed: int = typer.Option(7, help="Seed of the simulated dealerships."),
     once: bool = typer.Option(False, "--once", help="Stop everything after the job instead of serving until Ctrl-C."),
 ) -> None:
-    """The real topology on this machine: the coordinator service, a SuperLink with TLS and
-    SuperNode authentication, and one SuperNode per dealership running only the app bundle
-    signed by the alliance's publisher key and listed in its node.json. Head office submits
-    a joint forecast through the REST API, each branch's IT approves it from its node, and
-    the rounds run on the SuperNodes; then everything keeps serving until Ctrl-C."""
+    """The service path on this machine: coordinator service, TLS SuperLink, a SuperNode per dealership.
+
+    Every part is its own process on 127.0.0.1: the coordinator service, a SuperLink with TLS
+    and SuperNode authentication, and one SuperNode per dealership running only the app
+    bundle signed by the alliance's publisher key and listed in its node.json. Head office
+    submits a joint forecast through the REST API, each branch's IT approves it from its
+    node, and the rounds run on the SuperNodes; then everything keeps serving until Ctrl-C."""
     from node_agent.config import NodeConfigError
-    from sovereign.api_client import ClientError
+    from sovereign.cli.api_client import ClientError
     from sovereign.deploy_local import DeployLocalError, deploy_local as run
     from sovereign.deployment import DeploymentError
 
-    if not (Path(__file__).resolve().parents[1] / "pyproject.toml").exists():
+    if not (Path(__file__).resolve().parents[2] / "pyproject.toml").exists():
         fail("deploy-local needs a source checkout (the Flower app is built from its pyproject.toml)")
     try:
         job = run(out, branches=branches, rounds=rounds, seed=seed, port=port, once=once, console=console)
@@ -117,5 +119,3 @@ def deploy_local(
         raise typer.Exit(1)
 
 
-if __name__ == "__main__":
-    app()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from sovereign.console import console, fail
+from sovereign.cli.console import console, fail
 
 experiment_app = typer.Typer(help="Experiments on real multi-series panels (e.g. the Tourism competition).",
                              no_args_is_help=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sovereign.console import console, fail
+from sovereign.cli.console import console, fail
 
 node_app = typer.Typer(help="What branch IT runs on the node: check it, run its SuperNode, answer job requests, "
                             "watch its privacy budget, read its own forecast and report.",
@@ -164,7 +164,7 @@ TOKEN_HELP = "This node's branch_it token (or set SOVEREIGN_TOKEN)."
 
 
 def _client(url: str, token: str | None):
-    from sovereign.api_client import CoordinatorClient
+    from sovereign.cli.api_client import CoordinatorClient
 
     if not token:
         fail("--token: a branch_it token is needed to talk to the coordinator (or set SOVEREIGN_TOKEN)")
@@ -178,7 +178,7 @@ def _requested_spec(job_id: str, spec_file: Path | None, coordinator: str | None
     from common.validation import first_error
     from common.wire import JobSpec
     from common.yaml_files import YamlFileError, read_mapping
-    from sovereign.api_client import ClientError
+    from sovereign.cli.api_client import ClientError
 
     try:
         if spec_file is not None:
@@ -200,7 +200,7 @@ def _decide(decision: str, job_id: str, node_dir: Path, reason: str, spec_file: 
             token: str | None) -> None:
     from node_agent.admission import admission_refusal
     from node_agent.approvals import APPROVED, AlreadyDecided, record_owner_decision
-    from sovereign.api_client import ClientError
+    from sovereign.cli.api_client import ClientError
 
     config = _node_config(node_dir)
     spec = _requested_spec(job_id, spec_file, coordinator, token)
@@ -260,7 +260,7 @@ def jobs_cmd(
     from common.wire import JobSpec
     from node_agent.admission import admission_refusal
     from node_agent.approvals import OwnerDecisions
-    from sovereign.api_client import ClientError
+    from sovereign.cli.api_client import ClientError
 
     config = _node_config(node_dir)
     try:

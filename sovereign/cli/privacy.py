@@ -8,7 +8,7 @@ from typing import Callable
 
 import typer
 
-from sovereign.console import console, fail
+from sovereign.cli.console import console, fail
 
 privacy_app = typer.Typer(help="Plan differential privacy: epsilon of a schedule, noise for a target.", no_args_is_help=True)
 

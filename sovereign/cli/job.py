@@ -18,7 +18,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sovereign.console import console, fail
+from sovereign.cli.console import console, fail
 
 job_app = typer.Typer(help="Submit joint forecasts to the coordinator service and follow them.", no_args_is_help=True)
 
@@ -29,7 +29,7 @@ TOKEN_OPTION = typer.Option(None, "--token", envvar="SOVEREIGN_TOKEN", help="An 
 
 
 def _client(url: str, token: str | None):
-    from sovereign.api_client import CoordinatorClient
+    from sovereign.cli.api_client import CoordinatorClient
 
     if not token:
         fail("--token: an analyst's token is needed (or set SOVEREIGN_TOKEN)")
@@ -37,7 +37,7 @@ def _client(url: str, token: str | None):
 
 
 def _call(fn):
-    from sovereign.api_client import ClientError
+    from sovereign.cli.api_client import ClientError
 
     try:
         return fn()
@@ -119,7 +119,7 @@ def follow_job(client, job_id: str, every: float = 2.0) -> dict:
     rounds that moves as each round closes (with who took part). Returns the final job."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sovereign.api_client import ClientError
+    from sovereign.cli.api_client import ClientError
 
     job = _call(lambda: client.get(f"/jobs/{job_id}"))
     seen_steps = seen_rounds = 0
