@@ -46,7 +46,7 @@ class Federation:
         self.port = free_port()
         self.settings.write_text(
             f"var: {tmp / 'var'}\nport: {self.port}\nrunner:\n  kind: deployment\n  coordinator_dir: {self.coordinator.root}\n"
-            f"  round_timeout: 240\n  flower:\n    flwr_home: {connection.flwr_home}\n    federation: {connection.federation}\n"
+            f"  round_timeout: 240\n  node_wait: 5\n  flower:\n    flwr_home: {connection.flwr_home}\n    federation: {connection.federation}\n"
             f"    app: '{connection.app}'\n")
         self.tokens = register_with_service(self.settings, self.configs, self.coordinator)
         self.url = f"http://127.0.0.1:{self.port}"
