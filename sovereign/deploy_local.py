@@ -70,6 +70,16 @@ def accounts(store: CoordinatorStore, configs: list[NodeConfig], coordinator: Co
     return tokens
 
 
+def _check_port_free(port: int) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise DeployLocalError(f"--port {port}: something already listens on 127.0.0.1:{port}; pass another port") from None
+
+
 def wait_until_up(url: str, seconds: float = 60) -> None:
     import httpx
 
@@ -93,6 +103,7 @@ def deploy_local(out: Path, *, branches: int, rounds: int, seed: int, port: int,
     from sovereign.cli.job import follow_job
 
     out = out.resolve()
+    _check_port_free(port)
     with console.status("setting up the dealerships' nodes"):
         configs, coordinator = alliance(out, branches, seed)
     with LocalDeployment(out / "flower", port=free_port()) as dep:

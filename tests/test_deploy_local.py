@@ -31,3 +31,16 @@ def test_deploy_local_brings_up_the_service_and_the_supernodes_and_runs_a_job(tm
     assert trained == 3
     leftover = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", leftover.stdout  # no SuperLink, SuperNode or service left running
+
+
+def test_deploy_local_on_a_taken_port_says_so_and_starts_nothing(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "sovereign.cli", "deploy-local", "--out", str(tmp_path / "d"),
+                               "--port", str(port)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and f"--port {port}: something already listens" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr and not (tmp_path / "d").exists()
