@@ -20,8 +20,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from common.files import write_secret
-from coordinator.paths import CoordinatorPaths
 from common.wire import JobSpec, TrainReply, UpdatePayload, from_bytes, to_bytes
+from coordinator.paths import CoordinatorPaths
 
 
 class StoredPayload(BaseModel):
@@ -68,12 +68,8 @@ class CheckpointError(ValueError):
     """A checkpoint that belongs to another job or cannot be read; the message names the file."""
 
 
-def checkpoint_path(root: Path, job_id: str) -> Path:
-    return CoordinatorPaths(root).checkpoint(job_id)
-
-
 def save(root: Path, checkpoint: JobCheckpoint) -> Path:
-    path = checkpoint_path(root, checkpoint.job_id)
+    path = CoordinatorPaths(root).checkpoint(checkpoint.job_id)
     write_secret(path, checkpoint.model_dump_json().encode())
     return path
 
@@ -81,7 +77,7 @@ def save(root: Path, checkpoint: JobCheckpoint) -> Path:
 def load(root: Path, job: JobSpec) -> JobCheckpoint | None:
     """The job's checkpoint, or None if it has none. One for a job of the same id but another
     spec is refused: resuming it would mix two jobs."""
-    path = checkpoint_path(root, job.job_id)
+    path = CoordinatorPaths(root).checkpoint(job.job_id)
     if not path.exists():
         return None
     try:
@@ -96,7 +92,7 @@ def load(root: Path, job: JobSpec) -> JobCheckpoint | None:
 
 def closed_rounds(root: Path, job_id: str) -> list[dict]:
     """The round reports closed so far, for whoever watches the job (empty if none)."""
-    path = checkpoint_path(root, job_id)
+    path = CoordinatorPaths(root).checkpoint(job_id)
     try:
         return JobCheckpoint.model_validate_json(path.read_bytes()).rounds
     except (OSError, ValueError):

@@ -101,7 +101,7 @@ class JobService:
         self.store.record_round(job_id, RoundRecord.model_validate(
             {k: report.get(k) for k in RoundRecord.model_fields if report.get(k) is not None}))
 
-    def resume_running(self, runner: Runner, start: Callable[[str], None]) -> list[str]:
+    def resume_running(self, start: Callable[[str], None]) -> list[str]:
         """The jobs that were running when the service last stopped: `start(job_id)` each
         again (the round loop resumes after its last closed round). Returns their ids."""
         jobs = [j.job_id for j in self.store.jobs(state=JobState.RUNNING)]

@@ -156,10 +156,14 @@ class NodeAgent:
         """The update already sent for this very round and model, byte for byte: nothing is
         read or trained, no privacy is spent, and the coordinator learns nothing it was not sent."""
         self._record(EventKind.EMISSION, job, rnd, digest=reply.update.digest() if reply.update else None,
-                     details={"destination": "coordinator", "jurisdiction": self.config.coordinator_jurisdiction,
-                              "message": "train", "status": reply.status, "sent_again": True,
-                              "coordinator_head": head.model_dump() if head is not None else None})
+                     details={**self._emission_details("train", reply.status, head), "sent_again": True})
         return reply
+
+    def _emission_details(self, message: str, status: str, head: CoordinatorHead | None) -> dict:
+        """What every emission event says: where the reply went, what it answered, and the
+        coordinator's chain head it answered."""
+        return {"destination": "coordinator", "jurisdiction": self.config.coordinator_jurisdiction,
+                "message": message, "status": status, "coordinator_head": head.model_dump() if head is not None else None}
 
     def evaluate(self, instruction: TrainInstruction) -> EvaluateReply:
         """Held-out accuracy of the global model and of this branch's own local forecasts on
@@ -651,9 +655,7 @@ class NodeAgent:
         payload = reply.carried()
         body = reply.model_dump_json(exclude_none=True, exclude={"update", "metrics"})
         message = {EvaluateReply: "evaluate", ReleaseReply: "release"}.get(type(reply), "train")
-        details = {"destination": "coordinator", "jurisdiction": self.config.coordinator_jurisdiction,
-                   "message": message, "status": reply.status,
-                   "coordinator_head": head.model_dump() if head is not None else None}
+        details = self._emission_details(message, reply.status, head)
         if payload is not None:
             details |= {"scheme": payload.scheme, "bytes": payload.nbytes()}
         else:

@@ -37,18 +37,13 @@ class DeployLocalError(RuntimeError):
 def alliance(out: Path, branches: int, seed: int) -> tuple[list[NodeConfig], CoordinatorPaths]:
     """The node directories under `out/nodes` (made on first use from simulated dealers, with
     the key ceremony), and the coordinator's directory."""
-    from sovereign.federation import find_dealer_databases, register_lineage_keys, run_key_ceremony, setup_nodes
-    from sovereign.simulation.dealers import simulate_alliance
+    from sovereign.alliance import setup
 
-    coordinator = CoordinatorPaths(out / "coordinator")
     index = out / "nodes" / "index.json"
-    if index.exists():
-        return [load_node_config(out / "nodes" / b) for b in json.loads(index.read_text())["nodes"]], coordinator
-    simulate_alliance(branches, seed, out / "dealers")
-    configs = setup_nodes(find_dealer_databases(out / "dealers"), out / "nodes")
-    register_lineage_keys(configs, coordinator)
-    run_key_ceremony(configs, coordinator, JobSpec(job_id="keys"))
-    return configs, coordinator
+    if not index.exists():  # the embedded demo's set-up: dealers, node directories, lineage keys, key ceremony
+        setup(out, JobSpec(job_id="keys"), branches=branches, seed=seed, data=None, accept_non_private=False)
+    return ([load_node_config(out / "nodes" / b) for b in json.loads(index.read_text())["nodes"]],
+            CoordinatorPaths(out / "coordinator"))
 
 
 def accounts(store: CoordinatorStore, configs: list[NodeConfig], coordinator: CoordinatorPaths, tokens_file: Path) -> dict:
@@ -102,6 +97,8 @@ def deploy_local(out: Path, *, branches: int, rounds: int, seed: int, port: int,
     from sovereign.cli.api_client import CoordinatorClient
     from sovereign.cli.job import follow_job
 
+    if not (APP_DIR / "pyproject.toml").exists():
+        raise DeployLocalError("deploy-local needs a source checkout (the Flower app is built from its pyproject.toml)")
     out = out.resolve()
     _check_port_free(port)
     with console.status("setting up the dealerships' nodes"):

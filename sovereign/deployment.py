@@ -273,6 +273,17 @@ class AppRegistry:
             self._server = None
 
 
+def flower_env(flwr_home: Path | None = None) -> dict[str, str]:
+    """The environment every Flower process and command here runs in: no telemetry, no update
+    check, and no runtime dependency installation (Flower would install the app's
+    dependencies with uv, which pulls a multi-GB CUDA build of torch)."""
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
+           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    if flwr_home is not None:
+        env["FLWR_HOME"] = str(flwr_home)
+    return env
+
+
 def _bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
@@ -294,8 +305,7 @@ class LocalDeployment:
         self.registry = AppRegistry()
         self.publisher_key = self.directory / "keys" / "publisher"
         self.env = {
-            **os.environ, "FLWR_HOME": str(self.flwr_home), "FLWR_TELEMETRY_ENABLED": "0",
-            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1",
+            **flower_env(self.flwr_home),
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
 
@@ -344,9 +354,10 @@ class LocalDeployment:
 
         return FlowerConnection(flwr_home=self.flwr_home, federation=FEDERATION, app=app.app_spec)
 
-    def register(self, name: str) -> Path:
-        """Make a node key and register its public half with the SuperLink. Returns the private key."""
-        private = self.directory / "keys" / name
+    def register(self, name: str, private: Path | None = None) -> Path:
+        """Make a node key (at `private`, default keys/<name> of this deployment) and register
+        its public half with the SuperLink. Returns the private key."""
+        private = private or self.directory / "keys" / name
         public = make_node_key(private)
         self._flwr(["supernode", "register", str(public), FEDERATION], f"registering {name}")
         return private
@@ -380,8 +391,7 @@ class LocalDeployment:
         from node_agent.config import SuperNodeSettings
 
         config = load_node_config(node_dir)
-        private = config.node_dir / "keys" / "supernode"
-        self._flwr(["supernode", "register", str(make_node_key(private)), FEDERATION], f"registering {config.branch_id}")
+        self.register(config.branch_id, config.node_dir / "keys" / "supernode")
         ca = config.node_dir / "tls" / "ca.crt"
         ca.parent.mkdir(parents=True, exist_ok=True)
         ca.write_bytes(self.ca.read_bytes())

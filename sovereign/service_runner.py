@@ -102,16 +102,27 @@ class SimulationRunner:
 
 
 class RoundWatch:
-    """Reports each round the round loop closes (read off its checkpoint), once."""
+    """Reports each round the round loop closes (read off its checkpoint), once. The
+    checkpoint holds the model and the updates it sums, so it is parsed again only when it
+    was rewritten, not at every look."""
 
     def __init__(self, coordinator_dir: Path, job_id: str, on_round: RoundCallback | None) -> None:
         self.coordinator_dir, self.job_id, self.on_round, self.seen = coordinator_dir, job_id, on_round, 0
+        self.path = CoordinatorPaths(coordinator_dir).checkpoint(job_id)
+        self.written: int | None = None
 
     def check(self) -> None:
         from coordinator.checkpoints import closed_rounds
 
         if self.on_round is None:
             return
+        try:
+            written = self.path.stat().st_mtime_ns
+        except OSError:
+            return
+        if written == self.written:
+            return
+        self.written = written
         rounds = closed_rounds(self.coordinator_dir, self.job_id)
         for report in rounds[self.seen:]:
             self.on_round(report)
@@ -218,8 +229,9 @@ class DeploymentRunner:
         return run_id
 
     def _flwr(self, args: list[str], timeout: float = 60) -> dict:
-        env = {**os.environ, "FLWR_HOME": str(self.connection.flwr_home), "FLWR_TELEMETRY_ENABLED": "0",
-               "FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+        from sovereign.deployment import flower_env
+
+        env = flower_env(self.connection.flwr_home)
         done = subprocess.run([str(Path(sys.executable).with_name("flwr")), *args], capture_output=True, text=True,
                               env=env, timeout=timeout)
         try:

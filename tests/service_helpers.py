@@ -24,9 +24,10 @@ def cli(*args: str) -> str:
     return result.output
 
 
-def longest_histories(tmp: Path, small_alliance: Path, count: int, **node_settings) -> tuple[list[NodeConfig], CoordinatorPaths]:
+def longest_histories(tmp: Path, small_alliance: Path, count: int, *, approvals: str = "by_hand",
+                      **node_settings) -> tuple[list[NodeConfig], CoordinatorPaths]:
     """Node directories for the `count` dealerships with the longest histories (all can train),
-    by-hand approvals, a minimum of 2 contributors, and the key ceremony done."""
+    by-hand approvals unless told otherwise, a minimum of 2 contributors, and the key ceremony done."""
     profiles = sorted(json.loads((small_alliance / "alliance.json").read_text()), key=lambda p: p["history_start"])
     dealers = tmp / "dealers"
     dealers.mkdir()
@@ -34,7 +35,7 @@ def longest_histories(tmp: Path, small_alliance: Path, count: int, **node_settin
         shutil.copy(small_alliance / f"{p['branch_id']}.db", dealers)
     configs = []
     for c in setup_nodes(sorted(dealers.glob("*.db")), tmp / "nodes", min_contributors=2):
-        write_node_config(c.model_copy(update={"approvals": "by_hand", **node_settings}))
+        write_node_config(c.model_copy(update={"approvals": approvals, **node_settings}))
         configs.append(load_node_config(c.node_dir))
     coordinator = CoordinatorPaths(tmp / "coordinator")
     register_lineage_keys(configs, coordinator)

@@ -7,32 +7,22 @@ Real node agents, real CKKS and Opacus, through the ClientApp's handler (`tests.
 
 from __future__ import annotations
 
-import json
-import shutil
 
 import pytest
 
 from common.wire import JobSpec
 from coordinator import checkpoints
-from coordinator.rounds import CoordinatorPaths, run_job
+from coordinator.rounds import run_job
 from lineage import EventKind, LineageStore
 from node_agent.admission import AdmissionBook
 from node_agent.ledger import PrivacyLedger
-from sovereign.federation import register_lineage_keys, run_key_ceremony, setup_nodes
 from tests.loopback_grid import LoopbackGrid
+from tests.service_helpers import longest_histories
 
 
 @pytest.fixture()
 def alliance(tmp_path, small_alliance, monkeypatch):
-    profiles = sorted(json.loads((small_alliance / "alliance.json").read_text()), key=lambda p: p["history_start"])
-    dealers = tmp_path / "dealers"
-    dealers.mkdir()
-    for p in profiles[:3]:
-        shutil.copy(small_alliance / f"{p['branch_id']}.db", dealers)
-    configs = setup_nodes(sorted(dealers.glob("*.db")), tmp_path / "nodes", min_contributors=2)
-    paths = CoordinatorPaths(tmp_path / "coordinator")
-    register_lineage_keys(configs, paths)
-    run_key_ceremony(configs, paths, JobSpec(job_id="keys"))
+    configs, paths = longest_histories(tmp_path, small_alliance, 3, approvals="standing")
     monkeypatch.setenv("SOVEREIGN_NODES_ROOT", str(tmp_path / "nodes"))  # what a simulation run before may have left set
     return configs, paths, LoopbackGrid(tmp_path / "nodes")
 

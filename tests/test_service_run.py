@@ -8,8 +8,6 @@ nothing, and its denial is in both lineages.
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 
 import pytest
@@ -18,32 +16,17 @@ from fastapi.testclient import TestClient
 from common.wire import JobSpec
 from coordinator.api.app import create_account, create_app
 from coordinator.resources import NodeRecord, Role
-from coordinator.rounds import CoordinatorPaths
 from coordinator.settings import CoordinatorSettings
 from lineage import EventKind, LineageStore, Signer
 from lineage.signing import public_pem
 from node_agent.approvals import OwnerDecisions
-from node_agent.config import load_node_config, write_node_config
-from sovereign.federation import register_lineage_keys, run_key_ceremony, setup_nodes
 from sovereign.service_runner import SimulationRunner
+from tests.service_helpers import longest_histories
 
 
 @pytest.fixture()
 def alliance(tmp_path, small_alliance):
-    profiles = sorted(json.loads((small_alliance / "alliance.json").read_text()), key=lambda p: p["history_start"])
-    dealers = tmp_path / "dealers"
-    dealers.mkdir()
-    for p in profiles[:3]:  # the three longest histories: all of them could train
-        shutil.copy(small_alliance / f"{p['branch_id']}.db", dealers)
-    configs = []
-    for c in setup_nodes(sorted(dealers.glob("*.db")), tmp_path / "nodes", min_contributors=2):
-        c = c.model_copy(update={"approvals": "by_hand"})
-        write_node_config(c)
-        configs.append(load_node_config(c.node_dir))
-    coordinator = CoordinatorPaths(tmp_path / "coordinator")
-    register_lineage_keys(configs, coordinator)
-    run_key_ceremony(configs, coordinator, JobSpec(job_id="keys"))
-    return configs, coordinator
+    return longest_histories(tmp_path, small_alliance, 3)  # all three could train; each approves by hand
 
 
 def test_two_approve_one_denies_and_the_service_runs_the_job_on_the_two(tmp_path, alliance):

@@ -152,7 +152,7 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if app.state.runner is not None:  # jobs that ran when the service stopped go on where they were
-            app.state.jobs.resume_running(app.state.runner, run_in_background)
+            app.state.jobs.resume_running(run_in_background)
         yield
         app.state.store.close()
         app.state.lineage.close()

@@ -8,6 +8,7 @@ scope: branch IT sees only its node, a regional analyst only its region.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 
 from fastapi import Depends, HTTPException, Request, status
@@ -82,8 +83,6 @@ def job_view(account: Account, job: JobRecord, regions: dict[str, str | None]) -
 def _redact(reason: str, node_ids: list[str]) -> str:
     """A step's reason without the ids of nodes the reader may not see (longest first, so
     no id is left half-replaced inside a longer one)."""
-    import re
-
     for node_id in sorted(node_ids, key=len, reverse=True):
         reason = re.sub(rf"(?<![A-Za-z0-9_.-]){re.escape(node_id)}(?![A-Za-z0-9_.-])", "another node", reason)
     return reason

@@ -109,8 +109,6 @@ def deploy_local(
     from sovereign.deploy_local import DeployLocalError, deploy_local as run
     from sovereign.deployment import DeploymentError
 
-    if not (Path(__file__).resolve().parents[2] / "pyproject.toml").exists():
-        fail("deploy-local needs a source checkout (the Flower app is built from its pyproject.toml)")
     try:
         job = run(out, branches=branches, rounds=rounds, seed=seed, port=port, once=once, console=console)
     except (DeploymentError, DeployLocalError, NodeConfigError, ClientError) as exc:

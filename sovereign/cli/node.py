@@ -410,7 +410,8 @@ def run_cmd(node_dir: Path = typer.Option(..., help="The node's directory (node.
         fail(str(exc))
     console.print(f"{config.branch_id}: SuperNode to {config.supernode.superlink} (TLS, node key "
                   f"{config.supernode.auth_key}), trusted publishers {config.supernode.trusted_entities}")
-    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
-           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    from sovereign.deployment import flower_env
+
+    env = flower_env()
     env.setdefault("FLWR_HOME", str((config.node_dir / "flwr").resolve()))
     os.execve(command[0], command, env)  # the SuperNode takes this process over: signals reach it directly
