@@ -429,3 +429,19 @@ def test_an_update_is_sent_again_only_while_the_job_still_stands_here(alliance):
                                              Signer.load_or_create(config.branch_id, config.lineage_key_dir))
     again = alliance.train(branch, job, 1)
     assert again.code == "owner-denied" and again.update is None
+
+
+def test_a_study_split_into_small_jobs_cannot_pass_the_nodes_monthly_epsilon(alliance):
+    """A coordinator that splits one study into many small jobs, each under the per-job cap,
+    meets the node's standing ε-per-month rule: the job past it is refused before any read."""
+    from node_agent.config import write_node_config
+
+    branch = next(iter(alliance.configs))
+    config = alliance.configs[branch]
+    write_node_config(config.model_copy(update={"limits": config.limits.model_copy(update={"max_epsilon_per_month": 5.0})}))
+    first = alliance.train(branch, small_job(job_id="slice-1", dp=DPSettings(target_epsilon=3.0)), 1)
+    second = alliance.train(branch, small_job(job_id="slice-2", dp=DPSettings(target_epsilon=3.0)), 1)
+    assert first.status == "ok" and second.code == "privacy-budget" and second.update is None
+    assert "max_epsilon_per_month" in alliance.refusals(branch, "privacy-budget")[0].details["reason"]
+    agent = alliance.agent(branch)
+    assert not agent.lineage.events(job_id="slice-2", kind=EventKind.DATA_READ)
