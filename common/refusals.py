@@ -14,6 +14,8 @@ REASONS: dict[str, str] = {
     "privacy-budget": "not enough privacy budget left for this job",
     "privacy-plan": "the job's privacy settings cannot be met here",
     "dp-required": "this node takes only differentially private jobs",
+    "customer-dp-required": "this node takes only jobs with customer-level privacy",
+    "customer-dp-unavailable": "this node is not set up for customer-level privacy",
     "encryption-required": "this node takes only encrypted jobs and models",
     "purpose": "this node does not accept the job's purpose",
     "recipient": "this node does not accept the job's recipient role",

@@ -74,6 +74,26 @@ MONTH_PATTERN = r"^20[0-9]{2}-(0[1-9]|1[0-2])$"
 CALENDAR_MONTHS = 120  # months a job's campaign or shortage calendar may list
 
 
+class CustomerDPRequest(BaseModel):
+    """Customer-level DP asked of every node (`common.customer_privacy`): the ε per year of sales
+    this job's release may cost, over the months first_month..last_month. The window is public
+    and never depends on the data; each node holds the request to its own contribution bound,
+    δ and yearly budget, and starts the window no earlier than its own opening month."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epsilon: float = Field(default=1.0, gt=0, le=20, description="customer ε per year of sales this job's release costs")
+    first_month: str = Field(default="2020-01", pattern=MONTH_PATTERN, description="the first month released (YYYY-MM)")
+    last_month: str | None = Field(default=None, pattern=MONTH_PATTERN,
+                                   description="the last month released (YYYY-MM); none: the month before the node's current one")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CustomerDPRequest:
+        if self.last_month is not None and self.last_month < self.first_month:
+            raise ValueError(f"last_month {self.last_month} is before first_month {self.first_month}")
+        return self
+
+
 class Launch(BaseModel):
     """One model line reaching one region (or, without a region, every region at once): a
     date from the manufacturer's public launch calendar."""
@@ -107,6 +127,8 @@ class JobSpec(BaseModel):
     learning_rate: float = Field(default=1.0, gt=0, le=10)
     seed: int = 7
     dp: DPSettings = DPSettings()
+    customer_dp: CustomerDPRequest | None = Field(
+        default=None, description="customer-level DP over everything the nodes release (nodes that require it refuse jobs without)")
     node_dp: NodeDPSettings = NodeDPSettings()
     he: HESettings = HESettings()
     bounds: UpdateBounds = UpdateBounds()

@@ -28,6 +28,8 @@ class EventKind(str, Enum):
     BUDGET_CHANGE = "budget_change"      # a privacy budget was set, spent or changed
     JOB_STATE = "job_state"              # a job moved (draft, requested, running, completed, failed, stopped), and why
     JOB_DECISION = "job_decision"        # a node's signed approval or denial of a job, as the coordinator received it
+    CONTRIBUTION_BOUNDING = "contribution_bounding"  # sales of one customer past the yearly cap, dropped from releases
+    CUSTOMER_RELEASE = "customer_release"  # a customer-level DP release of the monthly counts: months, noise, ε per year
 
 
 def _now() -> datetime:

@@ -92,6 +92,16 @@ def admission_refusal(job: JobSpec, config: NodeConfig, key_shape: tuple[int, in
     if job.dp.enabled and job.dp.target_epsilon > limits.max_epsilon:
         return Refusal("job-limits", f"the job plans ε = {job.dp.target_epsilon:g}; node.json limits.max_epsilon "
                                               f"is {limits.max_epsilon:g}")
+    customers = config.customer_privacy
+    if customers is not None and job.customer_dp is None:
+        return Refusal("customer-dp-required", "the job asks for no customer-level privacy; node.json customer_privacy "
+                                               "requires it of every job")
+    if customers is None and job.customer_dp is not None:
+        return Refusal("customer-dp-unavailable", "the job asks for customer-level privacy; node.json has no "
+                                                  "customer_privacy section to give it with")
+    if customers is not None and job.customer_dp.epsilon > customers.epsilon_per_year:
+        return Refusal("job-limits", f"the job asks for customer ε = {job.customer_dp.epsilon:g} per year; node.json "
+                                     f"customer_privacy.epsilon_per_year is {customers.epsilon_per_year:g}")
     if job.bounds.max_weight > limits.max_weight:
         return Refusal("job-limits", f"the job lets one update weigh {job.bounds.max_weight}; node.json "
                                               f"limits.max_weight is {limits.max_weight}")

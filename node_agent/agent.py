@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from functools import cached_property
 
@@ -21,6 +22,7 @@ from common import evaluation
 from common.evaluation import ARMS, METRICS, metric_vector
 from common.he import EncryptedVector, context_shape, decrypt_checked, encrypt_vector, load_context, sum_encrypted
 from common.metrics import score
+from common.customer_privacy import month_index, month_start, release_noise_multiplier, window_years
 from common.privacy import PrivacyPlanError, epsilon, epsilon_spent, group_privacy, windows_per_month
 from common.calendar import month_number
 from common.model import REGION_SLOTS, BranchContext, branch_context, forecast, get_flat_weights, job_model, make_windows, set_flat_weights
@@ -49,7 +51,17 @@ from node_agent.admission import AdmissionBook, Refusal, admission_refusal
 from node_agent.approvals import OwnerDecisions
 from node_agent.config import NodeConfig
 from node_agent.contract import ContractViolation
-from node_agent.data import BranchDataset, HoldoutSplit, holdout_split, job_request, read_branch_dataset
+from node_agent.customer_ledger import CustomerLedger
+from node_agent.data import (
+    BranchDataset,
+    CustomerBounding,
+    HoldoutSplit,
+    MonthlySeries,
+    holdout_split,
+    job_request,
+    read_branch_dataset,
+)
+from node_agent.release import make_release
 from node_agent.egress import EgressBlocked, check_reply
 from node_agent.report import write_branch_report
 from node_agent.ledger import Budget, BudgetRefusal, JobSpend, PrivacyLedger, monthly_refusal, round_allowed, standing
@@ -85,6 +97,18 @@ REFUSAL_CODES = {ContractViolation: "data-contract", JobRefusal: "policy", Priva
 REFUSALS = (Refusal, *REFUSAL_CODES)
 
 
+@dataclass(frozen=True)
+class Assessment:
+    """One series' held-out figures: forecasts and scores per arm, intervals, months ahead."""
+
+    split: HoldoutSplit
+    forecasts: dict
+    scores: dict
+    chosen: str
+    held_out: outlook.BranchForecast
+    ahead: outlook.BranchForecast
+
+
 def refusal_code(exc: Exception) -> str:
     return exc.code if isinstance(exc, Refusal) else REFUSAL_CODES.get(type(exc), "node-config")
 
@@ -108,6 +132,7 @@ class NodeAgent:
         self.ledger = PrivacyLedger(config.ledger_url)
         self.book = AdmissionBook(config.ledger_url)
         self.owner = OwnerDecisions(config.ledger_url)
+        self.customers = CustomerLedger(config.ledger_url)
 
     # ----------------------------------------------------------------- public actions
     def train(self, instruction: TrainInstruction) -> TrainReply:
@@ -119,15 +144,16 @@ class NodeAgent:
                 return self._send_again(from_bytes(earlier, TrainReply), job, rnd, head)
             self.book.take_round(job.job_id, rnd)
             data = self._read(job, rnd)
-            train_units = self._split(data, job)[0]
-            x, y, _ = make_windows(train_units, month_number(data.series.start), self._context(job), lags=job.lags,
+            released = self._released(job, data, rnd)
+            train_units = self._split(released, job)[0]
+            x, y, _ = make_windows(train_units, month_number(released.start), self._context(job), lags=job.lags,
                                    horizon=job.horizon)
             if len(x) < MIN_TRAIN_WINDOWS:
                 raise Refusal("too-little-history", f"{len(train_units)} training months give no {job.horizon}-month window")
             model = self._global_model(instruction, job)
             start = get_flat_weights(model)
             result, spend = self._train(model, x, y, job, rnd)
-            customer = self._customer_privacy(job, len(x), spend.epsilon if spend else None)
+            customer = self._window_group_privacy(job, len(x), spend.epsilon if spend else None)
             self._record(
                 EventKind.TRAINING, job, rnd,
                 details={
@@ -143,8 +169,10 @@ class NodeAgent:
                 weights, n = node_level_update(start, result.weights, job.node_dp), 1
             else:  # the weight is bounded by the job, so one large branch cannot dominate the sum
                 weights, n = result.weights, min(len(x), job.bounds.max_weight)
+            # quarantine counts are read off the raw rows: under customer-level privacy they stay in lineage
+            quarantined = data.quarantined if data.bounded is None else {}
             reply = TrainReply(status="ok", branch_id=self.config.branch_id, update=self._encode(job, weights, n=n),
-                               quarantined=data.quarantined)
+                               quarantined=quarantined)
         except REFUSALS as exc:
             return self.refused(TrainReply, job, rnd, refusal_code(exc), str(exc), head)
         sent = self._egress(reply, job, rnd, head)
@@ -178,34 +206,47 @@ class NodeAgent:
             model = self._global_model(instruction, job)  # checked before any data is read
             self.book.take(job.job_id, "evaluations", self.config.limits.max_evaluations)
             data = self._read(job, rnd)
-            self._split(data, job)
+            released = self._released(job, data, rnd)
+            self._split(data.series, job)
             release_own = self.policy().release_branch_metrics
-            split = holdout_split(data.series, job.holdout, job.horizon)
-            statistical, chosen = baselines.statistical_forecasts(split)
             context = self._context(job)
-            forecasts = {
-                "federated": forecast(model, split.history, split.target, context)[: len(split.actual)],
-                "local": baselines.local_forecast(split, job, context),
-                **statistical,
-            }
-            forecasts["local_dp"] = baselines.local_dp_forecast(split, job, context) if job.dp.enabled else forecasts["local"]
-            scores = {arm: score(split.actual, forecasts[arm], split.history) for arm in ARMS}
+            mine = self._assess(model, data.series, job, context)  # the branch's own figures: they stay here
+            shared = mine if released is data.series else self._assess(model, released, job, context)
+            split = mine.split
             groups = evaluation.branch_groups(len(split.history), split.target, len(split.actual), context.launches)
-            held_out = outlook.held_out_intervals(model, split, job.horizon, context)
-            ahead = outlook.months_ahead(model, data.series, job.horizon, context)
             digest = hashlib.sha256(np.round(get_flat_weights(model), 6).tobytes()).hexdigest()
-            write_branch_report(self.config, job, split, forecasts, scores, model_digest=digest, local_choice=chosen,
-                                intervals=held_out, outlook=ahead)
+            write_branch_report(self.config, job, split, mine.forecasts, mine.scores, model_digest=digest,
+                                local_choice=mine.chosen, intervals=mine.held_out, outlook=mine.ahead)
             payload = self._payload(job, metric_vector(
-                scores, **groups, coverage=held_out.coverage(split.actual), outlook=(ahead.point, ahead.variance),
+                shared.scores, **groups, coverage=shared.held_out.coverage(shared.split.actual),
+                outlook=(shared.ahead.point, shared.ahead.variance),
                 region_slot=context.region if context.region < REGION_SLOTS else None))
         except REFUSALS as exc:
             return self.refused(EvaluateReply, job, rnd, refusal_code(exc), str(exc), head)
-        self._record(EventKind.EVALUATION, job, rnd, details={"scores": scores, **groups, "model_digest": digest,
-                                                               "history_months": len(split.history)})
+        released_scores = {"released_scores": shared.scores} if shared is not mine else {}
+        self._record(EventKind.EVALUATION, job, rnd, details={"scores": mine.scores, **released_scores, **groups,
+                                                               "model_digest": digest, "history_months": len(split.history)})
+        scores = shared.scores
         own = {arm: {m: round(float(scores[arm][m]), 3) for m in METRICS} for arm in ARMS} if release_own else None
         reply = EvaluateReply(status="ok", branch_id=self.config.branch_id, metrics=payload, branch_scores=own)
         return self._egress(reply, job, rnd, head, branch_scores_allowed=release_own)
+
+    def _assess(self, model, series: MonthlySeries, job: JobSpec, context: BranchContext) -> Assessment:
+        """The global model and the branch's own methods on the last `holdout` months of `series`."""
+        split = holdout_split(series, job.holdout, job.horizon)
+        statistical, chosen = baselines.statistical_forecasts(split)
+        forecasts = {
+            "federated": forecast(model, split.history, split.target, context)[: len(split.actual)],
+            "local": baselines.local_forecast(split, job, context),
+            **statistical,
+        }
+        forecasts["local_dp"] = baselines.local_dp_forecast(split, job, context) if job.dp.enabled else forecasts["local"]
+        return Assessment(
+            split=split, forecasts=forecasts, chosen=chosen,
+            scores={arm: score(split.actual, forecasts[arm], split.history) for arm in ARMS},
+            held_out=outlook.held_out_intervals(model, split, job.horizon, context),
+            ahead=outlook.months_ahead(model, series, job.horizon, context),
+        )
 
     def release(self, instruction: ReleaseInstruction) -> ReleaseReply:
         """Two stages over one contributor set per job. Commit: check every contribution
@@ -240,8 +281,8 @@ class NodeAgent:
 
         For simulator-side experiments (the pooled upper bound), never for the coordinator.
         """
-        data = self._read(job, None)
-        self._split(data, job)
+        data = self._read(job, None, release=False)
+        self._split(data.series, job)
         return holdout_split(data.series, job.holdout, job.horizon)
 
     def refused(self, reply_type: type[NodeReply], job: JobSpec | None, rnd: int | None, code: str, detail: str,
@@ -291,13 +332,20 @@ class NodeAgent:
         return changes[-1].policy_hash if changes else None
 
     # ----------------------------------------------------------------- steps
-    def _read(self, job: JobSpec, rnd: int) -> BranchDataset:
+    def _read(self, job: JobSpec, rnd: int | None, *, release: bool = True) -> BranchDataset:
+        """Read the branch's sales for `job` under its policy. On a node with customer-level
+        privacy the job's release is first charged to the yearly budget (before anything is
+        read), unless `release` is False (a simulator-side experiment that releases nothing)."""
+        customers = self._customer_window(job)
+        if customers is not None and release:
+            self._charge_customers(job, customers, rnd)
         policy = self.policy()
         table = self.config.dataset
-        request = job_request(job, table, destination=self.config.coordinator_jurisdiction)
+        request = job_request(job, table, destination=self.config.coordinator_jurisdiction,
+                              customer_column=customers.column if customers else None)
         data = read_branch_dataset(
             self.config.db_url, policy, request, key=self._policy_key, target=job.target,
-            today=self.today, table=table, max_price=self.config.max_sale_price,
+            today=self.today, table=table, max_price=self.config.max_sale_price, customers=customers,
         )
         self._record(
             EventKind.POLICY_DECISION, job, rnd, fields=request.fields,
@@ -329,10 +377,78 @@ class NodeAgent:
                 EventKind.QUARANTINE, job, rnd, row_count=sum(data.quarantined.values()),
                 details={"reasons": data.quarantined},
             )
+        if data.bounding is not None:
+            self._record(EventKind.CONTRIBUTION_BOUNDING, job, rnd, fields=request.fields,
+                         row_count=data.bounding.sales_dropped,
+                         details={**data.bounding.details(), **customers.bound.model_dump()})
         return data
 
-    def _split(self, data: BranchDataset, job: JobSpec) -> tuple[np.ndarray, np.ndarray]:
-        units = data.series.units
+    # ----------------------------------------------------------------- customer-level privacy
+    def _customer_window(self, job: JobSpec) -> CustomerBounding | None:
+        """The public months a customer-level release covers: the job's window, starting no
+        earlier than this branch opened, ending before the node's current month. None on a
+        node without customer-level privacy (admission has made sure the job asks for none)."""
+        settings = self.config.customer_privacy
+        if settings is None or job.customer_dp is None:
+            return None
+        today = self.today or date.today()
+        current = month_index(today)
+        asked = job.customer_dp
+        last = month_index(asked.last_month) if asked.last_month else current - 1
+        if last >= current:
+            raise Refusal("privacy-plan", f"the job's window ends {asked.last_month}, a month not yet over here "
+                                          f"(today is {today:%Y-%m-%d}); a release counts only whole months")
+        declared = settings.first_month or self.config.opened
+        first = max(month_index(asked.first_month), month_index(declared) if declared else 0)
+        if last - first + 1 <= job.holdout + 1:
+            raise Refusal("too-little-history", f"the job's window gives this branch {max(last - first + 1, 0)} months, "
+                                                f"the job holds out {job.holdout}")
+        return CustomerBounding(column=settings.customer_column, first=month_start(first), last=month_start(last),
+                                bound=settings.bound)
+
+    def _charge_customers(self, job: JobSpec, window: CustomerBounding, rnd: int | None) -> None:
+        """Charge the job's release to every year it touches, once per job, within the yearly budget."""
+        settings, dataset = self.config.customer_privacy, self.config.dataset
+        if self.customers.job_charge(dataset, job.job_id) is not None:
+            return
+        z = release_noise_multiplier(job.customer_dp.epsilon, settings.delta)
+        years = window_years(window.first, window.last)
+        try:
+            self.customers.reserve(dataset, job.job_id, years, z, budget=settings.epsilon_per_year, delta=settings.delta)
+        except BudgetRefusal as exc:
+            raise Refusal("privacy-budget", str(exc)) from None
+        standing = self.customers.standing(dataset, settings.delta)
+        self._record(EventKind.BUDGET_CHANGE, job, rnd, details={
+            "dataset": dataset, "scope": "customer", "change": "reserved", "years": years, "noise_multiplier": z,
+            "job_epsilon_per_year": job.customer_dp.epsilon, "delta": settings.delta,
+            "budget_epsilon_per_year": settings.epsilon_per_year,
+            "spent_per_year": {str(y): round(standing[y], 4) for y in years}})
+
+    def _released(self, job: JobSpec, data: BranchDataset, rnd: int | None) -> MonthlySeries:
+        """The series anything that leaves the node is computed from: the job's customer-level
+        release (made at its first read, then reused), or the branch's series on a node without."""
+        if data.bounded is None:
+            return data.series
+        settings, dataset = self.config.customer_privacy, self.config.dataset
+        release = self.customers.release(dataset, job.job_id)
+        if release is None:
+            z, years = self.customers.job_charge(dataset, job.job_id)
+            release = self.customers.keep(dataset, make_release(
+                job.job_id, data.series.start, data.bounded, noise_multiplier=z, epsilon=job.customer_dp.epsilon,
+                delta=settings.delta, bound=settings.bound))
+            self._record(EventKind.CUSTOMER_RELEASE, job, rnd, digest=release.digest(), details={
+                "first_month": release.first_month, "months": len(release.values), "years": years,
+                "noise_multiplier": z, "sigma": release.sigma, "epsilon_per_year": release.epsilon_per_year,
+                "delta": release.delta, "every_year_epsilon": round(release.every_year_epsilon(), 4),
+                "sensitivity": settings.bound.l2_sensitivity, "mechanism": "discrete Gaussian (OpenDP)",
+                "accountant": "RDP (Opacus)"})
+        if release.first != data.series.start or len(release.values) != len(data.series.units):
+            raise Refusal("privacy-plan", f"the job's release covers {release.first_month} + {len(release.values)} months; "
+                                          f"this read covers {data.series.start:%Y-%m} + {len(data.series.units)}")
+        return MonthlySeries(start=release.first, units=release.units())
+
+    def _split(self, series: MonthlySeries, job: JobSpec) -> tuple[np.ndarray, np.ndarray]:
+        units = series.units
         if len(units) <= job.holdout + 1:
             raise Refusal("too-little-history", f"{len(units)} months, the job holds out {job.holdout}")
         return units[: -job.holdout], units[-job.holdout :]
@@ -571,7 +687,7 @@ class NodeAgent:
         return result, spend
 
     @staticmethod
-    def _customer_privacy(job: JobSpec, windows: int, window_epsilon: float | None) -> dict:
+    def _window_group_privacy(job: JobSpec, windows: int, window_epsilon: float | None) -> dict:
         """What the window-level epsilon means for one customer: their sale moves one month's
         total, which sits in up to lags + horizon training windows (group privacy over them).
         Kept in the node's lineage; the coordinator works out the job-level bound itself."""

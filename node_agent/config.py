@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from common.customer_privacy import ContributionBound
 from node_agent.ledger import Budget
 
 
@@ -59,6 +60,25 @@ class SuperNodeSettings(BaseModel):
                               description="the port on 127.0.0.1 where the SuperNode serves its ClientApp processes")
 
 
+class CustomerPrivacy(BaseModel):
+    """Customer-level DP for everything this node releases (`common.customer_privacy`): the
+    column that identifies a customer (read only as the policy's keyed hash, never sent), how
+    much of one customer is counted, and the yearly budget every job's release is charged to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    customer_column: str = Field(default="customer_id", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                                 description="the sales column naming the customer (the DMS customer number)")
+    epsilon_per_year: float = Field(default=1.0, gt=0, le=20,
+                                    description="the most customer ε all jobs' releases may spend on any one year of sales")
+    delta: float = Field(default=1e-6, gt=0, le=1e-4, description="the δ every customer-level ε here is stated at")
+    bound: ContributionBound = ContributionBound()
+    first_month: str | None = Field(
+        default=None, pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$",
+        description="the first month the branch database holds complete sales (YYYY-MM, declared by branch IT): no "
+                    "release starts earlier, so a release's months never depend on the data (default: the opening month)")
+
+
 class NodeConfig(BaseModel):
     """The node's own truth. What a job claims (purpose, destination, recipient) is only a
     request: these settings decide."""
@@ -99,6 +119,8 @@ class NodeConfig(BaseModel):
         description="Flower apps this node runs under the deployment engine; empty refuses every deployed app",
     )
     supernode: SuperNodeSettings | None = Field(default=None, description="how `sovereign node run` starts the SuperNode")
+    customer_privacy: CustomerPrivacy | None = Field(
+        default=None, description="customer-level DP: when set, every job must ask for it and is held to its yearly budget")
 
     @property
     def lineage_url(self) -> str:

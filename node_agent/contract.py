@@ -63,17 +63,22 @@ class ValidSale:
     sale_id: str  # for ordering only; may be a keyed hash
     sale_date: date  # the first of the month when the policy generalised dates to the month
     vin: str  # or its keyed hash: equal VINs give equal hashes
+    customer: str | None = None  # the customer's keyed hash, when the node bounds contributions per customer
 
 
-def _id_order(sale_id: str) -> tuple[int, int | str]:
+def id_order(sale_id: str) -> tuple[int, int | str]:
     """Numeric ids in number order, hashed ids after them in text order."""
     return (0, int(sale_id)) if sale_id.isdigit() else (1, sale_id)
 
 
-def unusable_treatment(column: str, spec: TreatmentSpec) -> str | None:
+def unusable_treatment(column: str, spec: TreatmentSpec, *, customer_column: str | None = None) -> str | None:
     """Why the contract cannot work with `column` treated as `spec`, or None when it can."""
     if spec.kind == "allow":
         return None
+    if column == customer_column:
+        return None if spec.kind == "hash" else (
+            f"customer-level privacy needs the customer or its keyed hash, to bound what one customer counts; "
+            f"'{spec.describe()}' leaves too little")
     if column == "sale_date" and spec.kind == "generalise" and spec.to == "month":
         return None
     if column in ("vin", "sale_id") and spec.kind == "hash":
@@ -149,11 +154,15 @@ def check_columns(table: str, present: list[str]) -> None:
         )
 
 
-def validate_sales(rows: list[dict], today: date, *, max_price: float = MAX_SALE_PRICE) -> tuple[list[ValidSale], Counter[str]]:
+def validate_sales(rows: list[dict], today: date, *, max_price: float = MAX_SALE_PRICE,
+                   customer_column: str | None = None) -> tuple[list[ValidSale], Counter[str]]:
     """Split rows into valid sales and quarantine counts per reason.
 
     A row with two bad prices counts once, under the first reason in `QUARANTINE_REASONS`.
-    Duplicate VINs keep the earliest sale (by date, then id) and quarantine the rest.
+    Duplicate VINs keep the earliest sale (by date, then id) and quarantine the rest. With a
+    `customer_column`, a duplicate is the same VIN for the same customer: whether one
+    customer's sale counts then never depends on another customer's rows, which is what
+    bounds what removing one customer can change.
     """
     quarantined: Counter[str] = Counter()
     candidates: list[ValidSale] = []
@@ -173,14 +182,15 @@ def validate_sales(rows: list[dict], today: date, *, max_price: float = MAX_SALE
         if problems:
             quarantined[min(problems, key=QUARANTINE_REASONS.index)] += 1
             continue
-        candidates.append(ValidSale(str(row["sale_id"]), sold, str(row["vin"]).strip().upper()))
-    candidates.sort(key=lambda s: (s.sale_date, _id_order(s.sale_id)))
-    seen: set[str] = set()
+        customer = str(row[customer_column]) if customer_column else None
+        candidates.append(ValidSale(str(row["sale_id"]), sold, str(row["vin"]).strip().upper(), customer))
+    candidates.sort(key=lambda s: (s.sale_date, id_order(s.sale_id)))
+    seen: set[tuple[str | None, str]] = set()
     valid = []
     for sale in candidates:
-        if sale.vin in seen:
+        if (sale.customer, sale.vin) in seen:
             quarantined[DUPLICATE_VIN] += 1
             continue
-        seen.add(sale.vin)
+        seen.add((sale.customer, sale.vin))
         valid.append(sale)
     return valid, quarantined

@@ -19,7 +19,9 @@ from sqlalchemy import MetaData, Table, create_engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from common.calendar import month_number
+from common.customer_privacy import ContributionBound
 from common.wire import JobSpec
+from node_agent.bounding import BoundedSale, BoundingReport, bound_contributions
 from node_agent.contract import (
     MAX_SALE_PRICE,
     MISSING_VALUE,
@@ -28,6 +30,7 @@ from node_agent.contract import (
     UNTREATABLE_VALUE,
     ContractViolation,
     check_columns,
+    id_order,
     unusable_treatment,
     validate_sales,
 )
@@ -71,6 +74,19 @@ class BranchDataset:
     content_hash: str
     quarantined: dict[str, int] = field(default_factory=dict)
     decisions: list[FieldDecision] = field(default_factory=list)
+    bounded: np.ndarray | None = None  # per month of `series`, at most the bound's sales of one customer counted
+    bounding: BoundingReport | None = None
+
+
+@dataclass(frozen=True)
+class CustomerBounding:
+    """What a node with customer-level privacy asks of a read: the customer column, the public
+    months to count over, and the contribution bound."""
+
+    column: str
+    first: date
+    last: date
+    bound: ContributionBound
 
 
 def month_label(start: date, offset: int) -> str:
@@ -99,20 +115,25 @@ def content_hash(rows: list[dict], fields: list[str]) -> str:
     return h.hexdigest()
 
 
-def fields_needed(target: str, table: str = "sales") -> list[str]:
-    """`table.column` names a target needs: what a job asks of every node's policy."""
-    return [f"{table}.{c}" for c in FIELDS_FOR_TARGET[target]]
+def fields_needed(target: str, table: str = "sales", *, customer_column: str | None = None) -> list[str]:
+    """`table.column` names a target needs: what a job asks of every node's policy (and, on a
+    node that bounds contributions per customer, the customer column)."""
+    columns = [*FIELDS_FOR_TARGET[target], *([customer_column] if customer_column else [])]
+    return [f"{table}.{c}" for c in columns]
 
 
-def job_request(job: JobSpec, table: str = "sales", *, destination: str | None = None) -> JobRequest:
+def job_request(job: JobSpec, table: str = "sales", *, destination: str | None = None,
+                customer_column: str | None = None) -> JobRequest:
     """What a job asks of a branch's policy: its purpose, destination, recipient and fields.
     A node passes `destination` from its own configuration (where the coordinator really
     is): the job's claim is only a request and never lifts a cross-border rule."""
     return JobRequest(job_id=job.job_id, purpose=job.purpose, destination=destination or job.destination,
-                      recipient_role=job.recipient_role, fields=fields_needed(job.target, table))
+                      recipient_role=job.recipient_role,
+                      fields=fields_needed(job.target, table, customer_column=customer_column))
 
 
-def plan_read(policy: PolicyDocument, columns: list[str], request: JobRequest, *, table: str) -> list[FieldDecision]:
+def plan_read(policy: PolicyDocument, columns: list[str], request: JobRequest, *, table: str,
+              customer_column: str | None = None) -> list[FieldDecision]:
     """The policy's decision for every column, or `JobRefusal` naming file, line and field.
 
     Refuses on schema drift (a column the policy does not classify: the compliance officer
@@ -133,7 +154,7 @@ def plan_read(policy: PolicyDocument, columns: list[str], request: JobRequest, *
         raise JobRefusal(f"{policy.where(table)}: {exc}") from None
     for decision in decisions:
         if decision.name in request.fields:
-            why = unusable_treatment(decision.field, decision.treatment)
+            why = unusable_treatment(decision.field, decision.treatment, customer_column=customer_column)
             if why:
                 raise JobRefusal(f"{policy.where(table)}: {decision.name}: rule {decision.rule}: {why}")
     return decisions
@@ -142,11 +163,15 @@ def plan_read(policy: PolicyDocument, columns: list[str], request: JobRequest, *
 def read_branch_dataset(
     db_url: str, policy: PolicyDocument, request: JobRequest, *, key: bytes, target: str = "monthly_units",
     today: date | None = None, table: str = "sales", max_price: float = MAX_SALE_PRICE,
+    customers: CustomerBounding | None = None,
 ) -> BranchDataset:
     """Check schema and policy, read the released fields, treat, validate, aggregate.
 
     `max_price` is the ceiling of a believable price in the branch's currency (see
     `node_agent.contract.MAX_SALE_PRICE`); prices above it are quarantined as absurd.
+
+    With `customers`, the series counts the valid sales over its public months only, and
+    `bounded` counts them again with each customer's contribution bounded (`node_agent.bounding`).
 
     Raises `ContractViolation` (table and column) when the dataset cannot be used and
     `JobRefusal` (policy file, line and field) when the policy does not allow the job.
@@ -161,7 +186,11 @@ def read_branch_dataset(
         if not columns:
             raise ContractViolation(f"table '{table}' does not exist in the branch database")
         check_columns(table, columns)
-        decisions = plan_read(policy, columns, request, table=table)
+        if customers is not None and customers.column not in columns:
+            raise ContractViolation(f"table '{table}' has no column '{customers.column}', which node.json "
+                                    "customer_privacy.customer_column names")
+        decisions = plan_read(policy, columns, request, table=table,
+                              customer_column=customers.column if customers else None)
         needed = [name.split(".", 1)[1] for name in request.fields]
         sales = Table(table, MetaData(), autoload_with=engine)
         rows: list[dict] = []
@@ -175,11 +204,18 @@ def read_branch_dataset(
                     rows.append(treated)
     finally:
         engine.dispose()
-    valid, invalid = validate_sales(rows, today, max_price=max_price)
+    valid, invalid = validate_sales(rows, today, max_price=max_price, customer_column=customers.column if customers else None)
     quarantined.update(invalid)
+    series, bounded, bounding = monthly_units([s.sale_date for s in valid]), None, None
+    if customers is not None:
+        sales = [BoundedSale(s.customer or "", s.sale_date, id_order(s.sale_id)) for s in valid]
+        raw, bounded, bounding = bound_contributions(sales, customers.bound, customers.first, customers.last)
+        series = MonthlySeries(start=customers.first, units=raw.astype(np.float64))
     return BranchDataset(
         dataset=table,
-        series=monthly_units([s.sale_date for s in valid]),
+        series=series,
+        bounded=bounded,
+        bounding=bounding,
         fields_read=needed,
         row_count=fetched,
         valid_count=len(valid),

@@ -29,7 +29,7 @@ from common.model import branch_context, build_model, forecast
 from common.wire import JobSpec
 from coordinator.rounds import CoordinatorPaths
 from node_agent.baselines import RECIPE, windows
-from node_agent.config import load_node_config
+from node_agent.config import CustomerPrivacy, load_node_config
 from node_agent.training import train_plain
 
 
@@ -47,15 +47,28 @@ def setup(run: Path, job: JobSpec, *, branches: int, seed: int, data: Path | Non
         data = run / "dealers"
         simulate_alliance(branches, seed, data)
     configs = setup_nodes(find_dealer_databases(data), run / "nodes", home=job.destination,
-                          accept_non_private=accept_non_private, require_he=job.he.enabled)
+                          accept_non_private=accept_non_private, require_he=job.he.enabled,
+                          customer_privacy=CustomerPrivacy() if job.customer_dp is not None else None,
+                          data_since=_data_since(data))
     coordinator = CoordinatorPaths(run / "coordinator")
     register_lineage_keys(configs, coordinator)
     if job.he.enabled:
         run_key_ceremony(configs, coordinator, job)
     return {"branches": [c.branch_id for c in configs], "require_he": job.he.enabled,
+            # public: each node's customer-level bound, δ and yearly budget (what `sovereign privacy plan` reads too)
+            "customer_privacy": {c.branch_id: c.customer_privacy.model_dump() for c in configs if c.customer_privacy},
             "regions": {c.branch_id: c.region for c in configs},  # public: head office knows where its dealers are
             "countries": {c.branch_id: c.country for c in configs},
             "node_policies": branch_policies(configs, job)}
+
+
+def _data_since(data: Path) -> dict[str, str]:
+    """Each simulated branch's first month in its DMS (the simulator's alliance.json), as its IT
+    would declare it; nothing for databases that came without one."""
+    profiles = data / "alliance.json"
+    if not profiles.is_file():
+        return {}
+    return {p["branch_id"]: p["history_start"][:7] for p in json.loads(profiles.read_text())}
 
 
 def pooled(run: Path, job: JobSpec, only: list[str] | None = None) -> dict:

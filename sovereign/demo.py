@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,10 @@ from rich.table import Table
 
 from common.evaluation import ARMS, NEW_STORE_MONTHS, REGION_SLOTS, YOUNG_MONTHS, best_local, diverged
 from common.model import COUNTRY_SLOTS
+from common.customer_privacy import composed_epsilon, every_year_epsilon, release_noise_multiplier
 from common.privacy import group_privacy
-from common.wire import DPSettings, HESettings, JobSpec, Launch, NodeDPSettings
+from common.wire import CustomerDPRequest, DPSettings, HESettings, JobSpec, Launch, NodeDPSettings
+from sovereign.simulation.dealers import DEFAULT_AS_OF, DMS_WINDOW_START
 from coordinator.rounds import RELEASERS, CoordinatorPaths, JobResult, RoundReport
 from sovereign.federation import SetupError, run_simulation
 from sovereign.report import ARM_NAMES, METHODS, fmt, headline_lines, write_report
@@ -43,6 +46,7 @@ class DemoOptions(BaseModel):
     dp: bool = True
     he: bool = True
     epsilon: float = Field(default=8.0, gt=0, le=100)
+    customer_epsilon: float | None = Field(default=1.0, gt=0, le=20, description="customer ε per year; None: no customer-level DP")
     node_dp: bool = False
     node_noise: float = Field(default=1.0, gt=0, le=100)
     node_clip: float = Field(default=0.5, gt=0, le=100)
@@ -160,6 +164,7 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
     job = JobSpec(
         job_id=f"forecast-{uuid.uuid4().hex[:8]}", rounds=opts.rounds, seed=opts.seed,
         dp=DPSettings(enabled=opts.dp, target_epsilon=opts.epsilon), he=HESettings(enabled=opts.he),
+        customer_dp=customer_request(opts),
         node_dp=NodeDPSettings(enabled=opts.node_dp, clip=opts.node_clip, noise_multiplier=opts.node_noise, nodes=opts.branches),
     )
     coordinator.root.mkdir(parents=True, exist_ok=True)
@@ -295,7 +300,8 @@ def build_summary(opts, job: JobSpec, result: JobResult, setup: dict, pooled: di
             "delta": job.dp.delta if job.dp.enabled else None,
             "accountant": job.dp.accountant if job.dp.enabled else None,
             "unit": f"one training window ({job.lags} months of a branch's units plus the {job.horizon} that follow)",
-            "customer": _customer(job) if job.dp.enabled and result.rounds else None,
+            "customer": _customer(job, setup) if result.rounds and (job.dp.enabled or job.customer_dp) else None,
+            "window_level": _window_level(job) if job.dp.enabled and result.rounds else None,
             "node_level": {
                 "epsilon": round(result.rounds[-1].node_level_epsilon, 4), "delta": job.node_dp.delta,
                 "clip": job.node_dp.clip, "noise_multiplier": job.node_dp.noise_multiplier, "nodes": job.node_dp.nodes,
@@ -368,7 +374,49 @@ def _improvement(mase: dict, baseline: str, broken: list[str]) -> float | None:
     return round(1 - mase["federated"] / mase[baseline], 4)
 
 
-def _customer(job: JobSpec) -> dict:
+def customer_request(opts: DemoOptions) -> CustomerDPRequest | None:
+    """The demo's customer-level request: ε per year over the simulator's months (its DMS
+    window to its last complete month; with --data, up to each node's last complete month)."""
+    if opts.customer_epsilon is None:
+        return None
+    last = None if opts.data is not None else f"{DEFAULT_AS_OF:%Y-%m}"
+    return CustomerDPRequest(epsilon=opts.customer_epsilon, first_month=f"{DMS_WINDOW_START:%Y-%m}", last_month=last)
+
+
+def _customer(job: JobSpec, setup: dict) -> dict:
+    """What one customer is promised over everything the nodes released: the job's customer-
+    level ε per year at the nodes' δ (each node composes it with its earlier releases and holds
+    the total to its yearly budget), and the same release for a customer who bought every year."""
+    if job.customer_dp is None:
+        return _window_level(job)
+    nodes = setup.get("customer_privacy") or {}
+    delta = max(n["delta"] for n in nodes.values())
+    z = release_noise_multiplier(job.customer_dp.epsilon, delta)
+    first = job.customer_dp.first_month
+    last = job.customer_dp.last_month or f"{date.today():%Y-%m}"
+    years = int(last[:4]) - int(first[:4]) + 1
+    bounds = sorted({json.dumps(n["bound"], sort_keys=True) for n in nodes.values()})
+    return {
+        "unit": "one customer of one dealership: all their purchases there in one calendar year",
+        "epsilon": round(composed_epsilon([z], delta), 4),
+        "requested_epsilon": job.customer_dp.epsilon,
+        "delta": delta,
+        "per": "calendar year of purchases, over everything the nodes released",
+        "meaningful": delta < 1e-3,
+        "every_year_epsilon": round(every_year_epsilon(z, years, delta), 4),
+        "every_year_note": f"a customer who bought in each of the {years} years of the window, over this job",
+        "window": {"first_month": first, "last_month": job.customer_dp.last_month, "years": years},
+        "bound": [json.loads(b) for b in bounds],
+        "budget_epsilon_per_year": min(n["epsilon_per_year"] for n in nodes.values()),
+        "mechanism": "each node releases its bounded monthly counts once per job with discrete Gaussian noise (OpenDP); "
+                     "training, evaluation sums and forecast totals are computed from that release",
+        "accountant": "RDP (Opacus), composed per year across jobs by each node's ledger; cross-checked against "
+                      "Google's dp_accounting and OpenDP's privacy map in the tests",
+        "noise_multiplier": round(z, 4),
+    }
+
+
+def _window_level(job: JobSpec) -> dict:
     """The window-level guarantee restated for one customer (one sale moves one month's
     total, which sits in up to lags + horizon windows): group privacy over the job's target."""
     eps, delta = group_privacy(job.dp.target_epsilon, job.dp.delta, job.lags + job.horizon)
@@ -432,13 +480,21 @@ def print_summary(console: Console, summary: dict, out: Path) -> None:
         console.print(f"intervals of the federated forecast on the held-out months: {coverage['80']:.0%} inside the 80 % "
                       f"interval, {coverage['95']:.0%} inside the 95 % one")
     print_forecast(console, summary["forecast"])
+    customer = summary["epsilon"]["customer"]
+    if customer and "per" in customer:
+        bound = customer["bound"][0] if len(customer["bound"]) == 1 else None
+        console.print(f"privacy: every customer, ε ≤ {customer['epsilon']:.2f} per year of purchases (δ = {customer['delta']:g}) "
+                      "over everything the nodes released" + (f", at most {bound['max_sales_per_year']} of a customer's sales "
+                                                              "counted a year" if bound else "")
+                      + f"; one who bought in all {customer['window']['years']} years: ε ≤ {customer['every_year_epsilon']:.2f}")
     if summary["epsilon"]["max"] is not None:
-        console.print(f"privacy: ε ≤ {summary['epsilon']['max']:.2f} at δ = {summary['epsilon']['delta']:g} per training window, "
-                      "every node (each stops at its plan; exact spends stay on the nodes)")
-        customer = summary["epsilon"]["customer"]
-        if customer:
-            console.print(f"  for one customer's sale (in up to {customer['windows_per_month']} windows): ε ≤ {customer['epsilon']:g}, "
-                          f"δ ≤ {customer['delta']:.2g}" + ("" if customer["meaningful"] else " — weak: see summary.json epsilon.customer"))
+        console.print(f"{'  and' if customer and 'per' in customer else 'privacy:'} ε ≤ {summary['epsilon']['max']:.2f} at "
+                      f"δ = {summary['epsilon']['delta']:g} per training window (DP-SGD), every node (each stops at its plan; "
+                      "exact spends stay on the nodes)")
+        window = summary["epsilon"]["window_level"]
+        if window and not (customer and "per" in customer):
+            console.print(f"  for one customer's sale (in up to {window['windows_per_month']} windows): ε ≤ {window['epsilon']:g}, "
+                          f"δ ≤ {window['delta']:.2g}" + ("" if window["meaningful"] else " — weak: see summary.json epsilon.customer"))
     node_level = summary["epsilon"]["node_level"]
     if node_level:
         console.print(f"node-level DP (σ = {node_level['noise_multiplier']:g}, clip {node_level['clip']:g}): one dealership's "

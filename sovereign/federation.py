@@ -22,7 +22,7 @@ from common.wire import JobSpec
 from coordinator.rounds import CoordinatorPaths, JobObserver
 from lineage.signing import Signer, public_pem
 from coordinator.server_app import build_server_app
-from node_agent.config import NodeConfig, write_node_config
+from node_agent.config import CustomerPrivacy, NodeConfig, write_node_config
 from node_agent.data import job_request
 from node_agent.ledger import Budget
 
@@ -87,9 +87,12 @@ DEFAULT_BUDGET = Budget(epsilon=32.0, delta=1e-4)  # four jobs at the default ep
 def setup_nodes(
     dealer_dbs: list[Path], nodes_root: Path, *, home: str = "JP", budget: Budget = DEFAULT_BUDGET,
     accept_non_private: bool = False, require_he: bool = True, min_contributors: int = 3,
+    customer_privacy: CustomerPrivacy | None = None, data_since: dict[str, str] | None = None,
 ) -> list[NodeConfig]:
     """One node directory per dealer database (config, privacy budget and branch policy), and
-    the simulation's partition index. `home` is the coordinator's country, where results go."""
+    the simulation's partition index. `home` is the coordinator's country, where results go;
+    `customer_privacy`, when given, is every node's customer-level DP setting, with each
+    branch's first month of complete data from `data_since` (what its IT would declare)."""
     configs = []
     at_home = 0
     for db in dealer_dbs:
@@ -98,7 +101,9 @@ def setup_nodes(
         config = NodeConfig(branch_id=branch_id, db_url=url, node_dir=nodes_root / branch_id, country=country, region=region,
                             opened=opened,
                             budgets={"sales": budget}, accept_non_private_jobs=accept_non_private,
-                            require_he=require_he, coordinator_jurisdiction=home, min_contributors=min_contributors)
+                            require_he=require_he, coordinator_jurisdiction=home, min_contributors=min_contributors,
+                            customer_privacy=customer_privacy and customer_privacy.model_copy(
+                                update={"first_month": (data_since or {}).get(branch_id)}))
         write_node_config(config)
         config.policy_path.write_text(example_policy_for(country, home, at_home))
         at_home += country == home

@@ -190,13 +190,23 @@ def write_report(path: Path, summary: dict, result) -> None:
         f"<tr><td>{esc(b)}</td><td style='text-align:left'>{esc(', '.join(f'{k}: {n}' for k, n in sorted(q.items())))}</td></tr>"
         for b, q in sorted(summary.get("quarantined_rows", {}).items()))
     eps = summary["epsilon"]
-    customer = eps.get("customer")
-    customer_text = (
-        f"<p>For one customer's sale, which sits in up to {customer['windows_per_month']} windows, group privacy gives "
-        f"ε ≤ {customer['epsilon']} at δ ≤ {customer['delta']:.2g}"
-        + ("" if customer["meaningful"] else ": <b>a weak guarantee for a single customer</b>") + ".</p>"
-        if customer else ""
-    )
+    customer, window = eps.get("customer"), eps.get("window_level")
+    if customer and "per" in customer:
+        customer_text = (
+            f"<p><b>Every customer: ε ≤ {customer['epsilon']} per calendar year of purchases, δ = {customer['delta']:g}</b>, "
+            "over everything the nodes released. Each node counts at most "
+            + "; ".join(f"{b['max_sales_per_year']} sales of one customer a year ({b['max_sales_per_month']} a month)"
+                        for b in customer["bound"])
+            + f", releases those monthly counts once per job under discrete Gaussian noise, and computes training, "
+            f"evaluation sums and forecast totals from that release. A customer who bought in every one of the "
+            f"{customer['window']['years']} years of the window: ε ≤ {customer['every_year_epsilon']}.</p>")
+    elif window:
+        customer_text = (
+            f"<p>For one customer's sale, which sits in up to {window['windows_per_month']} windows, group privacy gives "
+            f"ε ≤ {window['epsilon']} at δ ≤ {window['delta']:.2g}"
+            + ("" if window["meaningful"] else ": <b>a weak guarantee for a single customer</b>") + ".</p>")
+    else:
+        customer_text = ""
     privacy = (
         f"<p>Every node trained with DP-SGD (Opacus, {eps['accountant']} accountant) and planned its noise for "
         f"<b>ε ≤ {eps['max']}</b> at δ = {eps['delta']}, protecting {esc(eps['unit'])}; a node stops at its plan. "

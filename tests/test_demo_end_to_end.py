@@ -131,7 +131,7 @@ def test_summary_and_report_are_written(demo_run):
     out = demo_run["out"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["branches"] == 6 and summary["rounds"] == 2
-    assert len(summary["quarantined_rows"]) >= 4
+    assert summary["quarantined_rows"] == {}  # read off raw rows: under customer-level privacy they stay on the nodes
     for method in ("federated", "local", "central", "seasonal_naive"):
         assert summary["mase"][method] > 0 and summary["smape"][method] > 0
     assert summary["epsilon"]["max"] == 8.0 and summary["epsilon"]["delta"] == 1e-5  # the job's bound, not a node's spend
@@ -144,15 +144,27 @@ def test_summary_and_report_are_written(demo_run):
         config = load_node_config(out / "nodes" / branch)
         spend = PrivacyLedger(config.ledger_url).get("sales", summary["job_id"])
         assert 7.9 <= spend.planned_epsilon <= 8.0 and 7.5 < spend.epsilon <= spend.planned_epsilon * 1.001
-    customer = summary["epsilon"]["customer"]  # what the window-level epsilon means for one customer's sale
-    assert customer["windows_per_month"] == 18 and customer["epsilon"] == pytest.approx(18 * summary["epsilon"]["max"], rel=0.01)
-    assert customer["meaningful"] is False
+    window = summary["epsilon"]["window_level"]  # what the window-level epsilon alone means for one customer's sale
+    assert window["windows_per_month"] == 18 and window["epsilon"] == pytest.approx(18 * summary["epsilon"]["max"], rel=0.01)
+    assert window["meaningful"] is False
+    customer = summary["epsilon"]["customer"]  # the customer-level guarantee over everything the nodes released
+    assert customer["meaningful"] is True and customer["epsilon"] <= 1.0 and customer["delta"] <= 1e-6
+    assert customer["window"]["years"] == 7 and customer["epsilon"] < customer["every_year_epsilon"] < 7
+    from node_agent.customer_ledger import CustomerLedger
+
+    for branch in result["rounds"][0]["contributors"]:  # each node's ledger holds every year to that promise
+        config = load_node_config(out / "nodes" / branch)
+        spent = CustomerLedger(config.ledger_url).standing("sales", config.customer_privacy.delta)
+        assert spent and max(spent.values()) <= customer["requested_epsilon"] + 1e-9
     assert summary["he"]["scheme"] == "CKKS" and summary["he"]["poly_modulus_degree"] == 8192
     assert summary["he"]["bytes_per_round"] > 100_000  # real ciphertexts, not floats
     assert set(summary["lineage"]["nodes"]) == {f"B00{i}" for i in range(1, 7)}
-    # Each training branch's impossible rows, counted per reason (the simulator plants them).
-    for counts in summary["quarantined_rows"].values():
-        assert {"unparseable_date", "future_sale_date", "negative_price", "duplicate_vin"} <= set(counts)
+    # Each training branch's impossible rows, counted per reason in its own lineage (the simulator plants them).
+    counted = [LineageStore(summary["lineage"]["nodes"][b]).events(kind=EventKind.QUARANTINE, job_id=summary["job_id"])
+               for b in result["rounds"][0]["contributors"]]
+    assert sum(1 for events in counted if events) >= 4
+    for events in filter(None, counted):
+        assert {"unparseable_date", "future_sale_date", "negative_price", "duplicate_vin"} <= set(events[0].details["reasons"])
     # Alliance-level figures only: no branch's own scores or forecasts in the analyst's files.
     assert "per_branch" not in summary
     evaluated = summary["evaluated_by"]
@@ -324,7 +336,7 @@ def test_each_branch_obeys_its_own_policy_across_the_border(demo_run):
         assert by_field["sales.sale_date"]["kind"] == ("generalise" if abroad else "allow")
         assert by_field["sales.customer_national_id"]["kind"] == "drop"
     html = (demo_run["out"] / "report.html").read_text()
-    assert "Branch policies" in html and "foreign-dealer v2" in html
+    assert "Branch policies" in html and "foreign-dealer v3" in html
 
 
 def test_every_store_of_the_run_verifies_and_a_tampered_copy_is_caught(demo_run, tmp_path):
@@ -386,7 +398,8 @@ def test_model_identity_card_traces_every_emission_to_datasets_and_fields(demo_r
     assert listed == behind  # every node emission behind the model, each found in its node's chain
     for node, contribution in card.nodes.items():
         assert contribution.datasets == ["sales"]
-        assert contribution.fields == sorted(["sales.sale_id", "sales.sale_date", "sales.vin", "sales.list_price", "sales.sale_price"])
+        assert contribution.fields == sorted(["sales.sale_id", "sales.sale_date", "sales.vin", "sales.list_price",
+                                              "sales.sale_price", "sales.customer_id"])
         assert contribution.reads and all(r.content_hash and r.policy_hash for r in contribution.reads)
         abroad = summary["node_policies"][node]["cross_border"]
         assert contribution.treatments["sales.vin"] == ("keyed hash (HMAC-SHA256, node key)" if abroad else "allow")

@@ -176,9 +176,9 @@ def test_node_json_refuses_a_recipient_before_the_policy_is_read(tmp_path, small
 
 @pytest.mark.parametrize("edit, fragment", [
     (lambda t: t.replace("treatment: drop\n    reason: national IDs", "treatment: scramble\n    reason: national IDs"),
-     "policy.yaml:32: rules.0.treatment.kind: Input should be"),
+     "policy.yaml:33: rules.0.treatment.kind: Input should be"),
     (lambda t: t.replace("match: {field: sales.customer_phone,", "match: {field: sales.customer_fax,"),
-     "policy.yaml:34: rule phone-keyed-hash-for-dedup: unknown field sales.customer_fax"),
+     "policy.yaml:39: rule phone-keyed-hash-for-dedup: unknown field sales.customer_fax"),
     (lambda t: t + "  - id: contradiction\n    match: {class: [public, internal, confidential]}\n    treatment: drop\n",
      "rule contradiction contradicts rule business-fields"),
     (lambda t: t.replace("national-id-never-read\n    match: {class: restricted}\n    treatment: drop",

@@ -69,7 +69,7 @@ def test_privacy_commands():
     runner = CliRunner()
     out = runner.invoke(app, ["privacy", "epsilon", "--sampling-rate", "0.02", "--noise-multiplier", "1.1", "--steps", "1000", "--json"])
     assert out.exit_code == 0 and json.loads(out.output)["epsilon"] == pytest.approx(independent(0.02, 1.1, 1000, 1e-5, "rdp"), rel=0.03)
-    planned = runner.invoke(app, ["privacy", "plan", "--epsilon", "8", "--sampling-rate", "0.25", "--steps", "64", "--json"])
+    planned = runner.invoke(app, ["privacy", "noise", "--epsilon", "8", "--sampling-rate", "0.25", "--steps", "64", "--json"])
     sigma = json.loads(planned.output)["noise_multiplier"]
     assert planned.exit_code == 0 and epsilon(0.25, sigma, 64, 1e-5) <= 8.0
     prv = runner.invoke(app, ["privacy", "epsilon", "--sampling-rate", "0.25", "--noise-multiplier", "0.9", "--steps", "64",
@@ -78,8 +78,8 @@ def test_privacy_commands():
     for args, message in [
         (["privacy", "epsilon", "--sampling-rate", "1.5", "--noise-multiplier", "1", "--steps", "10"], "sampling rate 1.5 must be in (0, 1]"),
         (["privacy", "epsilon", "--sampling-rate", "0.1", "--noise-multiplier", "-1", "--steps", "10"], "noise multiplier -1.0 must be positive"),
-        (["privacy", "plan", "--epsilon", "8", "--sampling-rate", "0.1", "--steps", "10", "--delta", "2"], "delta 2.0 must be in (0, 1)"),
-        (["privacy", "plan", "--epsilon", "8", "--sampling-rate", "0.1", "--steps", "10", "--accountant", "gdp"], "--accountant gdp"),
+        (["privacy", "noise", "--epsilon", "8", "--sampling-rate", "0.1", "--steps", "10", "--delta", "2"], "delta 2.0 must be in (0, 1)"),
+        (["privacy", "noise", "--epsilon", "8", "--sampling-rate", "0.1", "--steps", "10", "--accountant", "gdp"], "--accountant gdp"),
     ]:
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and message in result.output, (args, result.output)

@@ -65,7 +65,9 @@ def demo(
     data: Path = typer.Option(None, help="Use dealer databases already written by simulate-dealers."),
     dp: bool = typer.Option(True, "--dp/--no-dp", help="Differential privacy (Opacus DP-SGD) on every node."),
     he: bool = typer.Option(True, "--he/--no-he", help="Homomorphic encryption (CKKS) of every update."),
-    epsilon: float = typer.Option(8.0, help="Target ε per node for the whole job, at δ = 1e-5."),
+    epsilon: float = typer.Option(8.0, help="Target ε per node for the whole job, at δ = 1e-5, per training window (DP-SGD)."),
+    customer_epsilon: float = typer.Option(1.0, help="Customer-level ε per year of sales, at each node's δ (1e-6): what "
+                                           "the job's release of each branch's monthly counts costs. 0 turns it off."),
     node_dp: bool = typer.Option(False, "--node-dp/--no-node-dp", help="Also node-level DP: each node clips its update "
                                  "and adds its share of noise before encryption (protects a dealership's participation)."),
     node_noise: float = typer.Option(1.0, help="Node-level DP: noise multiplier of the summed update."),
@@ -77,7 +79,7 @@ def demo(
 
     try:
         opts = DemoOptions(branches=branches, rounds=rounds, seed=seed, out=out, data=data, dp=dp, he=he, epsilon=epsilon,
-                           node_dp=node_dp, node_noise=node_noise, node_clip=node_clip)
+                           customer_epsilon=customer_epsilon or None, node_dp=node_dp, node_noise=node_noise, node_clip=node_clip)
     except ValidationError as exc:
         e = exc.errors()[0]
         message = e["msg"].removeprefix("Value error, ")

@@ -29,6 +29,21 @@ def _node_config(node_dir: Path):
         fail(str(exc))
 
 
+def _customer_standing(config) -> dict:
+    """Customer ε spent on each year of sales (composed), from the node's customer ledger."""
+    from node_agent.customer_ledger import CustomerLedger
+
+    settings = config.customer_privacy
+    if not (config.privacy_dir / "ledger.db").exists():
+        return {"epsilon_per_year": settings.epsilon_per_year, "delta": settings.delta, "years": {}}
+    ledger = CustomerLedger(config.ledger_url)
+    charges, spent = ledger.charges(config.dataset), ledger.standing(config.dataset, settings.delta)
+    ledger.close()
+    return {"epsilon_per_year": settings.epsilon_per_year, "delta": settings.delta,
+            "years": {str(y): {"spent": round(e, 4), "left": round(max(settings.epsilon_per_year - e, 0.0), 4),
+                               "releases": len(charges[y])} for y, e in spent.items()}}
+
+
 @node_app.command("budget")
 def budget_cmd(
     node_dir: Path = typer.Option(..., help="The node's directory (holds node.json and privacy/ledger.db)."),
@@ -54,9 +69,19 @@ def budget_cmd(
             "jobs": [{"job_id": s.job_id, "status": s.status, "planned_epsilon": s.planned_epsilon, "epsilon": s.epsilon,
                       "delta": s.delta, "accountant": s.accountant, "reason": s.reason} for s in spends],
         }
+    customers = _customer_standing(config) if config.customer_privacy else None
     if as_json:
-        typer.echo(json.dumps({"node": config.branch_id, "datasets": report}, indent=2))
+        typer.echo(json.dumps({"node": config.branch_id, "datasets": report, "customer": customers}, indent=2))
         return
+    if customers:
+        settings = config.customer_privacy
+        console.print(f"[bold]{config.branch_id} / {config.dataset}, customer-level[/]: at most ε {settings.epsilon_per_year:g} "
+                      f"per year of purchases (δ {settings.delta:g}), {settings.bound.max_sales_per_year} sale(s) of a customer "
+                      "counted a year")
+        for year, row in customers["years"].items():
+            console.print(f"  {year}: ε {row['spent']:.3f} spent by {row['releases']} release(s), {row['left']:.3f} left")
+        if not customers["years"]:
+            console.print("  no release yet")
     if not report:
         console.print(f"{config.branch_id}: no privacy budget set in node.json; the node refuses DP jobs until one is")
         return

@@ -76,6 +76,7 @@ SALES_COLUMNS: tuple[str, ...] = (
     "financing_type",
     "lead_source",
     "salesperson",
+    "customer_id",
     "customer_name",
     "customer_phone",
     "customer_national_id",
@@ -84,6 +85,7 @@ SALES_COLUMNS: tuple[str, ...] = (
 )
 PERSONAL_COLUMNS: tuple[str, ...] = (
     "salesperson",
+    "customer_id",
     "customer_name",
     "customer_phone",
     "customer_national_id",
@@ -292,7 +294,14 @@ _MIN_BIRTH = date(1950, 1, 1)
 _MAX_BIRTH = date(2004, 12, 31)
 _ADULT_DAYS = 6575  # 18 years: nobody under 18 signs a car contract
 
-_STREAM_PLAN, _STREAM_SEASON, _STREAM_SALES, _STREAM_STAFF, _STREAM_BAD, _STREAM_RAMP = range(6)
+_STREAM_PLAN, _STREAM_SEASON, _STREAM_SALES, _STREAM_STAFF, _STREAM_BAD, _STREAM_RAMP, _STREAM_CUSTOMERS = range(7)
+
+# Who buys: most customers buy once; some come back (a household's second car, a later
+# replacement); fleet accounts (a rental or taxi company) buy many cars a year. Drawn from
+# their own stream, so adding the column changed no other value of a sale.
+_REPEAT_P = 0.12  # a private sale goes to a customer who bought here before
+_FLEET_P = 0.04  # a sale goes to one of the branch's fleet accounts
+_SALES_PER_FLEET_ACCOUNT = 2500  # one fleet account per this many sales (at least one)
 
 
 # --------------------------------------------------------------------------- profile
@@ -746,6 +755,24 @@ def _draw_rows(
     }
 
 
+def _customer_ids(rng: np.random.Generator, branch_id: str, n: int) -> list[str]:
+    """The DMS customer number of each of `n` sales in date order: new customers, returning
+    ones, and fleet accounts buying many cars a year."""
+    accounts = max(1, round(n / _SALES_PER_FLEET_ACCOUNT))
+    kind, pick, fleet = rng.random(n), rng.random(n), rng.integers(0, accounts, n)
+    ids: list[str] = []
+    private = 0
+    for i in range(n):
+        if kind[i] < _FLEET_P:
+            ids.append(f"{branch_id}-F{fleet[i] + 1:02d}")
+        elif kind[i] < _FLEET_P + _REPEAT_P and private:
+            ids.append(f"{branch_id}-C{int(pick[i] * private) + 1:06d}")
+        else:
+            private += 1
+            ids.append(f"{branch_id}-C{private:06d}")
+    return ids
+
+
 def _sale_days(rng: np.random.Generator, month_idx: np.ndarray) -> np.ndarray:
     """A uniformly random day within each given month, as datetime64[D]."""
     start = month_idx.astype("datetime64[M]").astype("datetime64[D]")
@@ -778,6 +805,7 @@ def _make_bad_rows(
                 taken.add(s)
                 serials.append(s)
     rows = _draw_rows(rng, ctx, days, np.array(serials, dtype=np.int64))
+    rows["customer_id"] = [f"{ctx.profile.branch_id}-X{i + 1:05d}" for i in range(n_bad)]
 
     last_day = valid_days.max()
     earlier = np.flatnonzero(valid_days < last_day)
@@ -792,12 +820,12 @@ def _make_bad_rows(
             _, mm, dd = rows["sale_date"][i].split("-")
             rows["sale_date"][i] = f"{_FUTURE_YEAR}-{mm}-{min(int(dd), 28):02d}"
         elif kind == "duplicate_vin":
-            # Same car sold again later (a re-keyed deal): same VIN, model, trim, list price.
+            # Same car sold again later (a re-keyed deal): same VIN, model, trim, list price, customer.
             j = int(rng.choice(earlier)) if earlier.size else int(np.argmin(valid_days))
             gap = int((last_day - valid_days[j]).astype(np.int64))
             when = valid_days[j] + np.timedelta64(int(rng.integers(1, gap + 1)) if gap > 0 else 0, "D")
             rows["sale_date"][i] = str(when)
-            for col in ("vin", "model", "trim", "list_price"):
+            for col in ("vin", "model", "trim", "list_price", "customer_id"):
                 rows[col][i] = valid[col][j]
             rows["sale_price"][i] = round(rows["list_price"][i] * (1.0 - float(rng.uniform(0, _MAX_DISCOUNT))), 2)
             rows["discount"][i] = round(rows["list_price"][i] - rows["sale_price"][i], 2)
@@ -844,6 +872,7 @@ def generate_sales(
         raise ValueError(f"{profile.branch_id}: {n_valid} sales do not fit the 6-digit VIN serial space")
     serials = rng.choice(_SERIAL_SPACE, size=n_valid, replace=False) + 1
     valid = _draw_rows(rng, ctx, days, serials)
+    valid["customer_id"] = _customer_ids(_rng(seed, key, _STREAM_CUSTOMERS), profile.branch_id, n_valid)
 
     n_bad = _bad_row_count(n_valid, rate)
     data_cols = SALES_COLUMNS[1:]
