@@ -40,10 +40,13 @@ def run_arm(branches: int, seed: int, epsilon: float | None, rounds: int, result
     name = "off" if epsilon is None else f"e{epsilon:g}"
     out = results / "runs" / f"customer-b{branches}-s{seed}-{name}"
     started = time.perf_counter()
-    summary = run_demo(DemoOptions(branches=branches, rounds=rounds, seed=seed, out=out, customer_epsilon=epsilon),
-                       Console(file=io.StringIO()))
+    if (out / "summary.json").is_file():  # an arm this benchmark already ran (it resumes after an interruption)
+        summary = json.loads((out / "summary.json").read_text())
+    else:
+        summary = run_demo(DemoOptions(branches=branches, rounds=rounds, seed=seed, out=out, customer_epsilon=epsilon),
+                           Console(file=io.StringIO()))
     reports = _reports(out, summary["job_id"])
-    return {"epsilon": epsilon, "seconds": round(time.perf_counter() - started, 1),
+    return {"epsilon": epsilon, "seconds": summary.get("seconds", round(time.perf_counter() - started, 1)),
             "customer": summary["epsilon"]["customer"] if epsilon is not None else None,
             "scores": {b: {arm: r["scores"][arm]["mase"] for arm in r["scores"]} for b, r in reports.items()}}
 

@@ -113,6 +113,28 @@ def refusal_code(exc: Exception) -> str:
     return exc.code if isinstance(exc, Refusal) else REFUSAL_CODES.get(type(exc), "node-config")
 
 
+def customer_window(config: NodeConfig, job: JobSpec, today: date) -> CustomerBounding | None:
+    """The public months a customer-level release covers: the job's window, starting no
+    earlier than this branch opened, ending before the node's current month. None on a
+    node without customer-level privacy (admission has made sure the job asks for none)."""
+    settings = config.customer_privacy
+    if settings is None or job.customer_dp is None:
+        return None
+    current = month_index(today)
+    asked = job.customer_dp
+    last = month_index(asked.last_month) if asked.last_month else current - 1
+    if last >= current:
+        raise Refusal("privacy-plan", f"the job's window ends {asked.last_month}, a month not yet over here "
+                                      f"(today is {today:%Y-%m-%d}); a release counts only whole months")
+    declared = settings.first_month or config.opened
+    first = max(month_index(asked.first_month), month_index(declared) if declared else 0)
+    if last - first + 1 <= job.holdout + 1:
+        raise Refusal("too-little-history", f"the job's window gives this branch {max(last - first + 1, 0)} months, "
+                                            f"the job holds out {job.holdout}")
+    return CustomerBounding(column=settings.customer_column, first=month_start(first), last=month_start(last),
+                            bound=settings.bound)
+
+
 class NodeAgent:
     """One branch's agent. The branch policy is read from its file at every job step, so an
     edit by the compliance officer applies to the next step and is recorded as a change.
@@ -153,7 +175,7 @@ class NodeAgent:
             model = self._global_model(instruction, job)
             start = get_flat_weights(model)
             result, spend = self._train(model, x, y, job, rnd)
-            customer = self._window_group_privacy(job, len(x), spend.epsilon if spend else None)
+            group = self._window_group_privacy(job, len(x), spend.epsilon if spend else None)
             self._record(
                 EventKind.TRAINING, job, rnd,
                 details={
@@ -161,7 +183,7 @@ class NodeAgent:
                     "noise_multiplier": result.noise_multiplier,
                     "sample_rate": spend.sample_rate if spend else None,
                     "epsilon": spend.epsilon if spend else None, "delta": spend.delta if spend else None,
-                    "planned_epsilon": spend.planned_epsilon if spend else None, **customer,
+                    "planned_epsilon": spend.planned_epsilon if spend else None, **group,
                     "node_level_dp": job.node_dp.model_dump() if job.node_dp.enabled else None,
                 },
             )
@@ -342,7 +364,7 @@ class NodeAgent:
         policy = self.policy()
         table = self.config.dataset
         request = job_request(job, table, destination=self.config.coordinator_jurisdiction,
-                              customer_column=customers.column if customers else None)
+                              customer_column=self.config.customer_column_for(job))
         data = read_branch_dataset(
             self.config.db_url, policy, request, key=self._policy_key, target=job.target,
             today=self.today, table=table, max_price=self.config.max_sale_price, customers=customers,
@@ -385,26 +407,7 @@ class NodeAgent:
 
     # ----------------------------------------------------------------- customer-level privacy
     def _customer_window(self, job: JobSpec) -> CustomerBounding | None:
-        """The public months a customer-level release covers: the job's window, starting no
-        earlier than this branch opened, ending before the node's current month. None on a
-        node without customer-level privacy (admission has made sure the job asks for none)."""
-        settings = self.config.customer_privacy
-        if settings is None or job.customer_dp is None:
-            return None
-        today = self.today or date.today()
-        current = month_index(today)
-        asked = job.customer_dp
-        last = month_index(asked.last_month) if asked.last_month else current - 1
-        if last >= current:
-            raise Refusal("privacy-plan", f"the job's window ends {asked.last_month}, a month not yet over here "
-                                          f"(today is {today:%Y-%m-%d}); a release counts only whole months")
-        declared = settings.first_month or self.config.opened
-        first = max(month_index(asked.first_month), month_index(declared) if declared else 0)
-        if last - first + 1 <= job.holdout + 1:
-            raise Refusal("too-little-history", f"the job's window gives this branch {max(last - first + 1, 0)} months, "
-                                                f"the job holds out {job.holdout}")
-        return CustomerBounding(column=settings.customer_column, first=month_start(first), last=month_start(last),
-                                bound=settings.bound)
+        return customer_window(self.config, job, self.today or date.today())
 
     def _charge_customers(self, job: JobSpec, window: CustomerBounding, rnd: int | None) -> None:
         """Charge the job's release to every year it touches, once per job, within the yearly budget."""
@@ -695,7 +698,7 @@ class NodeAgent:
             return {}
         group = windows_per_month(job.lags, job.horizon, windows)
         eps, delta = group_privacy(window_epsilon, job.dp.delta, group)
-        return {"customer_group_size": group, "customer_epsilon": eps, "customer_delta": min(delta, 1.0)}
+        return {"window_group_size": group, "window_group_epsilon": eps, "window_group_delta": min(delta, 1.0)}
 
     def _admit(self, job: JobSpec, windows: int, rnd: int) -> tuple[JobSpend, Budget]:
         """The job's spend record at this node: made at its first round after the preflight

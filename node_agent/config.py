@@ -122,6 +122,10 @@ class NodeConfig(BaseModel):
     customer_privacy: CustomerPrivacy | None = Field(
         default=None, description="customer-level DP: when set, every job must ask for it and is held to its yearly budget")
 
+    def customer_column_for(self, job) -> str | None:
+        """The customer column a job reads here: only under customer-level privacy, to bound contributions."""
+        return self.customer_privacy.customer_column if self.customer_privacy and job.customer_dp else None
+
     @property
     def lineage_url(self) -> str:
         return f"sqlite:///{(self.node_dir / 'lineage.db').resolve()}"

@@ -48,7 +48,9 @@ def setup(run: Path, job: JobSpec, *, branches: int, seed: int, data: Path | Non
         simulate_alliance(branches, seed, data)
     configs = setup_nodes(find_dealer_databases(data), run / "nodes", home=job.destination,
                           accept_non_private=accept_non_private, require_he=job.he.enabled,
-                          customer_privacy=CustomerPrivacy() if job.customer_dp is not None else None,
+                          # the simulated dealers' yearly budget: 1, or what the job asks if that is more (a benchmark's)
+                          customer_privacy=CustomerPrivacy(epsilon_per_year=max(1.0, job.customer_dp.epsilon))
+                          if job.customer_dp is not None else None,
                           data_since=_data_since(data))
     coordinator = CoordinatorPaths(run / "coordinator")
     register_lineage_keys(configs, coordinator)

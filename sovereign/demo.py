@@ -267,6 +267,10 @@ def build_summary(opts, job: JobSpec, result: JobResult, setup: dict, pooled: di
         "rounds": job.rounds,
         "horizon_months": job.horizon,
         "holdout_months": job.holdout,
+        "customer_dp": job.customer_dp is not None,
+        "scored_on": ("each node's customer-level release of its held-out months (what may leave a node; its noise "
+                      "raises every method's error alike); each branch's report on its node scores its true months")
+                     if job.customer_dp else "each node's held-out months",
         "dp": job.dp.enabled,
         "he": {
             "enabled": job.he.enabled,
@@ -453,7 +457,8 @@ def print_forecast(console: Console, forecast: dict) -> None:
 
 
 def print_summary(console: Console, summary: dict, out: Path) -> None:
-    table = Table(title=f"held-out accuracy, last {summary['holdout_months']} months, alliance-level over "
+    released = "the customer-level release of " if summary["customer_dp"] else ""
+    table = Table(title=f"held-out accuracy on {released}the last {summary['holdout_months']} months, alliance-level over "
                         f"{summary['branches_evaluated']} branches (released as encrypted sums)")
     table.add_column("forecast")
     table.add_column("mean MASE (lower is better)", justify="right")

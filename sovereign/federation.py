@@ -194,7 +194,7 @@ def branch_policies(configs, job: JobSpec) -> dict[str, dict]:
         except PolicyFileError as exc:
             out[config.branch_id] = {"error": str(exc)}
             continue
-        request = job_request(job, config.dataset)
+        request = job_request(job, config.dataset, customer_column=config.customer_column_for(job))
         schema = {config.dataset: [f.split(".", 1)[1] for f in request.fields]}
         out[config.branch_id] = {
             "policy": policy.policy, "version": policy.version, "jurisdiction": policy.jurisdiction,

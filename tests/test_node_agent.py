@@ -82,7 +82,7 @@ def test_train_sends_only_an_encrypted_update_and_records_lineage(node):
         assert not verify_signature(agent.signer.public_key, reply.signature, forged.signed_body()), change
     # No per-node epsilon leaves: with sigma fixed by the coordinator it would give away the branch's size.
     sent = set(reply.model_dump()) | set(json.loads(to_record(reply)["body"]["json"]))  # the fields, and what goes on the wire
-    assert not {"epsilon", "planned_epsilon", "customer_epsilon", "customer_delta", "steps", "windows"} & sent
+    assert not {"epsilon", "planned_epsilon", "window_group_epsilon", "window_group_delta", "steps", "windows"} & sent
     assert agent.ledger.get("sales", "test-job").epsilon > 0  # it is in the node's own ledger
     report, = agent.lineage.verify({"B002": agent.signer.public_key})
     assert report.ok and report.head_seq == emission.seq
@@ -105,9 +105,9 @@ def test_epsilon_composes_across_rounds_and_survives_restart(node):
     assert [d["epsilon"] for d in trained] == pytest.approx(eps)
     for d in trained:
         group = min(spec.lags + spec.horizon, d["windows"])
-        assert d["customer_group_size"] == group > 1
-        assert d["customer_epsilon"] == pytest.approx(group * d["epsilon"])
-        assert spec.dp.delta * group <= d["customer_delta"] <= 1.0
+        assert d["window_group_size"] == group > 1
+        assert d["window_group_epsilon"] == pytest.approx(group * d["epsilon"])
+        assert spec.dp.delta * group <= d["window_group_delta"] <= 1.0
 
 
 def test_no_dp_no_he_sends_plain_weights_with_a_bounded_weight_and_a_count_slot(node):

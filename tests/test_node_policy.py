@@ -255,7 +255,7 @@ def test_egress_lets_only_known_replies_of_the_agreed_shape_leave():
         with pytest.raises(ValidationError):
             EvaluateReply(status="ok", branch_id="B1", **{field: [3.0]})
     # Nor the training reply's for a per-node epsilon: with σ fixed it would give away the branch's size.
-    for field in ("epsilon", "planned_epsilon", "customer_epsilon", "customer_delta"):
+    for field in ("epsilon", "planned_epsilon", "window_group_epsilon", "window_group_delta"):
         with pytest.raises(ValidationError):
             TrainReply(status="ok", branch_id="B1", **{field: 1.0})
 

@@ -351,7 +351,8 @@ def _would_read(config, spec) -> dict[str, str]:
         policy = load_policy(config.policy_path)
     except PolicyFileError as exc:
         return {"policy": f"unreadable ({exc})"}
-    request = job_request(spec, config.dataset, destination=config.coordinator_jurisdiction)
+    request = job_request(spec, config.dataset, destination=config.coordinator_jurisdiction,
+                          customer_column=config.customer_column_for(spec))
     schema = {t: list(fields) for t, fields in policy.tables.items()}
     return {d.name: d.treatment.describe() for d in evaluate(policy, schema, request) if d.name in request.fields}
 
@@ -370,9 +371,12 @@ def check_cmd(
 
     from common.db import DatabaseUrlError, read_only_url
     from common.validation import first_error
-    from common.wire import JobSpec
+    from common.wire import CustomerDPRequest, JobSpec
     from common.yaml_files import YamlFileError, read_mapping
-    from node_agent.admission import admission_refusal
+    from datetime import date
+
+    from node_agent.admission import Refusal, admission_refusal
+    from node_agent.agent import customer_window
     from node_agent.contract import ContractViolation
     from node_agent.data import job_request, read_branch_dataset
     from node_agent.supernode import supernode_problems
@@ -383,7 +387,8 @@ def check_cmd(
     console.print(f"node.json: branch {config.branch_id}, dataset {config.dataset}, approvals {config.approvals}, "
                   f"{len(config.trusted_apps)} trusted app build(s)")
     try:
-        spec = JobSpec.model_validate(read_mapping(job, "a job spec")) if job else JobSpec(job_id="check")
+        spec = JobSpec.model_validate(read_mapping(job, "a job spec")) if job else JobSpec(
+            job_id="check", customer_dp=CustomerDPRequest() if config.customer_privacy else None)
         policy = load_policy(config.policy_path)
     except (YamlFileError, PolicyFileError) as exc:
         fail(str(exc))
@@ -396,10 +401,14 @@ def check_cmd(
     refusal = admission_refusal(spec, config, None)
     if refusal is not None:
         fail(f"job {spec.job_id}: this node's own rules refuse it ({refusal.code}): {refusal}", 1)
-    request = job_request(spec, config.dataset, destination=config.coordinator_jurisdiction)
+    request = job_request(spec, config.dataset, destination=config.coordinator_jurisdiction,
+                          customer_column=config.customer_column_for(spec))
     try:
+        customers = customer_window(config, spec, date.today())
         data = read_branch_dataset(read_only_url(config.db_url), policy, request, key=os.urandom(32), target=spec.target,
-                                   table=config.dataset, max_price=config.max_sale_price)
+                                   table=config.dataset, max_price=config.max_sale_price, customers=customers)
+    except Refusal as exc:
+        fail(f"job {spec.job_id}: this node's own rules refuse it ({exc.code}): {exc}", 1)
     except DatabaseUrlError as exc:
         fail(f"{config.node_dir / 'node.json'}: db_url: {exc}")
     except (ContractViolation, JobRefusal) as exc:
@@ -414,6 +423,11 @@ def check_cmd(
     quarantined = ", ".join(f"{why} {n}" for why, n in data.quarantined.items()) or "none"
     console.print(f"data: {data.row_count} rows, {data.valid_count} valid, {len(data.series.units)} months from "
                   f"{data.series.start:%Y-%m}; quarantined: {quarantined}")
+    if data.bounding is not None:
+        b = data.bounding
+        console.print(f"customer-level privacy: {b.customers} customers; {b.sales_dropped} sales of {b.customers_capped} "
+                      f"customers past the bound would not be counted (most of one customer in a year: "
+                      f"{b.most_sales_of_one_customer}); {b.outside_window} sales outside the months released")
     for problem in supernode_problems(config):
         console.print(f"[yellow]for `sovereign node run`:[/] {problem}")
     console.print(f"{config.branch_id}: ready for job {spec.job_id}")
