@@ -115,8 +115,9 @@ def refusal_code(exc: Exception) -> str:
 
 def customer_window(config: NodeConfig, job: JobSpec, today: date) -> CustomerBounding | None:
     """The public months a customer-level release covers: the job's window, starting no
-    earlier than this branch opened, ending before the node's current month. None on a
-    node without customer-level privacy (admission has made sure the job asks for none)."""
+    earlier than the first month of data the node declares (or its opening month) and ending
+    before its current month, so the months never depend on the data. None on a node without
+    customer-level privacy (admission has made sure the job asks for none)."""
     settings = config.customer_privacy
     if settings is None or job.customer_dp is None:
         return None
