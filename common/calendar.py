@@ -23,6 +23,12 @@ def month_number(d: date) -> int:
     return (d.year - 1970) * 12 + d.month - 1
 
 
+def month_date(number: int) -> date:
+    """The first day of a month number (the inverse of `month_number`)."""
+    year, month = divmod(number, 12)
+    return date(1970 + year, month + 1, 1)
+
+
 def parse_month(label: str) -> int:
     """'YYYY-MM' -> its month number."""
     year, month = label.split("-")

@@ -60,17 +60,6 @@ def every_year_epsilon(multiplier: float, years: int, delta: float) -> float:
     return composed_epsilon([multiplier / math.sqrt(max(1, years))], delta)
 
 
-def month_index(month: str | date) -> int:
-    """A month as a running number (year × 12 + month − 1), from 'YYYY-MM' or a date."""
-    if isinstance(month, str):
-        return int(month[:4]) * 12 + int(month[5:7]) - 1
-    return month.year * 12 + month.month - 1
-
-
-def month_start(index: int) -> date:
-    return date(index // 12, index % 12 + 1, 1)
-
-
 def window_years(first: date, last: date) -> list[int]:
     """The calendar years a release over months first..last touches."""
     return list(range(first.year, last.year + 1))

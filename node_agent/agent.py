@@ -22,9 +22,9 @@ from common import evaluation
 from common.evaluation import ARMS, METRICS, metric_vector
 from common.he import EncryptedVector, context_shape, decrypt_checked, encrypt_vector, load_context, sum_encrypted
 from common.metrics import score
-from common.customer_privacy import month_index, month_start, release_noise_multiplier, window_years
+from common.customer_privacy import release_noise_multiplier, window_years
 from common.privacy import PrivacyPlanError, epsilon, epsilon_spent, group_privacy, windows_per_month
-from common.calendar import month_number
+from common.calendar import month_date, month_number, parse_month
 from common.model import REGION_SLOTS, BranchContext, branch_context, forecast, get_flat_weights, job_model, make_windows, set_flat_weights
 from common.refusals import reason_for
 from common.wire import (
@@ -121,18 +121,18 @@ def customer_window(config: NodeConfig, job: JobSpec, today: date) -> CustomerBo
     settings = config.customer_privacy
     if settings is None or job.customer_dp is None:
         return None
-    current = month_index(today)
+    current = month_number(today)
     asked = job.customer_dp
-    last = month_index(asked.last_month) if asked.last_month else current - 1
+    last = parse_month(asked.last_month) if asked.last_month else current - 1
     if last >= current:
         raise Refusal("privacy-plan", f"the job's window ends {asked.last_month}, a month not yet over here "
                                       f"(today is {today:%Y-%m-%d}); a release counts only whole months")
     declared = settings.first_month or config.opened
-    first = max(month_index(asked.first_month), month_index(declared) if declared else 0)
+    first = max(parse_month(asked.first_month), parse_month(declared) if declared else 0)
     if last - first + 1 <= job.holdout + 1:
         raise Refusal("too-little-history", f"the job's window gives this branch {max(last - first + 1, 0)} months, "
                                             f"the job holds out {job.holdout}")
-    return CustomerBounding(column=settings.customer_column, first=month_start(first), last=month_start(last),
+    return CustomerBounding(column=settings.customer_column, first=month_date(first), last=month_date(last),
                             bound=settings.bound)
 
 

@@ -15,7 +15,8 @@ from datetime import date
 
 import numpy as np
 
-from common.customer_privacy import ContributionBound, month_index
+from common.calendar import month_number
+from common.customer_privacy import ContributionBound
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,12 @@ def bound_contributions(sales: list[BoundedSale], bound: ContributionBound, firs
     has fewer than `max_sales_per_year` counted that year and fewer than `max_sales_per_month`
     that month. The rest are dropped from the bounded counts (never from the branch's own
     series, which stays on the node)."""
-    start, months = month_index(first), month_index(last) - month_index(first) + 1
+    start, months = month_number(first), month_number(last) - month_number(first) + 1
     raw, bounded = np.zeros(months, dtype=np.int64), np.zeros(months, dtype=np.int64)
     by_customer_year: dict[tuple[str, int], list[BoundedSale]] = defaultdict(list)
     outside = 0
     for sale in sales:
-        slot = month_index(sale.sale_date) - start
+        slot = month_number(sale.sale_date) - start
         if not 0 <= slot < months:
             outside += 1
             continue
@@ -68,7 +69,7 @@ def bound_contributions(sales: list[BoundedSale], bound: ContributionBound, firs
         per_month: dict[int, int] = defaultdict(int)
         counted = 0
         for sale in sorted(year_sales, key=lambda s: (s.sale_date, s.order)):
-            slot = month_index(sale.sale_date) - start
+            slot = month_number(sale.sale_date) - start
             if counted < bound.max_sales_per_year and per_month[slot] < bound.max_sales_per_month:
                 bounded[slot] += 1
                 per_month[slot] += 1

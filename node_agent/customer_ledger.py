@@ -47,10 +47,7 @@ class CustomerLedger:
         with self.engine.connect() as conn:
             rows = conn.execute(select(charges_table.c.year, charges_table.c.noise_multiplier)
                                 .where(charges_table.c.dataset == dataset)).all()
-        spent: dict[int, list[float]] = defaultdict(list)
-        for year, z in rows:
-            spent[year].append(z)
-        return dict(spent)
+        return _by_year(rows)
 
     def job_charge(self, dataset: str, job_id: str) -> tuple[float, list[int]] | None:
         """(noise multiplier, years) this job reserved, if it did."""
@@ -68,9 +65,7 @@ class CustomerLedger:
                                 .where(charges_table.c.dataset == dataset)).all()
             if any(r[0] == job_id for r in rows):
                 return False
-            spent: dict[int, list[float]] = defaultdict(list)
-            for _, year, z in rows:
-                spent[year].append(z)
+            spent = _by_year([(year, z) for _, year, z in rows])
             why = yearly_refusal(years, multiplier, spent, budget=budget, delta=delta)
             if why:
                 raise BudgetRefusal(f"job {job_id}: {why}")
@@ -103,3 +98,11 @@ class CustomerLedger:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _by_year(rows) -> dict[int, list[float]]:
+    """(year, noise multiplier) rows as each year's list of multipliers."""
+    spent: dict[int, list[float]] = defaultdict(list)
+    for year, z in rows:
+        spent[year].append(z)
+    return dict(spent)

@@ -206,8 +206,9 @@ def read_branch_dataset(
         engine.dispose()
     valid, invalid = validate_sales(rows, today, max_price=max_price, customer_column=customers.column if customers else None)
     quarantined.update(invalid)
-    series, bounded, bounding = monthly_units([s.sale_date for s in valid]), None, None
-    if customers is not None:
+    if customers is None:
+        series, bounded, bounding = monthly_units([s.sale_date for s in valid]), None, None
+    else:
         sales = [BoundedSale(s.customer or "", s.sale_date, id_order(s.sale_id)) for s in valid]
         raw, bounded, bounding = bound_contributions(sales, customers.bound, customers.first, customers.last)
         series = MonthlySeries(start=customers.first, units=raw.astype(np.float64))

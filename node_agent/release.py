@@ -19,7 +19,8 @@ from datetime import date
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.customer_privacy import ContributionBound, every_year_epsilon, month_index, month_start, window_years
+from common.calendar import month_date, month_number
+from common.customer_privacy import ContributionBound, every_year_epsilon, window_years
 
 
 @functools.lru_cache(maxsize=64)  # one measurement per scale; sampling draws fresh noise every call
@@ -60,7 +61,7 @@ class CustomerRelease(BaseModel):
 
     @property
     def last(self) -> date:
-        return month_start(month_index(self.first) + len(self.values) - 1)
+        return month_date(month_number(self.first) + len(self.values) - 1)
 
     @property
     def years(self) -> list[int]:
