@@ -26,6 +26,7 @@ def _register_areas() -> None:
     from sovereign.cli.experiment import experiment_app
     from sovereign.cli.coordinator import coordinator_app
     from sovereign.cli.job import job_app
+    from sovereign.cli.bench import bench_app
 
     app.add_typer(node_app, name="node")
     app.add_typer(policy_app, name="policy")
@@ -34,6 +35,7 @@ def _register_areas() -> None:
     app.add_typer(experiment_app, name="experiment")
     app.add_typer(coordinator_app, name="coordinator")
     app.add_typer(job_app, name="job")
+    app.add_typer(bench_app, name="bench")
 
 
 _register_areas()
