@@ -16,7 +16,7 @@ import time
 import numpy as np
 from pydantic import BaseModel, Field
 
-from common.he import CkksParams, create_secret_context, decrypt_vector, encrypt_vector, load_context, public_context_bytes
+from common.he import CkksParams, EncryptedVector, create_secret_context, decrypt_vector, encrypt_vector, load_context, public_context_bytes
 from common.wire import HESettings, JobSpec, TrainReply, UpdatePayload, from_record, to_record
 from coordinator.strategy import SecureFedAvg
 
@@ -76,8 +76,6 @@ def run_round(nodes: int, params: int, *, plaintext: bool = False, ckks: CkksPar
     if plaintext:
         total = aggregate.payload.plain_values()
     else:
-        from common.he import EncryptedVector
-
         total = decrypt_vector(secret, EncryptedVector(length=aggregate.payload.length, chunks=aggregate.payload.chunks))
     decrypt = time.perf_counter() - started
     size = payloads[0].nbytes()
