@@ -156,6 +156,16 @@ def pair_mask_key(private: X25519PrivateKey, peer_public: bytes, me: str, peer: 
                       info=b"pair mask|" + context + f"|{low}|{high}".encode())
 
 
+def share_context(job_id: str, rnd: int, sender: str, recipient: str) -> bytes:
+    """What the sealed share bundle from `sender` to `recipient` is bound to."""
+    return mask_context(job_id, rnd) + f"|share|{sender}|{recipient}".encode()
+
+
+def graph_seed(advert_bodies: Iterable[bytes]) -> bytes:
+    """The public seed of a round's neighbour graph: every signed advert, so no party picks it alone."""
+    return hashlib.sha256(b"\n".join(sorted(advert_bodies))).digest()
+
+
 def pair_sign(me: str, peer: str) -> int:
     """The lower id adds the pairwise mask, the higher subtracts it: they cancel in the sum."""
     return 1 if me < peer else -1

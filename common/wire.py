@@ -63,11 +63,29 @@ class UpdateBounds(BaseModel):
     max_model_norm: float = Field(default=100.0, gt=0, description="L2 bound on the averaged global model's weights")
 
 
+class MaskingSettings(BaseModel):
+    """SecAgg+ (`common.secagg`) as a job asks for it. A request like the rest of the spec:
+    each node holds it to its own minimum threshold and to a majority of its neighbours."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    threshold: int | None = Field(default=None, ge=2, le=10_000, description="t: shares that rebuild a seed (none: a "
+                                  "majority of each node's neighbours); the coordinator with t - 1 nodes learns nothing")
+    degree: int | None = Field(default=None, ge=2, le=10_000, description="mask neighbours per node, even (none: every "
+                               "other node); SecAgg+'s sparse graph for large alliances")
+    clip: float = Field(default=8192.0, gt=0, le=2.0**20, description="the largest |value| a node sends (n x weight); "
+                        "a node whose update exceeds it refuses rather than clip")
+
+    def threshold_for(self, neighbours: int) -> int:
+        return self.threshold if self.threshold is not None else neighbours // 2 + 1
+
+
 class HESettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
     params: CkksParams = CkksParams()
+    masking: MaskingSettings = MaskingSettings()
 
 
 MONTH_PATTERN = r"^20[0-9]{2}-(0[1-9]|1[0-2])$"
@@ -342,6 +360,65 @@ class ReleaseReply(NodeReply):
 
     commitment: str | None = Field(default=None, pattern=r"^[0-9a-f]{128}$")
     values: list[float] = Field(default_factory=list)
+
+
+# ----------------------------------------------------------------- masked aggregation (SecAgg+)
+HEX_KEY = r"^[0-9a-f]{64}$"
+BRANCH_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class MaskAdvert(BaseModel):
+    """One node's public keys for one round of masked aggregation (`common.secagg`), signed
+    with its lineage key: every peer checks that the coordinator relayed them unaltered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    branch_id: str = Field(pattern=BRANCH_ID)
+    job_id: str = Field(min_length=1, max_length=64)
+    round: int = Field(ge=1)
+    mask_public: str = Field(pattern=HEX_KEY, description="X25519 key the pairwise masks are agreed with")
+    share_public: str = Field(pattern=HEX_KEY, description="X25519 key the shares sent to this node are sealed to")
+    signature: str = Field(default="", pattern=r"^([0-9a-f]{128})?$")
+
+    def signed_body(self) -> bytes:
+        return (f"sovereign/mask-advert/1:{self.job_id}:{self.round}:{self.branch_id}:"
+                f"{self.mask_public}:{self.share_public}").encode()
+
+
+class SealedShare(BaseModel):
+    """One node's Shamir share bundle for one neighbour, sealed between the two of them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sender: str = Field(pattern=BRANCH_ID)
+    recipient: str = Field(pattern=BRANCH_ID)
+    envelope: str = Field(pattern=r"^([0-9a-f]{2}){34,128}$")
+
+
+class MaskInstruction(BaseModel):
+    """Coordinator -> node, the stages of one masked round around its training step:
+    `advertise` (fresh round keys), `share` (seal seed shares to the neighbours the round's
+    adverts give), `consent` (sign the survivor and dropout lists, once), `unmask` (reveal,
+    for each neighbour, the one share its fate calls for)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    protocol: Literal["sovereign/1"] = PROTOCOL_VERSION
+    job: JobSpec
+    round: int = Field(ge=1)
+    stage: Literal["advertise", "share", "consent", "unmask"]
+    adverts: list[MaskAdvert] = Field(default_factory=list, description="share: every participant's signed advert")
+    survivors: list[str] = Field(default_factory=list, description="consent, unmask: whose masked update is in the sum")
+    dropped: list[str] = Field(default_factory=list, description="consent, unmask: who shared seeds but sent no update")
+    consents: dict[str, str] = Field(default_factory=dict, description="unmask: each survivor's signature over the lists")
+    coordinator_head: CoordinatorHead | None = None
+
+
+class MaskReply(NodeReply):
+    advert: MaskAdvert | None = None
+    shares: list[SealedShare] = Field(default_factory=list)
+    consent: str | None = Field(default=None, pattern=r"^[0-9a-f]{128}$")
+    revealed: dict[str, str] = Field(default_factory=dict, description="owner branch -> revealed share (hex)")
 
 
 TrainInstruction.model_rebuild()  # `contributions` names TrainReply, defined after it

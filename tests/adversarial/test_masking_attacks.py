@@ -1,0 +1,125 @@
+"""A coordinator that bends the masked round to read one node's update.
+
+It drives real participants (`node_agent.masking`) step by step and may send anything: altered
+or invented adverts, a threshold of its choosing, shares moved to another recipient, two
+stories about who dropped. Each test is one attack; each fails if the node's rule is removed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common import secagg
+from common.wire import JobSpec, MaskAdvert, SealedShare
+from lineage import Signer
+from node_agent.masking import MaskingParticipant, MaskingRefusal
+
+IDS = [f"b{i}" for i in range(6)]
+
+
+@pytest.fixture
+def alliance(tmp_path):
+    signers = {b: Signer.generate(b) for b in IDS}
+    keys = {b: s.public_key for b, s in signers.items()}
+    nodes = {b: MaskingParticipant(b, tmp_path / b, signers[b], keys.get) for b in IDS}
+    return nodes, JobSpec(job_id="job-x")
+
+
+def _through_masking(nodes, job, rnd=1):
+    adverts = [nodes[b].advertise(job, rnd) for b in IDS]
+    shares = {b: nodes[b].share(job, rnd, adverts) for b in IDS}
+    inbox = [s for sent in shares.values() for s in sent]
+    plan = secagg.plan_ring(len(IDS), job.he.masking.clip)
+    for b in IDS:
+        nodes[b].mask(job, rnd, np.ones(10), plan, [s for s in inbox if s.recipient == b])
+    return adverts, inbox, plan
+
+
+def test_a_node_never_reveals_both_shares_of_one_neighbour(alliance):
+    nodes, job = alliance
+    _through_masking(nodes, job)
+    everyone = list(IDS)
+    consents = {b: nodes[b].consent(job, 1, everyone, []) for b in everyone}
+    nodes["b0"].unmask(job, 1, everyone, [], consents)  # b3's self-mask share
+    others = [b for b in IDS if b != "b3"]
+    with pytest.raises(MaskingRefusal, match="other survivors"):  # now "b3 dropped": its mask-key share too
+        nodes["b0"].unmask(job, 1, others, ["b3"], consents)
+
+
+def test_two_stories_about_one_neighbour_cannot_both_be_signed(alliance):
+    """The coordinator tells b0 that b3 dropped and b1 that it survived. b1 signed its story,
+    so it will not sign b0's; without b1's signature b0 reveals nothing."""
+    nodes, job = alliance
+    _through_masking(nodes, job)
+    told_b1 = list(IDS)
+    told_b0 = [b for b in IDS if b != "b3"]
+    nodes["b1"].consent(job, 1, told_b1, [])
+    with pytest.raises(MaskingRefusal, match="other survivor lists"):
+        nodes["b1"].consent(job, 1, told_b0, ["b3"])
+    consents = {b: nodes[b].consent(job, 1, told_b0, ["b3"]) for b in told_b0 if b != "b1"}
+    consents["b1"] = Signer.generate("b1").sign(b"forged")  # the coordinator's best effort
+    with pytest.raises(MaskingRefusal, match="b1 did not sign"):
+        nodes["b0"].unmask(job, 1, told_b0, ["b3"], consents)
+
+
+def test_an_advert_with_the_coordinators_own_mask_key_is_refused(alliance):
+    nodes, job = alliance
+    adverts = [nodes[b].advertise(job, 1) for b in IDS]
+    mine = secagg.RoundSecrets.generate()
+    swapped = [a.model_copy(update={"mask_public": mine.mask_public().hex()}) if a.branch_id == "b3" else a for a in adverts]
+    with pytest.raises(MaskingRefusal, match="b3 is not signed"):
+        nodes["b0"].share(job, 1, swapped)
+
+
+def test_an_invented_branch_is_refused(alliance):
+    nodes, job = alliance
+    adverts = [nodes[b].advertise(job, 1) for b in IDS]
+    sybil = Signer.generate("b9")
+    fake = MaskAdvert(branch_id="b9", job_id=job.job_id, round=1, mask_public="ab" * 32, share_public="cd" * 32)
+    fake = fake.model_copy(update={"signature": sybil.sign(fake.signed_body())})
+    with pytest.raises(MaskingRefusal, match="no key for this branch"):
+        nodes["b0"].share(job, 1, adverts + [fake])
+
+
+def test_a_minority_threshold_or_one_below_the_nodes_minimum_is_refused(alliance, tmp_path):
+    nodes, job = alliance
+    adverts = [nodes[b].advertise(job, 1) for b in IDS]
+    with pytest.raises(MaskingRefusal, match="not a majority"):
+        nodes["b0"].share(job.model_copy(update={"he": job.he.model_copy(update={"masking": job.he.masking.model_copy(
+            update={"threshold": 2})})}), 1, adverts)
+    strict = MaskingParticipant("b0", tmp_path / "strict", nodes["b0"].signer, nodes["b0"].peer_key, min_threshold=5)
+    own = strict.advertise(job, 1)
+    with pytest.raises(MaskingRefusal, match="minimum of 5"):
+        strict.share(job, 1, [own if a.branch_id == "b0" else a for a in adverts])  # majority of 5 is 3
+
+
+def test_sharing_again_over_other_participants_is_refused(alliance):
+    nodes, job = alliance
+    adverts = [nodes[b].advertise(job, 1) for b in IDS]
+    first = nodes["b0"].share(job, 1, adverts)
+    assert nodes["b0"].share(job, 1, adverts) == first  # asked again: the same envelopes, no new split
+    with pytest.raises(MaskingRefusal, match="other participants"):
+        nodes["b0"].share(job, 1, [a for a in adverts if a.branch_id != "b5"])
+
+
+def test_masking_again_over_other_neighbours_is_refused(alliance):
+    nodes, job = alliance
+    _, inbox, plan = _through_masking(nodes, job)
+    mine = [s for s in inbox if s.recipient == "b0"]
+    again = nodes["b0"].mask(job, 1, np.ones(10), plan, mine)
+    assert np.array_equal(again, nodes["b0"].mask(job, 1, np.ones(10), plan, mine))
+    with pytest.raises(MaskingRefusal, match="other neighbours"):
+        nodes["b0"].mask(job, 1, np.ones(10), plan, [s for s in mine if s.sender != "b4"])
+
+
+def test_a_share_moved_to_another_recipient_does_not_open(alliance):
+    nodes, job = alliance
+    adverts = [nodes[b].advertise(job, 1) for b in IDS]
+    inbox = [s for b in IDS for s in nodes[b].share(job, 1, adverts)]
+    plan = secagg.plan_ring(len(IDS), job.he.masking.clip)
+    for_b2 = next(s for s in inbox if s.sender == "b4" and s.recipient == "b2")
+    moved = SealedShare(sender="b4", recipient="b0", envelope=for_b2.envelope)
+    mine = [s for s in inbox if s.recipient == "b0" and s.sender != "b4"] + [moved]
+    with pytest.raises(MaskingRefusal, match="does not open"):
+        nodes["b0"].mask(job, 1, np.ones(10), plan, mine)
