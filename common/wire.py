@@ -421,6 +421,47 @@ class MaskReply(NodeReply):
     revealed: dict[str, str] = Field(default_factory=dict, description="owner branch -> revealed share (hex)")
 
 
+class JobKeyAdvert(BaseModel):
+    """A node's X25519 key for one job's key ceremony, signed with its lineage key: the
+    dealing node seals the job's CKKS secret key to it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    branch_id: str = Field(pattern=BRANCH_ID)
+    job_id: str = Field(min_length=1, max_length=64)
+    public: str = Field(pattern=HEX_KEY)
+    signature: str = Field(default="", pattern=r"^([0-9a-f]{128})?$")
+
+    def signed_body(self) -> bytes:
+        return f"sovereign/job-key-advert/1:{self.job_id}:{self.branch_id}:{self.public}".encode()
+
+
+class JobKeyDeal(BaseModel):
+    """The dealing node's answer: the job's keyless public CKKS context (for the coordinator)
+    and the secret context sealed to each participant's advert. The dealer signs the holders
+    and the digest of each one's envelope, so the coordinator can neither swap a key nor add
+    a holder; it forwards each participant the deal with that participant's envelope only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dealer: str = Field(pattern=BRANCH_ID)
+    job_id: str = Field(min_length=1, max_length=64)
+    scale_bits: int = Field(ge=10, le=40)
+    public_context: str = Field(max_length=4096, pattern=r"^([0-9a-f]{2})*$")
+    holders: dict[str, str] = Field(description="branch -> SHA-256 of its sealed secret context")
+    envelopes: dict[str, str] = Field(default_factory=dict, description="branch -> its sealed secret context (hex)")
+    signature: str = Field(default="", pattern=r"^([0-9a-f]{128})?$")
+
+    def signed_body(self) -> bytes:
+        body = {"dealer": self.dealer, "job_id": self.job_id, "scale_bits": self.scale_bits,
+                "public_context": self.public_context, "holders": dict(sorted(self.holders.items()))}
+        return ("sovereign/job-key-deal/1:" + json.dumps(body, sort_keys=True, separators=(",", ":"))).encode()
+
+    def for_branch(self, branch: str) -> "JobKeyDeal":
+        """What one participant is forwarded: the signed deal with its own envelope only."""
+        return self.model_copy(update={"envelopes": {b: e for b, e in self.envelopes.items() if b == branch}})
+
+
 TrainInstruction.model_rebuild()  # `contributions` names TrainReply, defined after it
 
 PAYLOADS = ("update", "global_model", "metrics")  # carried as bytes beside the JSON body

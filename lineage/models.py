@@ -30,6 +30,7 @@ class EventKind(str, Enum):
     JOB_DECISION = "job_decision"        # a node's signed approval or denial of a job, as the coordinator received it
     CONTRIBUTION_BOUNDING = "contribution_bounding"  # sales of one customer past the yearly cap, dropped from releases
     CUSTOMER_RELEASE = "customer_release"  # a customer-level DP release of the monthly counts: months, noise, ε per year
+    KEY_CEREMONY = "key_ceremony"        # a job's CKKS key made, received or destroyed on a node, and for whom
 
 
 def _now() -> datetime:
