@@ -99,39 +99,76 @@ def chunk_count(length: int, ctx: ts.Context) -> int:
     return -(-max(length, 1) // _slots(ctx))
 
 
-def sum_digits(ctx: ts.Context, vectors: Sequence[EncryptedVector], *, addend: np.ndarray | None = None) -> EncryptedVector:
-    """The homomorphic sum, plus an optional plaintext `addend` (the unmasking correction's
-    digits); needs the public context only. ValueError names what is wrong with a vector."""
-    if not vectors:
-        raise ValueError("nothing to sum: no encrypted vectors")
-    length = vectors[0].length
-    seal = ctx.seal_context().data
-    evaluator, first_level = sealapi.Evaluator(seal), seal.first_parms_id()
-    totals: list[sealapi.Ciphertext] = []
-    for v in vectors:
-        problem = _layout_problem(v, length, ctx)
+class DigitSum:
+    """A running homomorphic sum of digit vectors (the coordinator's side: public context only).
+    `add` loads and checks a whole vector before adding any of it, so a bad one (ValueError,
+    naming what is wrong) leaves the sum as it was."""
+
+    def __init__(self, ctx: ts.Context, length: int) -> None:
+        self.ctx, self.length = ctx, length
+        self.seal = ctx.seal_context().data
+        self.evaluator = sealapi.Evaluator(self.seal)
+        self.totals: list[sealapi.Ciphertext] = []
+        self.count = 0
+
+    def add(self, vector: EncryptedVector) -> None:
+        problem = _layout_problem(vector, self.length, self.ctx)
         if problem:
             raise ValueError(problem)
-        for i, data in enumerate(v.chunks):
-            ct = _load(seal, data)
+        first_level, loaded = self.seal.first_parms_id(), []
+        for i, data in enumerate(vector.chunks):
+            ct = _load(self.seal, data)
             if ct.size() != 2 or ct.is_transparent() or ct.parms_id() != first_level or \
-                    abs(ct.scale - ctx.global_scale) > 1e-9 * ctx.global_scale:
+                    abs(ct.scale - self.ctx.global_scale) > 1e-9 * self.ctx.global_scale:
                 raise ValueError(f"ciphertext {i} (size {ct.size()}, scale 2^{np.log2(ct.scale):.1f}) is not a fresh "
-                                 f"encryption at the job's scale 2^{np.log2(ctx.global_scale):.0f}")
-            if len(totals) <= i:
-                totals.append(ct)
-            else:
-                evaluator.add_inplace(totals[i], ct)
-    if addend is not None:
-        encoder = sealapi.CKKSEncoder(seal)
-        values = np.asarray(addend, dtype=np.float64).ravel()
-        if values.size != length:
-            raise ValueError(f"the addend has {values.size} values, the vectors {length}")
-        for total, chunk in zip(totals, _complex_chunks(values, _slots(ctx)), strict=True):
-            plain = sealapi.Plaintext()
-            encoder.encode(chunk, ctx.global_scale, plain)
-            evaluator.add_plain_inplace(total, plain)
-    return EncryptedVector(scheme=SCHEME, length=length, chunks=[_dump(t) for t in totals])
+                                 f"encryption at the job's scale 2^{np.log2(self.ctx.global_scale):.0f}")
+            loaded.append(ct)
+        if not self.totals:
+            self.totals = loaded
+        else:
+            for total, ct in zip(self.totals, loaded, strict=True):
+                self.evaluator.add_inplace(total, ct)
+        self.count += 1
+
+    def result(self, addend: np.ndarray | None = None) -> EncryptedVector:
+        """The sum, plus an optional plaintext `addend` (the unmasking correction's digits); call once."""
+        if not self.totals:
+            raise ValueError("nothing to sum: no encrypted vectors")
+        if addend is not None:
+            _add_plain(self.ctx, self.evaluator, self.totals, addend, self.length)
+        summed = EncryptedVector(scheme=SCHEME, length=self.length, chunks=[_dump(t) for t in self.totals])
+        self.totals = []
+        return summed
+
+
+def _add_plain(ctx: ts.Context, evaluator, totals: list, addend: np.ndarray, length: int) -> None:
+    values = np.asarray(addend, dtype=np.float64).ravel()
+    if values.size != length:
+        raise ValueError(f"the addend has {values.size} values, the vectors {length}")
+    encoder = sealapi.CKKSEncoder(ctx.seal_context().data)
+    for total, chunk in zip(totals, _complex_chunks(values, _slots(ctx)), strict=True):
+        plain = sealapi.Plaintext()
+        encoder.encode(chunk, ctx.global_scale, plain)
+        evaluator.add_plain_inplace(total, plain)
+
+
+def sum_digits(ctx: ts.Context, vectors: Sequence[EncryptedVector], *, addend: np.ndarray | None = None) -> EncryptedVector:
+    """The homomorphic sum of `vectors` plus an optional plaintext `addend`."""
+    if not vectors:
+        raise ValueError("nothing to sum: no encrypted vectors")
+    acc = DigitSum(ctx, vectors[0].length)
+    for v in vectors:
+        acc.add(v)
+    return acc.result(addend)
+
+
+def add_plain(ctx: ts.Context, vector: EncryptedVector, addend: np.ndarray) -> EncryptedVector:
+    """`vector` plus a plaintext: how the coordinator applies the unmasking correction to a sum
+    it already holds (no check on `vector`: it is the coordinator's own sum)."""
+    seal = ctx.seal_context().data
+    totals = [_load(seal, c) for c in vector.chunks]
+    _add_plain(ctx, sealapi.Evaluator(seal), totals, addend, vector.length)
+    return EncryptedVector(scheme=SCHEME, length=vector.length, chunks=[_dump(t) for t in totals])
 
 
 def _layout_problem(v: EncryptedVector, length: int, ctx: ts.Context) -> str | None:

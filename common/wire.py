@@ -84,6 +84,9 @@ class HESettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
+    scheme: Literal["CKKS", "CKKS-ring"] = Field(
+        default="CKKS", description="CKKS: one alliance key, real-valued updates; CKKS-ring: per-job keys and "
+                                    "SecAgg+ masked integer digits (`common.secagg`, `common.ring_ckks`)")
     params: CkksParams = CkksParams()
     masking: MaskingSettings = MaskingSettings()
 
@@ -199,7 +202,7 @@ class JobSpec(BaseModel):
 class UpdatePayload(BaseModel):
     """A node's weighted update `[n_k * w_k ..., n_k]`, CKKS ciphertexts or plain float64."""
 
-    scheme: Literal["CKKS", "plain"]
+    scheme: Literal["CKKS", "CKKS-ring", "plain"]
     length: int = Field(ge=0)
     chunks: list[bytes]
 

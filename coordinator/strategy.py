@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import tenseal as ts
 
-from common import evaluation
+from common import evaluation, ring_ckks
+from common.he import EncryptedVector
 from common.model import build_model
 from common.wire import EvaluateReply, JobSpec, ReleaseInstruction, TrainInstruction, TrainReply, UpdatePayload
 
@@ -76,7 +77,9 @@ class SecureFedAvg:
 
     # ----------------------------------------------------------------- the guarded sum
     def _sum(self, sent: list[tuple[str, UpdatePayload]], length: int, plain_problem) -> Aggregate:
-        expected = "CKKS" if self.job.he.enabled else "plain"
+        expected = self.job.he.scheme if self.job.he.enabled else "plain"
+        if expected == "CKKS-ring":
+            return self._ring_sum(sent, length)
         total, contributors, rejected = None, {}, {}
         for branch, payload in sent:
             problem = self._shape_problem(payload, expected, length)
@@ -100,6 +103,26 @@ class SecureFedAvg:
         else:
             payload = UpdatePayload.plain(total)
         return Aggregate(payload=payload, contributors=contributors, rejected=rejected)
+
+    def _ring_sum(self, sent: list[tuple[str, UpdatePayload]], length: int) -> Aggregate:
+        """Masked digits: each payload loaded and checked whole before it is added. The sum is
+        still masked; `coordinator.unmasking` makes the correction that unmasks it."""
+        acc, contributors, rejected = ring_ckks.DigitSum(self.public_context, length), {}, {}
+        for branch, payload in sent:
+            if payload.scheme != "CKKS-ring":
+                rejected[branch] = f"sent a {payload.scheme} payload to a CKKS-ring job"
+                continue
+            try:
+                acc.add(EncryptedVector(scheme=payload.scheme, length=payload.length, chunks=payload.chunks))
+            except (ValueError, RuntimeError, TypeError) as exc:  # whatever a crafted payload raises, only it is left out
+                rejected[branch] = f"could not be read or added ({str(exc)[:160]})"
+                continue
+            contributors[branch] = payload.digest()
+        if not contributors:
+            return Aggregate(payload=None, rejected=rejected)
+        summed = acc.result()
+        return Aggregate(payload=UpdatePayload(scheme="CKKS-ring", length=length, chunks=summed.chunks),
+                         contributors=contributors, rejected=rejected)
 
     def _open(self, payload: UpdatePayload) -> list:
         vectors = [ts.ckks_vector_from(self.public_context, c) for c in payload.chunks]

@@ -94,6 +94,23 @@ def test_fewer_than_t_shares_rebuild_nothing():
         secagg.combine(shares[:3] + [shares[0]], 4)
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 40).flatmap(lambda n: st.tuples(st.just(n), st.integers(2, n), st.randoms(use_true_random=False))))
+def test_any_t_shares_rebuild_the_seed_and_an_altered_one_does_not(case):
+    n, t, rnd = case
+    secrets = secagg.RoundSecrets.generate()
+    bundles = list(secagg.split_seeds(secrets, t, [f"h{i}" for i in range(n)]).values())
+    chosen = rnd.sample(bundles, t)
+    assert secagg.combine([secagg.reveal(b, "self") for b in chosen], t) == secrets.self_seed
+    assert secagg.combine([secagg.reveal(b, "mask") for b in chosen], t) == secrets.mask_seed
+    altered = [secagg.reveal(b, "self") for b in chosen]
+    altered[0] = altered[0][:-1] + bytes([altered[0][-1] ^ 1])
+    try:
+        assert secagg.combine(altered, t) != secrets.self_seed
+    except ValueError:
+        pass  # not even a 16-byte seed
+
+
 def test_the_neighbour_graph_is_symmetric_regular_and_recomputable():
     ids = [f"b{i:04d}" for i in range(50)]
     graph = secagg.mask_graph(ids, 10, b"public seed")
