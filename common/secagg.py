@@ -69,14 +69,14 @@ def plan_ring(nodes: int, clip: float, *, data_bits: int = CKKS_DATA_BITS) -> Ri
       230 * sqrt(n + 1) / 2^scale; the scale keeps 12 standard deviations under 1/4, well
       inside the 1/2 that rounding forgives.
     - CKKS range: n + 1 centred digits of k bits (n updates, one correction), scaled, stay
-      below 2^58, half the data prime, with half a bit for complex packing.
+      below 2^58.5: under half the data prime, with half a bit for complex packing.
     - Ring: the sum of n quantised values must not wrap: n * clip * 2^f < 2^(K - 1).
     One digit per value when that leaves at least MIN_FRAC_BITS of precision, else two.
     """
     if nodes < 1 or not clip > 0:
         raise ValueError("a ring plan needs at least one node and a positive clip")
     scale_bits = math.ceil(math.log2(12 * 4 * NOISE_PER_CIPHERTEXT * math.sqrt(nodes + 1)))
-    digit_bits = data_bits - 3 - scale_bits - math.ceil(math.log2(nodes + 1))
+    digit_bits = data_bits - 2 - scale_bits - math.ceil(math.log2(nodes + 1))
     needed = math.ceil(math.log2(nodes * clip))
     for digits in (1, 2):
         ring_bits = min(digits * digit_bits, 62)

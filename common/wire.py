@@ -73,7 +73,7 @@ class MaskingSettings(BaseModel):
                                   "majority of each node's neighbours); the coordinator with t - 1 nodes learns nothing")
     degree: int | None = Field(default=None, ge=2, le=10_000, description="mask neighbours per node, even (none: every "
                                "other node); SecAgg+'s sparse graph for large alliances")
-    clip: float = Field(default=8192.0, gt=0, le=2.0**20, description="the largest |value| a node sends (n x weight); "
+    clip: float = Field(default=4096.0, gt=0, le=2.0**20, description="the largest |value| a node sends (n x weight); "
                         "a node whose update exceeds it refuses rather than clip")
 
     def threshold_for(self, neighbours: int) -> int:
