@@ -105,24 +105,14 @@ class SecureFedAvg:
         return Aggregate(payload=payload, contributors=contributors, rejected=rejected)
 
     def _ring_sum(self, sent: list[tuple[str, UpdatePayload]], length: int) -> Aggregate:
-        """Masked digits: each payload loaded and checked whole before it is added. The sum is
-        still masked; `coordinator.unmasking` makes the correction that unmasks it."""
-        acc, contributors, rejected = ring_ckks.DigitSum(self.public_context, length), {}, {}
+        ring = self.ring_aggregation(length)
         for branch, payload in sent:
-            if payload.scheme != "CKKS-ring":
-                rejected[branch] = f"sent a {payload.scheme} payload to a CKKS-ring job"
-                continue
-            try:
-                acc.add(EncryptedVector(scheme=payload.scheme, length=payload.length, chunks=payload.chunks))
-            except (ValueError, RuntimeError, TypeError) as exc:  # whatever a crafted payload raises, only it is left out
-                rejected[branch] = f"could not be read or added ({str(exc)[:160]})"
-                continue
-            contributors[branch] = payload.digest()
-        if not contributors:
-            return Aggregate(payload=None, rejected=rejected)
-        summed = acc.result()
-        return Aggregate(payload=UpdatePayload(scheme="CKKS-ring", length=length, chunks=summed.chunks),
-                         contributors=contributors, rejected=rejected)
+            ring.add(branch, payload)
+        return ring.result()
+
+    def ring_aggregation(self, length: int) -> "RingAggregation":
+        """A streaming guarded sum of masked digits (a round's updates as they arrive)."""
+        return RingAggregation(ring_ckks.DigitSum(self.public_context, length))
 
     def _open(self, payload: UpdatePayload) -> list:
         vectors = [ts.ckks_vector_from(self.public_context, c) for c in payload.chunks]
@@ -154,6 +144,34 @@ class SecureFedAvg:
         elif sum(len(c) for c in payload.chunks) != 8 * length:
             return "plain payload's bytes do not match its length"
         return None
+
+
+class RingAggregation:
+    """Masked digits, summed as they come: each payload loaded and checked whole before it is
+    added, a bad one left out and named. The sum is still masked; `coordinator.unmasking`
+    makes the correction that unmasks it."""
+
+    def __init__(self, digits: ring_ckks.DigitSum) -> None:
+        self.digits, self.contributors, self.rejected = digits, {}, {}
+
+    def add(self, branch: str, payload: UpdatePayload) -> bool:
+        if payload.scheme != "CKKS-ring":
+            self.rejected[branch] = f"sent a {payload.scheme} payload to a CKKS-ring job"
+            return False
+        try:
+            self.digits.add(EncryptedVector(scheme=payload.scheme, length=payload.length, chunks=payload.chunks))
+        except (ValueError, RuntimeError, TypeError) as exc:  # whatever a crafted payload raises, only it is left out
+            self.rejected[branch] = f"could not be read or added ({str(exc)[:160]})"
+            return False
+        self.contributors[branch] = payload.digest()
+        return True
+
+    def result(self) -> Aggregate:
+        if not self.contributors:
+            return Aggregate(payload=None, rejected=self.rejected)
+        summed = self.digits.result()
+        return Aggregate(payload=UpdatePayload(scheme="CKKS-ring", length=summed.length, chunks=summed.chunks),
+                         contributors=self.contributors, rejected=self.rejected)
 
 
 def summed_replies(aggregate: Aggregate, replies: list) -> list:

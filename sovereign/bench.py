@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from common import ring_ckks, secagg
 from common.he import CkksParams, EncryptedVector, create_secret_context, decrypt_vector, encrypt_vector, load_context, public_context_bytes
-from common.wire import HESettings, JobSpec, MaskReply, TrainReply, UpdatePayload, from_record, to_record
+from common.wire import HESettings, JobSpec, MaskingSettings, MaskReply, TrainReply, UpdatePayload, from_record, to_record
 from coordinator.strategy import SecureFedAvg
 from coordinator.unmasking import MaskedRound
 from lineage import Signer
@@ -49,15 +49,16 @@ def updates_for(nodes: int, params: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def run_round(nodes: int, params: int, *, plaintext: bool = False, scheme: str | None = None, ckks: CkksParams | None = None,
-              seed: int = 0, dropped: int = 0) -> AggregationBench:
+              seed: int = 0, dropped: int = 0, degree: int | None = None) -> AggregationBench:
     """Run and time one round of `nodes` updates of `params` parameters. `scheme`: "ring"
     (per-job key, SecAgg+ masks; the default), "ckks" (one alliance key, real values) or
-    "plain"; `dropped` nodes (ring only) share their seeds and then send nothing."""
+    "plain"; `dropped` nodes (ring only) share their seeds and then send nothing; `degree`
+    (ring only) gives each node that many mask neighbours (SecAgg+'s sparse graph)."""
     if nodes < 1 or params < 1:
         raise ValueError("--nodes and --params must be at least 1")
     scheme = "plain" if plaintext else (scheme or "ring")
     if scheme == "ring":
-        return _ring_round(nodes, params, seed=seed, dropped=dropped)
+        return _ring_round(nodes, params, seed=seed, dropped=dropped, degree=degree)
     if scheme not in ("ckks", "plain"):
         raise ValueError(f"--scheme must be ring, ckks or plain, not {scheme!r}")
     plaintext = scheme == "plain"
@@ -109,14 +110,14 @@ def _through_the_wire(payloads: list[UpdatePayload]) -> tuple[list[TrainReply], 
     return replies, time.perf_counter() - started
 
 
-def _ring_round(nodes: int, params: int, *, seed: int, dropped: int) -> AggregationBench:
+def _ring_round(nodes: int, params: int, *, seed: int, dropped: int, degree: int | None) -> AggregationBench:
     """The collusion-resistant path: a per-job key from the node-side ceremony, every node's
     SecAgg+ participant (adverts, sealed shares, masking, consent, unmasking), the CKKS-ring
     codec, the guarded strategy's sum and the coordinator's correction."""
     if not 0 <= dropped <= nodes - 2:
         raise ValueError("--dropped must leave at least two nodes that send")
     ids = [f"b{i:04d}" for i in range(nodes)]
-    job = JobSpec(job_id="bench", he=HESettings(scheme="CKKS-ring"))
+    job = JobSpec(job_id="bench", he=HESettings(scheme="CKKS-ring", masking=MaskingSettings(degree=degree)))
     updates = dict(zip(ids, updates_for(nodes, params, seed), strict=True))
     with tempfile.TemporaryDirectory(prefix="sovereign-bench-") as tmp:
         signers = {b: Signer.generate(b) for b in ids}
@@ -138,18 +139,23 @@ def _ring_round(nodes: int, params: int, *, seed: int, dropped: int) -> Aggregat
         coordinator.take_shares([MaskReply(status="ok", branch_id=b, shares=parts[b].share(job, 1, adverts)) for b in ids])
         setup_one = (time.perf_counter() - started) / nodes
         senders = ids[dropped:]
-        started = time.perf_counter()
-        payloads = []
-        for b in senders:
+        ring_sum = strategy.ring_aggregation(strategy.update_length)
+        encode_total = wire = summing = 0.0
+        size = 0
+        for b in senders:  # streamed, as replies arrive: the coordinator holds the running sum, not every update
+            started = time.perf_counter()
             ring = parts[b].mask(job, 1, updates[b], plan, coordinator.shares_for(b))
             enc = ring_ckks.encrypt_digits(contexts[b], secagg.to_digits(ring, plan))
-            payloads.append(UpdatePayload(scheme="CKKS-ring", length=enc.length, chunks=enc.chunks))
-        encode_one = (time.perf_counter() - started) / len(senders)
-        replies, wire = _through_the_wire(payloads)
-        replies = [r.model_copy(update={"branch_id": b}) for r, b in zip(replies, senders, strict=True)]
-        started = time.perf_counter()
-        aggregate = strategy.aggregate_train(replies)
-        summing = time.perf_counter() - started
+            payload = UpdatePayload(scheme="CKKS-ring", length=enc.length, chunks=enc.chunks)
+            encode_total += time.perf_counter() - started
+            size = payload.nbytes()
+            (reply,), seconds = _through_the_wire([payload])
+            wire += seconds
+            started = time.perf_counter()
+            ring_sum.add(b, reply.update)
+            summing += time.perf_counter() - started
+        encode_one = encode_total / len(senders)
+        aggregate = ring_sum.result()
         if aggregate.payload is None or aggregate.rejected:
             raise RuntimeError(f"the strategy left updates out: {aggregate.rejected}")
         gone = sorted(set(ids) - set(senders))
@@ -165,7 +171,6 @@ def _ring_round(nodes: int, params: int, *, seed: int, dropped: int) -> Aggregat
         started = time.perf_counter()
         total = secagg.dequantise(secagg.from_digits(ring_ckks.decrypt_digits(contexts[ids[-1]], summed), plan), plan)
         decrypt = time.perf_counter() - started
-    size = payloads[0].nbytes()
     seconds = {"ceremony": ceremony, "setup_one_node": setup_one, "encode_one_node": encode_one, "wire": wire,
                "sum": summing, "unmask_one_node": unmask_one, "correction": correcting, "decrypt": decrypt}
     seconds["round"] = sum(v for k, v in seconds.items() if k != "ceremony")

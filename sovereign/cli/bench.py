@@ -20,6 +20,8 @@ def aggregation(
                                "default); ckks: one alliance key, real values (before issue 14); plain: no encryption."),
     dropped: int = typer.Option(0, help="ring only: nodes that share their seeds and then send nothing (unmasked from "
                                 "the survivors' shares)."),
+    degree: int = typer.Option(None, help="ring only: mask neighbours per node, even (SecAgg+'s sparse graph); "
+                               "default every other node."),
     seed: int = typer.Option(0, help="Seed of the simulated updates."),
     as_json: bool = typer.Option(False, "--json", help="Print the measurement as JSON."),
 ) -> None:
@@ -34,7 +36,7 @@ def aggregation(
     from sovereign.bench import run_round
 
     try:
-        result = run_round(nodes, params, plaintext=plaintext, scheme=scheme, seed=seed, dropped=dropped)
+        result = run_round(nodes, params, plaintext=plaintext, scheme=scheme, seed=seed, dropped=dropped, degree=degree)
     except ValueError as exc:
         fail(str(exc))
     if as_json:
