@@ -31,6 +31,8 @@ REASONS: dict[str, str] = {
     "egress": "the reply was blocked at the node's egress check",
     "not-approved": "this node's owner has not approved this job",
     "owner-denied": "this node's owner denied this job",
+    "key-ceremony": "the job's key ceremony failed this node's checks",
+    "masking": "the masked round failed this node's checks",
 }
 
 

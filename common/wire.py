@@ -255,6 +255,8 @@ class TrainInstruction(BaseModel):
     contributions: list["TrainReply"] = Field(
         default_factory=list,
         description="the signed updates the global model sums, for a node that sent none itself: it re-adds them")
+    shares: list["SealedShare"] = Field(default_factory=list, description="CKKS-ring: this node's sealed seed shares")
+    fates: "RoundFates | None" = Field(default=None, description="CKKS-ring: who the global model sums, as they signed it")
     coordinator_head: CoordinatorHead | None = None
 
 
@@ -335,8 +337,10 @@ class ReleaseInstruction(BaseModel):
     job: JobSpec
     round: int = Field(ge=1)
     stage: Literal["commit", "release"] = "release"
-    contributions: list[EvaluateReply] = Field(min_length=1)
+    contributions: list[EvaluateReply] = Field(default_factory=list)
     commitments: dict[str, str] = Field(default_factory=dict, description="branch -> its signature over this set")
+    aggregate: UpdatePayload | None = Field(default=None, description="CKKS-ring: the unmasked sum of the metric vectors")
+    fates: "RoundFates | None" = Field(default=None, description="CKKS-ring: who that sum counts, as they signed it")
     coordinator_head: CoordinatorHead | None = None
 
     def set_digest(self) -> str:
@@ -465,9 +469,41 @@ class JobKeyDeal(BaseModel):
         return self.model_copy(update={"envelopes": {b: e for b, e in self.envelopes.items() if b == branch}})
 
 
-TrainInstruction.model_rebuild()  # `contributions` names TrainReply, defined after it
+class KeyInstruction(BaseModel):
+    """Coordinator -> node, the job's key ceremony (`node_agent.job_keys`): `advertise` a
+    per-job X25519 key; `deal` (one node) the job's CKKS key to the adverts; `install` the
+    dealt key forwarded to this node; `close`: the job is over, destroy its key."""
 
-PAYLOADS = ("update", "global_model", "metrics")  # carried as bytes beside the JSON body
+    model_config = ConfigDict(extra="forbid")
+
+    protocol: Literal["sovereign/1"] = PROTOCOL_VERSION
+    job: JobSpec
+    stage: Literal["advertise", "deal", "install", "close"]
+    adverts: list[JobKeyAdvert] = Field(default_factory=list)
+    deal: JobKeyDeal | None = None
+    coordinator_head: CoordinatorHead | None = None
+
+
+class KeyReply(NodeReply):
+    advert: JobKeyAdvert | None = None
+    deal: JobKeyDeal | None = None
+
+
+class RoundFates(BaseModel):
+    """Who a masked sum counts, as its survivors signed it (`node_agent.masking.consent`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mask_round: int = Field(ge=1)
+    survivors: list[str] = Field(min_length=1)
+    dropped: list[str] = Field(default_factory=list)
+    consents: dict[str, str] = Field(default_factory=dict)
+
+
+TrainInstruction.model_rebuild()  # `contributions` names TrainReply, defined after it
+ReleaseInstruction.model_rebuild()
+
+PAYLOADS = ("update", "global_model", "metrics", "aggregate")  # carried as bytes beside the JSON body
 
 
 def to_record(model: BaseModel) -> RecordDict:

@@ -56,6 +56,7 @@ class JobCheckpoint(BaseModel):
     global_round: int = 0  # the last round whose aggregate became the model (0: none yet)
     model: StoredPayload | None = None
     model_contributors: dict[str, str] = Field(default_factory=dict)  # branch -> digest of what it sent
+    model_fates: dict | None = None  # CKKS-ring: the signed survivor list of the model's round (RoundFates)
     model_updates: list[str] = Field(default_factory=list)  # the signed updates the model sums (`stored_reply`)
     node_level_history: list[list[float]] = Field(default_factory=list)
 

@@ -26,13 +26,15 @@ from common.wire import (
     CoordinatorHead,
     EvaluateReply,
     JobSpec,
+    ReleaseInstruction,
     ReleaseReply,
+    RoundFates,
     TrainReply,
     WireError,
     from_record,
     to_record,
 )
-from coordinator import checkpoints
+from coordinator import checkpoints, ring_job
 from coordinator.paths import CoordinatorPaths
 from coordinator.guard import ReplyGuard
 from coordinator.strategy import Aggregate, SecureFedAvg, summed_replies
@@ -98,12 +100,16 @@ def run_job(
     After each round the job is checkpointed (`coordinator.checkpoints`): run again on the
     same job, this resumes after the last closed round."""
     paths.root.mkdir(parents=True, exist_ok=True)
-    public = load_context(paths.public_context.read_bytes()) if job.he.enabled else None
-    strategy = SecureFedAvg(job=job, public_context=public)
+    ring = job.he.enabled and job.he.scheme == "CKKS-ring"
+    public = load_context(paths.public_context.read_bytes()) if job.he.enabled and not ring else None
     lineage = LineageStore(paths.lineage_url)
     signer = Signer.load_or_create(ACTOR, paths.lineage_key_dir)
     guard = ReplyGuard(paths.node_lineage_keys)
     node_ids = _wait_for_nodes(grid, min_nodes, node_wait_seconds, expected=expected_nodes)
+
+    def exchange_each(instructions, message_type, rnd, schema) -> "Exchange":
+        return _exchange_each(grid, instructions, message_type, rnd, schema, guard, observer, reply_timeout)
+
     result = JobResult(job=job)
     model, global_round, model_updates = None, 0, []
     node_level_history: list[tuple[float, float, int]] = []
@@ -116,12 +122,21 @@ def run_job(
     def record(kind: EventKind, rnd: int, **fields) -> None:
         lineage.append(LineageEvent(kind=kind, actor=ACTOR, job_id=job.job_id, round=rnd, purpose=job.purpose, **fields), signer)
 
+    setup = None
+    if ring:  # per-job keys from the nodes' ceremony (kept across a resume: nodes deal once per job)
+        setup = ring_job.load_setup(paths, job) or ring_job.key_ceremony(
+            exchange_each, node_ids, job, paths, head, guard.node_of,
+            lambda details: record(EventKind.KEY_CEREMONY, 0, details=details))
+        public = setup.public_context
+    strategy = SecureFedAvg(job=job, public_context=public)
+
     saved = checkpoints.load(paths.root, job)
     if saved is not None:  # resume after the last closed round
         result.rounds = [RoundReport.model_validate(r) for r in saved.rounds]
         global_round = saved.global_round
         if saved.model is not None:
-            model = Aggregate(payload=saved.model.payload(), contributors=saved.model_contributors)
+            model = Aggregate(payload=saved.model.payload(), contributors=saved.model_contributors,
+                              fates=RoundFates.model_validate(saved.model_fates) if saved.model_fates else None)
         model_updates = [checkpoints.reply_of(r) for r in saved.model_updates]
         node_level_history = [tuple(h) for h in saved.node_level_history]
         record(EventKind.JOB_STATE, saved.closed_rounds, details={
@@ -133,11 +148,21 @@ def run_job(
         if observer:
             observer.round_started(rnd, job.rounds, len(node_ids))
         instruction = strategy.configure_train(rnd, model, coordinator_head=head())
-        exchange = _exchange(grid, node_ids, instruction, "train", rnd, TrainReply, guard, observer, reply_timeout)
-        replies, refused = exchange.replies, exchange.refused
-        refused.update({r.branch_id: r.code or "refused" for r in replies if r.status != "ok"})
-        aggregate = strategy.aggregate_train(replies)
-        refused.update({b: f"update rejected: {why}" for b, why in aggregate.rejected.items()})
+        if ring:
+            outcome = ring_job.masked_sum(
+                exchange_each, job, rnd, setup, guard.node_of, node_ids,
+                lambda shares, base=instruction: base.model_copy(update={"shares": shares}), "train", TrainReply,
+                lambda r: r.update,
+                strategy.update_length, strategy.ring_aggregation(strategy.update_length * setup.plan(job).digits), head)
+            exchange, aggregate, refused = outcome.exchanges[0], outcome.aggregate, dict(outcome.refused)
+            aggregate.fates = outcome.fates
+            replies = exchange.replies
+        else:
+            exchange = _exchange(grid, node_ids, instruction, "train", rnd, TrainReply, guard, observer, reply_timeout)
+            replies, refused = exchange.replies, exchange.refused
+            refused.update({r.branch_id: r.code or "refused" for r in replies if r.status != "ok"})
+            aggregate = strategy.aggregate_train(replies)
+            refused.update({b: f"update rejected: {why}" for b, why in aggregate.rejected.items()})
         sent = len(node_ids) * (model.payload.nbytes() if model else 0)
         previous_round = global_round
         if aggregate.payload is not None and len(aggregate.contributors) < min_contributors:
@@ -166,14 +191,21 @@ def run_job(
             job_id=job.job_id, spec_hash=job.spec_hash(), rounds=[r.model_dump(mode="json") for r in result.rounds],
             global_round=global_round, model=checkpoints.StoredPayload.of(model.payload) if model else None,
             model_contributors=model.contributors if model else {},
+            model_fates=model.fates.model_dump(mode="json") if model and model.fates else None,
             model_updates=[checkpoints.stored_reply(r) for r in model_updates],
             node_level_history=[list(h) for h in node_level_history]))
         if observer:
             observer.round_finished(report)
     if model is not None:
         result.final_model_digest = model.payload.digest()
-        _evaluate_and_release(grid, node_ids, strategy, model, model_updates, result, guard, observer, reply_timeout, head,
-                              record, min_release, global_round)
+        if ring:
+            _evaluate_and_release_ring(exchange_each, node_ids, strategy, setup, model, result, guard, head, record,
+                                       global_round)
+        else:
+            _evaluate_and_release(grid, node_ids, strategy, model, model_updates, result, guard, observer, reply_timeout,
+                                  head, record, min_release, global_round)
+    if ring:
+        ring_job.close(exchange_each, job, guard.node_of, setup.holders, head)
     paths.result.write_text(result.model_dump_json(indent=2))  # the latest job's; each job's also under results/
     paths.job_result(job.job_id).parent.mkdir(exist_ok=True)
     paths.job_result(job.job_id).write_text(result.model_dump_json(indent=2))
@@ -236,6 +268,41 @@ def _evaluate_and_release(grid, node_ids, strategy: SecureFedAvg, model: Aggrega
                     "released_by": result.released_by, "node_heads": release_heads})
 
 
+def _evaluate_and_release_ring(exchange_each, node_ids, strategy: SecureFedAvg, setup, model: Aggregate, result: JobResult,
+                               guard: ReplyGuard, head, record, global_round: int) -> None:
+    """CKKS-ring: held-out evaluation on every key holder as one more masked sum (mask round
+    rounds + 1), then three of its survivors check the signed survivor list, decrypt the sum
+    and release its group totals."""
+    job = strategy.job
+    instruction = strategy.configure_evaluate(job.rounds, model, coordinator_head=head())
+    outcome = ring_job.masked_sum(
+        exchange_each, job, job.rounds + 1, setup, guard.node_of, node_ids,
+        lambda shares: instruction.model_copy(update={"shares": shares}), "evaluate", EvaluateReply, lambda r: r.metrics,
+        LENGTH, strategy.ring_aggregation(LENGTH * setup.plan(job).digits), head)
+    metrics, evals = outcome.aggregate, outcome.exchanges[0]
+    result.evaluated_by = sorted(metrics.contributors)
+    result.branch_metrics = {r.branch_id: r.branch_scores for r in evals.replies if r.status == "ok" and r.branch_scores}
+    result.evaluation_refused = dict(outcome.refused)
+    record(EventKind.EVALUATION, job.rounds, digest=metrics.payload.digest() if metrics.payload else None,
+           details={"contributors": metrics.contributors, "node_heads": evals.heads, "refused": result.evaluation_refused,
+                    "survivors": outcome.fates.survivors if outcome.fates else None})
+    release_heads: dict[str, list] = {}
+    if metrics.payload is not None and outcome.fates is not None:
+        release = ReleaseInstruction(job=job, round=job.rounds, aggregate=metrics.payload, fates=outcome.fates,
+                                     coordinator_head=head())
+        releasers = [guard.node_of[b] for b in outcome.fates.survivors[:RELEASERS] if b in guard.node_of]
+        answers = exchange_each({n: release for n in releasers}, "query", job.rounds, ReleaseReply)
+        release_heads = answers.heads
+        values, result.released_by = agreed_release(answers.replies)
+        if values is not None:
+            result.metrics = alliance_figures(values, regions=job.regions, horizon=job.horizon)
+    record(EventKind.MODEL_RELEASE, global_round, digest=result.final_model_digest,
+           model_version=model_version(job, global_round),
+           details={"rounds": job.rounds, "last_aggregated_round": global_round, "released_to": job.recipient_role,
+                    "destination": job.destination, "metrics": result.metrics, "evaluated_by": result.evaluated_by,
+                    "released_by": result.released_by, "node_heads": release_heads})
+
+
 def agreed_release(replies: list[ReleaseReply]) -> tuple[list[float] | None, list[str]]:
     """The values the releasing nodes agree on, and who released them. A reply that is not a
     full, finite metric sum is left out; if the rest disagree, nothing is released (a node
@@ -287,10 +354,18 @@ def _exchange(grid, node_ids, instruction, message_type, rnd, schema, guard: Rep
     """Send one instruction to every node and pull the replies until all came or time ran
     out. A reply must decode and be signed by the branch it names, from the node that branch
     answers from; anything else is left out and named."""
-    content = to_record(instruction)
-    messages = [
-        Message(content=content, dst_node_id=nid, message_type=message_type, group_id=str(rnd)) for nid in node_ids
-    ]
+    return _exchange_each(grid, {nid: instruction for nid in node_ids}, message_type, rnd, schema, guard, observer, timeout)
+
+
+def _exchange_each(grid, instructions: dict, message_type, rnd, schema, guard: ReplyGuard, observer, timeout) -> Exchange:
+    """`_exchange` with each node's own instruction (its sealed shares, its key envelope)."""
+    contents: dict[int, object] = {}
+    messages = []
+    for nid, instruction in instructions.items():
+        key = id(instruction)
+        if key not in contents:  # one record per distinct instruction
+            contents[key] = to_record(instruction)
+        messages.append(Message(content=contents[key], dst_node_id=nid, message_type=message_type, group_id=str(rnd)))
     pending = set(grid.push_messages(messages))
     out = Exchange()
     deadline = time.monotonic() + timeout

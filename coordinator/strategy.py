@@ -20,7 +20,7 @@ import tenseal as ts
 from common import evaluation, ring_ckks
 from common.he import EncryptedVector
 from common.model import build_model
-from common.wire import EvaluateReply, JobSpec, ReleaseInstruction, TrainInstruction, TrainReply, UpdatePayload
+from common.wire import EvaluateReply, JobSpec, ReleaseInstruction, RoundFates, TrainInstruction, TrainReply, UpdatePayload
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Aggregate:
     payload: UpdatePayload | None
     contributors: dict[str, str] = field(default_factory=dict)  # branch id -> digest of what it sent
     rejected: dict[str, str] = field(default_factory=dict)  # branch id -> why its payload was not summed
+    fates: RoundFates | None = None  # CKKS-ring: who the sum counts, as its survivors signed it
 
 
 class SecureFedAvg:
@@ -46,7 +47,8 @@ class SecureFedAvg:
     # ----------------------------------------------------------------- train
     def configure_train(self, rnd: int, global_model: Aggregate | None, **extra) -> TrainInstruction:
         return TrainInstruction(job=self.job, round=rnd, global_model=global_model.payload if global_model else None,
-                                contributors=global_model.contributors if global_model else {}, **extra)
+                                contributors=global_model.contributors if global_model else {},
+                                fates=global_model.fates if global_model else None, **extra)
 
     def aggregate_train(self, replies: list[TrainReply]) -> Aggregate:
         """Sum the well-formed updates; `payload` is None when no node contributed."""

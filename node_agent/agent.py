@@ -20,6 +20,7 @@ import numpy as np
 from common.files import create_secret_once
 from common import evaluation
 from common.evaluation import ARMS, METRICS, metric_vector
+from common import ring_ckks, secagg
 from common.he import EncryptedVector, context_shape, decrypt_checked, encrypt_vector, load_context, sum_encrypted
 from common.metrics import score
 from common.customer_privacy import release_noise_multiplier, window_years
@@ -31,12 +32,18 @@ from common.wire import (
     CoordinatorHead,
     EvaluateReply,
     JobSpec,
+    KeyInstruction,
+    KeyReply,
     LineageHead,
+    MaskInstruction,
+    MaskReply,
     NodeDPSettings,
     NodeReply,
     ReleaseInstruction,
     commitment_message,
     ReleaseReply,
+    RoundFates,
+    SealedShare,
     TrainInstruction,
     TrainReply,
     UpdatePayload,
@@ -46,6 +53,7 @@ from common.wire import (
 )
 from lineage import EventKind, LineageEvent, LineageStore, Signer
 from lineage.signing import SigningKeyError, load_public_key, verify_signature
+from node_agent.masking import consent_message, fates_digest
 from node_agent import baselines, outlook
 from node_agent.admission import AdmissionBook, Refusal, admission_refusal
 from node_agent.approvals import OwnerDecisions
@@ -63,6 +71,8 @@ from node_agent.data import (
 )
 from node_agent.release import make_release
 from node_agent.egress import EgressBlocked, check_reply
+from node_agent.job_keys import JobKeyRefusal, JobKeys
+from node_agent.masking import MaskingParticipant, MaskingRefusal
 from node_agent.report import write_branch_report
 from node_agent.ledger import Budget, BudgetRefusal, JobSpend, PrivacyLedger, monthly_refusal, round_allowed, standing
 from node_agent.training import (
@@ -77,6 +87,11 @@ from policies import JobRefusal, PolicyDocument, PolicyFileError, lint, load_pol
 MIN_TRAIN_WINDOWS = 1
 PAYLOAD_CEILING = 2.0**18  # CKKS at scale 2^40 holds sums below about 2^19: anything larger is refused, not sent
 GOVERNANCE = "governance"  # the purpose and job id of events no job caused (a policy change)
+
+
+def evaluation_round(job: JobSpec) -> int:
+    """The mask round of a job's held-out evaluation: the one after its last training round."""
+    return job.rounds + 1
 
 
 def node_level_update(start: np.ndarray, trained: np.ndarray, settings: NodeDPSettings) -> np.ndarray:
@@ -194,8 +209,8 @@ class NodeAgent:
                 weights, n = result.weights, min(len(x), job.bounds.max_weight)
             # quarantine counts are read off the raw rows: under customer-level privacy they stay in lineage
             quarantined = data.quarantined if data.bounded is None else {}
-            reply = TrainReply(status="ok", branch_id=self.config.branch_id, update=self._encode(job, weights, n=n),
-                               quarantined=quarantined)
+            update = self._encode(job, weights, n=n, mask_round=rnd, shares=instruction.shares)
+            reply = TrainReply(status="ok", branch_id=self.config.branch_id, update=update, quarantined=quarantined)
         except REFUSALS as exc:
             return self.refused(TrainReply, job, rnd, refusal_code(exc), str(exc), head)
         sent = self._egress(reply, job, rnd, head)
@@ -223,10 +238,10 @@ class NodeAgent:
         job, rnd, head = instruction.job, instruction.round, instruction.coordinator_head
         try:
             job = self._admitted(job)
-            if not self._own_digests(job, "train") and not instruction.contributions:
+            if not self._ring(job) and not self._own_digests(job, "train") and not instruction.contributions:
                 raise Refusal("aggregate-rejected", "this node has sent no update in this job and was forwarded no signed "
                                                     "updates to vouch for the model with")
-            model = self._global_model(instruction, job)  # checked before any data is read
+            model = self._global_model(instruction, job, evaluating=True)  # checked before any data is read
             self.book.take(job.job_id, "evaluations", self.config.limits.max_evaluations)
             data = self._read(job, rnd)
             released = self._released(job, data, rnd)
@@ -243,7 +258,8 @@ class NodeAgent:
             payload = self._payload(job, metric_vector(
                 shared.scores, **groups, coverage=shared.held_out.coverage(shared.split.actual),
                 outlook=(shared.ahead.point, shared.ahead.variance),
-                region_slot=context.region if context.region < REGION_SLOTS else None))
+                region_slot=context.region if context.region < REGION_SLOTS else None),
+                mask_round=evaluation_round(job), shares=instruction.shares)
         except REFUSALS as exc:
             return self.refused(EvaluateReply, job, rnd, refusal_code(exc), str(exc), head)
         released_scores = {"released_scores": shared.scores} if shared is not mine else {}
@@ -279,6 +295,8 @@ class NodeAgent:
         here and decrypt only this node's own sum; only group totals over at least the
         minimum number of contributors are returned."""
         job, rnd, head = instruction.job, instruction.round, instruction.coordinator_head
+        if self._ring(instruction.job):
+            return self._release_ring(instruction)
         try:
             job = self._admitted(job)
             self._check_contributions(instruction, job)
@@ -298,6 +316,66 @@ class NodeAgent:
         self._record(EventKind.EVALUATION, job, rnd, details={"released": values, "contributors": contributors,
                                                                "released_set": digest})
         return self._egress(ReleaseReply(status="ok", branch_id=self.config.branch_id, values=values), job, rnd, head)
+
+    def keys(self, instruction: KeyInstruction) -> KeyReply:
+        """The job's key ceremony, this node's part (`node_agent.job_keys`); recorded in lineage."""
+        job, head, stage = instruction.job, instruction.coordinator_head, instruction.stage
+        try:
+            job = self._admitted(job)
+            if not self._ring(job):
+                raise Refusal("node-config", "the job does not use per-job keys (he.scheme is not CKKS-ring)")
+            self._job_keys.expire(self.config.job_key_days * 86400)
+            advert = deal = None
+            if stage == "advertise":
+                advert = self._job_keys.advertise(job)
+                details = {"stage": "advertised", "public": advert.public}
+            elif stage == "deal":
+                deal = self._job_keys.deal(job, instruction.adverts)
+                details = {"stage": "dealt", "holders": sorted(deal.holders), "scale_bits": deal.scale_bits}
+            elif stage == "install":
+                if instruction.deal is None:
+                    raise JobKeyRefusal("no key deal was forwarded")
+                self._job_keys.install(job, instruction.deal)
+                details = {"stage": "installed", "dealer": instruction.deal.dealer, "holders": sorted(instruction.deal.holders),
+                           "scale_bits": instruction.deal.scale_bits}
+            else:
+                details = {"stage": "destroyed", "held": self._job_keys.destroy(job.job_id)}
+        except JobKeyRefusal as exc:
+            return self.refused(KeyReply, job, None, "key-ceremony", str(exc), head)
+        except REFUSALS as exc:
+            return self.refused(KeyReply, job, None, refusal_code(exc), str(exc), head)
+        self._record(EventKind.KEY_CEREMONY, job, None, details=details)
+        return self._egress(KeyReply(status="ok", branch_id=self.config.branch_id, advert=advert, deal=deal), job, None, head)
+
+    def mask(self, instruction: MaskInstruction) -> MaskReply:
+        """One SecAgg+ step of a masked round (`node_agent.masking`), under this node's rules."""
+        job, rnd, head, stage = instruction.job, instruction.round, instruction.coordinator_head, instruction.stage
+        try:
+            job = self._admitted(job)
+            if not self._ring(job):
+                raise Refusal("node-config", "the job does not mask its updates (he.scheme is not CKKS-ring)")
+            if rnd > evaluation_round(job):
+                raise Refusal("replay", f"mask round {rnd} is past the job's {job.rounds} rounds and its evaluation")
+            self._job_keys.context(job)  # no masking in a job whose key this node does not hold
+            fields: dict = {}
+            if stage == "advertise":
+                fields["advert"] = self._masking.advertise(job, rnd)
+            elif stage == "share":
+                fields["shares"] = self._masking.share(job, rnd, instruction.adverts)
+            elif stage == "consent":
+                fields["consent"] = self._masking.consent(job, rnd, instruction.survivors, instruction.dropped)
+            else:
+                fields["revealed"] = self._masking.unmask(job, rnd, instruction.survivors, instruction.dropped,
+                                                          instruction.consents)
+        except (MaskingRefusal, JobKeyRefusal) as exc:
+            return self.refused(MaskReply, job, rnd, "masking", str(exc), head)
+        except REFUSALS as exc:
+            return self.refused(MaskReply, job, rnd, refusal_code(exc), str(exc), head)
+        if stage in ("consent", "unmask"):
+            self._record(EventKind.AGGREGATION, job, rnd, details={
+                "mask_stage": stage, "survivors": sorted(instruction.survivors), "dropped": sorted(instruction.dropped),
+                "revealed": {p: ("self" if p in instruction.survivors else "mask") for p in fields.get("revealed", {})}})
+        return self._egress(MaskReply(status="ok", branch_id=self.config.branch_id, **fields), job, rnd, head)
 
     def holdout(self, job: JobSpec) -> HoldoutSplit:
         """This branch's history and held-out months, read (and recorded) under its policy.
@@ -460,7 +538,7 @@ class NodeAgent:
     def _admitted(self, job: JobSpec) -> JobSpec:
         """The job as this node admitted it: checked against the node's own settings at every
         instruction, frozen at the first (any later change to its spec is refused)."""
-        key_shape = context_shape(self._secret_context) if job.he.enabled else None
+        key_shape = context_shape(self._secret_context) if job.he.enabled and not self._ring(job) else None
         refusal = (self.owner.refusal(job, by_hand=self.config.approvals == "by_hand")
                    or admission_refusal(job, self.config, key_shape))
         if refusal is not None:
@@ -489,7 +567,7 @@ class NodeAgent:
         """This branch's place in the job's model: its own country, region and opening month (node.json)."""
         return branch_context(job, country=self.config.country, region=self.config.region, opened=self.config.opened)
 
-    def _global_model(self, instruction: TrainInstruction, job: JobSpec):
+    def _global_model(self, instruction: TrainInstruction, job: JobSpec, *, evaluating: bool = False):
         """The model to start from: the seeded initial model in round 1, else the aggregate,
         decrypted only after `_open_aggregate` accepts it and bounded before use."""
         model = job_model(job)
@@ -497,7 +575,11 @@ class NodeAgent:
         if payload is None:
             return model  # the public, seeded initial model
         length, mine = model.num_parameters() + 2, self._own_digests(job, "train")
-        if mine:
+        if self._ring(job):
+            before = evaluation_round(job) if evaluating else instruction.round
+            summed = self._open_ring(payload, job, instruction.fates, length=length, before=before)
+            listed = len(instruction.fates.survivors)
+        elif mine:
             summed = self._open_aggregate(payload, job, instruction.contributors, mine, length=length)
             listed = len(instruction.contributors)
         else:  # nothing of its own to recognise the sum by: it adds up the signed updates itself
@@ -548,6 +630,66 @@ class NodeAgent:
             raise Refusal("aggregate-rejected", "the aggregate holds values that are not finite numbers")
         return values
 
+    @staticmethod
+    def _ring(job: JobSpec) -> bool:
+        return job.he.enabled and job.he.scheme == "CKKS-ring"
+
+    def _plan(self, job: JobSpec) -> secagg.RingPlan:
+        return secagg.plan_ring(len(self._job_keys.holders(job)), job.he.masking.clip)
+
+    def _open_ring(self, payload: UpdatePayload, job: JobSpec, fates: RoundFates | None, *, length: int,
+                   before: int) -> np.ndarray:
+        """Decrypt a masked round's unmasked sum, if this node accepts it: masked digits of the
+        expected shape, from a mask round before `before`, over a survivor list of at least this
+        node's minimum that enough of those survivors signed (`MaskingParticipant.check_consents`
+        where this node took part in that round, else every listed survivor's signature)."""
+        if payload.scheme != "CKKS-ring":
+            raise Refusal("encryption-required", f"a {payload.scheme} aggregate was sent for a CKKS-ring job")
+        if fates is None or not 1 <= fates.mask_round < before:
+            raise Refusal("aggregate-rejected", "the aggregate comes without the signed survivor list of an earlier round")
+        survivors, minimum = fates.survivors, self.config.min_contributors
+        if len(set(survivors)) != len(survivors) or len(survivors) < minimum:
+            raise Refusal("aggregate-rejected", f"the aggregate sums {len(set(survivors))} survivors; node.json "
+                                                f"min_contributors is {minimum}")
+        try:
+            self._masking.check_consents(job, fates.mask_round, survivors, fates.dropped, fates.consents)
+        except MaskingRefusal:
+            message = consent_message(job.job_id, fates.mask_round, fates_digest(survivors, fates.dropped))
+            for branch in survivors:
+                key = self._peer_key(branch)
+                if key is None or not verify_signature(key, fates.consents.get(branch, ""), message):
+                    raise Refusal("aggregate-rejected", f"{branch} did not sign the survivor list of the aggregate") from None
+        try:
+            plan = self._plan(job)
+            if payload.length != length * plan.digits:
+                raise ValueError(f"the aggregate has {payload.length} digits; this job's model needs {length * plan.digits}")
+            digits = ring_ckks.decrypt_digits(self._job_keys.context(job), EncryptedVector(
+                scheme=payload.scheme, length=payload.length, chunks=payload.chunks))
+        except (ValueError, RuntimeError, TypeError, JobKeyRefusal) as exc:
+            raise Refusal("aggregate-rejected", f"not an unmasked sum under this job's key ({exc})") from None
+        return secagg.dequantise(secagg.from_digits(digits, plan), plan)
+
+    def _release_ring(self, instruction: ReleaseInstruction) -> ReleaseReply:
+        """Decrypt the unmasked sum of the held-out metric vectors, only over survivor lists this
+        node itself signed (it contributed) and a threshold of the survivors signed too."""
+        job, rnd, head = instruction.job, instruction.round, instruction.coordinator_head
+        try:
+            job = self._admitted(job)
+            fates, aggregate = instruction.fates, instruction.aggregate
+            if fates is None or aggregate is None or fates.mask_round != evaluation_round(job):
+                raise Refusal("aggregate-rejected", "the release comes without the evaluation's sum and signed survivor list")
+            if not self._own_digests(job, "evaluate") or self.config.branch_id not in fates.survivors:
+                raise Refusal("aggregate-rejected", "this node's metric vector is not in the sum it is asked to release")
+            if not self._masking.consented(job, fates.mask_round, fates.survivors, fates.dropped):
+                raise Refusal("aggregate-rejected", "this node did not agree to the survivor list of this sum")
+            summed = self._open_ring(aggregate, job, fates, length=evaluation.LENGTH, before=fates.mask_round + 1)
+            values = self._checked_metric_sum(summed, len(fates.survivors))
+            self.book.take(job.job_id, "releases", self.config.limits.max_evaluations)
+        except REFUSALS as exc:
+            return self.refused(ReleaseReply, job, rnd, refusal_code(exc), str(exc), head)
+        self._record(EventKind.EVALUATION, job, rnd, details={"released": values, "contributors": sorted(fates.survivors)})
+        return self._egress(ReleaseReply(status="ok", branch_id=self.config.branch_id, values=values), job, rnd, head)
+
     def _own_digests(self, job: JobSpec, message: str) -> set[str]:
         """Digests of what this node sent in this job, of one message type ('train' updates,
         'evaluate' metric vectors), from its own lineage."""
@@ -578,11 +720,15 @@ class NodeAgent:
     def _decrypt_sum(self, instruction: ReleaseInstruction, job: JobSpec) -> list[float]:
         contributions = instruction.contributions  # vouched for by `_check_contributions`
         summed = self._add_and_decrypt([c.metrics for c in contributions], job)
+        return self._checked_metric_sum(summed, len(contributions))
+
+    def _checked_metric_sum(self, summed: np.ndarray, contributions: int) -> list[float]:
+        """A metric sum that is one over `contributions` bounded vectors, as group totals."""
         counts = [summed[at] for at in evaluation.count_slots()]
-        if abs(counts[0] - len(contributions)) > 0.01 or not all(-0.01 <= c <= counts[0] + 0.01 for c in counts):
+        if abs(counts[0] - contributions) > 0.01 or not all(-0.01 <= c <= counts[0] + 0.01 for c in counts):
             raise Refusal("aggregate-rejected", f"the metric sum counts {counts[0]:.2f} contributors but holds "
-                                                f"{len(contributions)} contributions")
-        ceiling = len(contributions) * evaluation.CEILINGS * (1 + 1e-6) + 0.01
+                                                f"{contributions} contributions")
+        ceiling = contributions * evaluation.CEILINGS * (1 + 1e-6) + 0.01
         if not np.isfinite(summed).all() or summed.min() < -0.01 or (summed > ceiling).any():
             raise Refusal("aggregate-rejected", "the metric sum holds values no sum of metric vectors can hold")
         return [float(v) for v in evaluation.release_values(summed, self.config.min_contributors)]
@@ -747,15 +893,24 @@ class NodeAgent:
             "budget_epsilon": budget.epsilon, "reason": spend.reason,
         })
 
-    def _encode(self, job: JobSpec, weights: np.ndarray, *, n: int) -> UpdatePayload:
+    def _encode(self, job: JobSpec, weights: np.ndarray, *, n: int, mask_round: int,
+                shares: list[SealedShare]) -> UpdatePayload:
         """The only bytes that leave the node during training: `[n * w, n, 1]`, encrypted
         (the last slot counts contributors, which a decrypting node checks against the list)."""
-        return self._payload(job, np.concatenate([weights * n, [float(n), 1.0]]))
+        return self._payload(job, np.concatenate([weights * n, [float(n), 1.0]]), mask_round=mask_round, shares=shares)
 
-    def _payload(self, job: JobSpec, values: np.ndarray) -> UpdatePayload:
+    def _payload(self, job: JobSpec, values: np.ndarray, *, mask_round: int, shares: list[SealedShare]) -> UpdatePayload:
         if not np.isfinite(values).all() or np.abs(values).max(initial=0.0) > PAYLOAD_CEILING:
             raise Refusal("privacy-plan", f"the values to send are not finite or exceed {PAYLOAD_CEILING:g} "
                                           "(the job's settings made training diverge)")
+        if self._ring(job):  # masked in Z_2^K over the round's neighbours, then encrypted under the job's key
+            try:
+                plan = self._plan(job)
+                ring = self._masking.mask(job, mask_round, values, plan, shares)
+                enc = ring_ckks.encrypt_digits(self._job_keys.context(job), secagg.to_digits(ring, plan))
+            except (MaskingRefusal, JobKeyRefusal) as exc:
+                raise Refusal("masking", str(exc)) from None
+            return UpdatePayload(scheme="CKKS-ring", length=enc.length, chunks=enc.chunks)
         if job.he.enabled:
             enc = encrypt_vector(self._secret_context, values)
             return UpdatePayload(scheme="CKKS", length=enc.length, chunks=enc.chunks)
@@ -774,7 +929,7 @@ class NodeAgent:
             reply = type(reply)(status="refused", branch_id=self.config.branch_id, code="egress", reason=reason_for("egress"))
         payload = reply.carried()
         body = reply.model_dump_json(exclude_none=True, exclude={"update", "metrics"})
-        message = {EvaluateReply: "evaluate", ReleaseReply: "release"}.get(type(reply), "train")
+        message = {EvaluateReply: "evaluate", ReleaseReply: "release", KeyReply: "keys", MaskReply: "mask"}.get(type(reply), "train")
         details = self._emission_details(message, reply.status, head)
         if payload is not None:
             details |= {"scheme": payload.scheme, "bytes": payload.nbytes()}
@@ -792,6 +947,15 @@ class NodeAgent:
         """The key of keyed-hash treatments, made on first use; it never leaves the node."""
         create_secret_once(self.config.policy_key_path, os.urandom(32))
         return self.config.policy_key_path.read_bytes()
+
+    @cached_property
+    def _job_keys(self) -> JobKeys:
+        return JobKeys(self.config.branch_id, self.config.privacy_dir / "job-keys", self.signer, self._peer_key)
+
+    @cached_property
+    def _masking(self) -> MaskingParticipant:
+        return MaskingParticipant(self.config.branch_id, self.config.privacy_dir / "secagg", self.signer, self._peer_key,
+                                  min_threshold=self.config.min_mask_threshold, min_survivors=self.config.min_contributors)
 
     @cached_property
     def _secret_context(self):

@@ -19,6 +19,10 @@ from flwr.clientapp import ClientApp
 from common.refusals import reason_for
 from common.wire import (
     EvaluateReply,
+    KeyInstruction,
+    KeyReply,
+    MaskInstruction,
+    MaskReply,
     ReleaseInstruction,
     ReleaseReply,
     TrainInstruction,
@@ -60,6 +64,8 @@ ACTIONS = {  # Flower message type -> (instruction schema, reply schema, agent m
     "train": (TrainInstruction, TrainReply, NodeAgent.train),
     "evaluate": (TrainInstruction, EvaluateReply, NodeAgent.evaluate),
     "query": (ReleaseInstruction, ReleaseReply, NodeAgent.release),
+    "query.keys": (KeyInstruction, KeyReply, NodeAgent.keys),
+    "query.mask": (MaskInstruction, MaskReply, NodeAgent.mask),
 }
 
 
@@ -101,3 +107,15 @@ def evaluate(msg: Message, context: Context) -> Message:
 def release(msg: Message, context: Context) -> Message:
     """The alliance asks this node to decrypt a sum of held-out metric vectors."""
     return _handle(msg, context, "query")
+
+
+@app.query("keys")
+def keys(msg: Message, context: Context) -> Message:
+    """The job's key ceremony (per-job CKKS keys, CKKS-ring jobs)."""
+    return _handle(msg, context, "query.keys")
+
+
+@app.query("mask")
+def mask(msg: Message, context: Context) -> Message:
+    """One SecAgg+ step of a masked round (CKKS-ring jobs)."""
+    return _handle(msg, context, "query.mask")

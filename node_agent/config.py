@@ -107,6 +107,11 @@ class NodeConfig(BaseModel):
     )
     accepted_purposes: list[str] = Field(default_factory=lambda: ["forecasting"], min_length=1)
     accepted_recipient_roles: list[str] = Field(default_factory=lambda: ["analyst"], min_length=1)
+    min_mask_threshold: int = Field(default=2, ge=2, le=10_000,
+                                    description="the fewest shares that may rebuild this node's mask seeds (CKKS-ring jobs): "
+                                                "the coordinator with one node fewer learns nothing of this node's update")
+    job_key_days: float = Field(default=30, gt=0, le=3650, description="a job's key is destroyed this many days after it "
+                                "was made, whether or not the job said it ended")
     min_contributors: int = Field(default=3, ge=2, le=10_000,
                                   description="the fewest nodes an aggregate must sum before this node decrypts or releases it")
     limits: JobLimits = Field(default_factory=JobLimits)

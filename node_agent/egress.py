@@ -3,7 +3,8 @@
 The policy is applied when rows are read; this is the second line, so that a bug between the
 read and the reply cannot leak. Only reply types the protocol knows may leave. Every field must
 have the shape it allows (quarantine counts keyed by the contract's reasons, the branch id
-this node's); every number must be finite. A
+this node's, key-ceremony and masking replies only this node's own keys and shares); every
+number must be finite. A
 refusal leaves only as a known code with its fixed phrase (`common.refusals`), so no free
 text crosses: details stay in lineage. A held-out evaluation leaves only as a metric vector
 of the agreed length, encrypted whenever the job is.
@@ -15,9 +16,9 @@ import math
 
 import numpy as np
 
-from common import evaluation
+from common import evaluation, secagg
 from common.refusals import REASONS
-from common.wire import EvaluateReply, NodeReply, ReleaseReply, TrainReply
+from common.wire import EvaluateReply, KeyReply, MaskReply, NodeReply, ReleaseReply, TrainReply
 from node_agent.contract import QUARANTINE_REASONS
 
 
@@ -27,7 +28,7 @@ class EgressBlocked(Exception):
 
 def check_reply(reply: NodeReply, *, branch_id: str, branch_scores_allowed: bool = False) -> None:
     """Raise `EgressBlocked` naming the first field whose content may not leave."""
-    if type(reply) not in (TrainReply, EvaluateReply, ReleaseReply):
+    if type(reply) not in (TrainReply, EvaluateReply, ReleaseReply, KeyReply, MaskReply):
         raise EgressBlocked(f"{type(reply).__name__} is not a reply the protocol sends")
     if reply.branch_id != branch_id:
         raise EgressBlocked("field 'branch_id' is not this node's id")
@@ -56,6 +57,18 @@ def check_reply(reply: NodeReply, *, branch_id: str, branch_scores_allowed: bool
                 raise EgressBlocked("field 'metrics' is not a metric vector of the agreed length")
             if reply.metrics.scheme == "plain" and not np.isfinite(reply.metrics.plain_values()).all():
                 raise EgressBlocked("field 'metrics' holds a value that is not a finite number")
+    elif isinstance(reply, KeyReply):  # public keys and sealed secrets only, all this node's own
+        if reply.advert is not None and reply.advert.branch_id != branch_id:
+            raise EgressBlocked("field 'advert' is not this node's")
+        if reply.deal is not None and reply.deal.dealer != branch_id:
+            raise EgressBlocked("field 'deal' is not dealt by this node")
+    elif isinstance(reply, MaskReply):  # public keys, shares sealed to neighbours, revealed shares
+        if reply.advert is not None and reply.advert.branch_id != branch_id:
+            raise EgressBlocked("field 'advert' is not this node's")
+        if any(share.sender != branch_id for share in reply.shares):
+            raise EgressBlocked("field 'shares' holds a share this node did not seal")
+        if any(len(v) != 2 * (2 + secagg.SHARE_VALUE_BYTES) for v in reply.revealed.values()):
+            raise EgressBlocked("field 'revealed' holds something that is not one revealed share")
     else:
         if reply.values and len(reply.values) != evaluation.LENGTH:
             raise EgressBlocked("field 'values' is not a released metric sum of the agreed length")

@@ -18,6 +18,7 @@ Invariants, held by this node whatever the coordinator sends:
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -89,6 +90,7 @@ class JobKeys:
                           holders={b: hashlib.sha256(e.encode()).hexdigest() for b, e in envelopes.items()}
                           | {self.branch_id: "dealer"}, envelopes=envelopes)
         write_secret(self._path(job.job_id, "ckks"), secret)
+        self._keep_holders(job.job_id, deal)
         self._path(job.job_id, "x25519").unlink(missing_ok=True)
         return deal.model_copy(update={"signature": self.signer.sign(deal.signed_body())})
 
@@ -118,6 +120,7 @@ class JobKeys:
         if not ctx.has_secret_key() or context_shape(ctx) != (KEY_DEGREE, deal.scale_bits):
             raise JobKeyRefusal("the dealt key is not a secret CKKS key at the job's parameters")
         write_secret(self._path(job.job_id, "ckks"), secret)
+        self._keep_holders(job.job_id, deal)
         self._path(job.job_id, "x25519").unlink(missing_ok=True)
         return ctx
 
@@ -128,9 +131,21 @@ class JobKeys:
             raise JobKeyRefusal(f"this node holds no key for job {job.job_id}")
         return ts.context_from(path.read_bytes())
 
+    def holders(self, job: JobSpec) -> list[str]:
+        """Who holds the job's key, as its dealer signed it: the job's participants, whose
+        number fixes the ring plan (`common.secagg.plan_ring`)."""
+        path = self._path(job.job_id, "holders")
+        if not path.exists():
+            raise JobKeyRefusal(f"this node holds no key for job {job.job_id}")
+        return json.loads(path.read_text())
+
+    def _keep_holders(self, job_id: str, deal: JobKeyDeal) -> None:
+        write_secret(self._path(job_id, "holders"), json.dumps(sorted(deal.holders)).encode())
+
     def destroy(self, job_id: str) -> bool:
         """Delete the job's keys; True if there were any."""
         found = False
+        self._path(job_id, "holders").unlink(missing_ok=True)
         for kind in ("ckks", "x25519"):
             path = self._path(job_id, kind)
             found |= path.exists()
@@ -143,9 +158,9 @@ class JobKeys:
             return 0
         cutoff, gone = time.time() - max_age_seconds, 0
         for path in self.keys_dir.iterdir():
-            if path.suffix in (".ckks", ".x25519") and path.stat().st_mtime < cutoff:
+            if path.suffix in (".ckks", ".x25519", ".holders") and path.stat().st_mtime < cutoff:
                 path.unlink(missing_ok=True)
-                gone += 1
+                gone += path.suffix == ".ckks"
         return gone
 
     # ----------------------------------------------------------------- inside

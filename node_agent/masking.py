@@ -13,9 +13,10 @@ every byte, and may send anything; what it cannot make this node do:
   neighbours (two maskings of one update over different sets would difference it out);
 - reveal, for one neighbour, both the share of its mask key (it dropped) and of its self
   mask (it survived): with both, the coordinator would read that neighbour's update;
-- sign two different survivor lists in a round, or reveal for lists that not every survivor
-  signed (SecAgg's consistency check: telling two nodes different fates for one neighbour
-  then needs two lists signed by their survivors, and an honest node signs one);
+- sign two different survivor lists in a round, or lists counting fewer branches than its own
+  minimum, or reveal for lists that fewer than the threshold of survivors signed (SecAgg's
+  consistency check: two stories about one node then need two lists each signed by t
+  nodes, and an honest node signs one, so it holds against c colluders while c < 2t - n);
 - keep round secrets past the round: they are deleted once this node has revealed.
 
 State lives in one owner-only file per round under the node's privacy directory, so a
@@ -83,9 +84,10 @@ class MaskingParticipant:
     """One branch's SecAgg+ participant. `peer_key(branch)` is the branch's lineage public key
     as this node holds it (None for a branch it does not know)."""
 
-    def __init__(self, branch_id: str, state_dir: Path, signer: Signer, peer_key: Callable, *, min_threshold: int = 2) -> None:
+    def __init__(self, branch_id: str, state_dir: Path, signer: Signer, peer_key: Callable, *, min_threshold: int = 2,
+                 min_survivors: int = 2) -> None:
         self.branch_id, self.state_dir, self.signer, self.peer_key = branch_id, Path(state_dir), signer, peer_key
-        self.min_threshold = min_threshold
+        self.min_threshold, self.min_survivors = min_threshold, min_survivors
 
     # ----------------------------------------------------------------- steps
     def advertise(self, job: JobSpec, rnd: int) -> MaskAdvert:
@@ -160,10 +162,17 @@ class MaskingParticipant:
         cannot show either of them the other's lists signed by everyone they name."""
         state = self._require(job.job_id, rnd)
         digest = self._fates_problem(state, survivors, dropped)
+        if len(survivors) < self.min_survivors:
+            raise MaskingRefusal(f"the sum would count {len(survivors)} branches; this node's minimum is {self.min_survivors}")
         if state.consented not in (None, digest):
             raise MaskingRefusal("this node already agreed to other survivor lists in this round")
         self._save(state.model_copy(update={"consented": digest}))
         return self.signer.sign(consent_message(job.job_id, rnd, digest))
+
+    def consented(self, job: JobSpec, rnd: int, survivors: list[str], dropped: list[str]) -> bool:
+        """Whether this node signed exactly these lists in that round."""
+        state = self._load(job.job_id, rnd)
+        return state is not None and state.consented == fates_digest(survivors, dropped)
 
     def unmask(self, job: JobSpec, rnd: int, survivors: list[str], dropped: list[str],
                consents: dict[str, str]) -> dict[str, str]:
@@ -181,11 +190,7 @@ class MaskingParticipant:
         self._fates_problem(state, survivors, dropped)
         if state.consented != digest:
             raise MaskingRefusal("this node did not agree to these survivor lists")
-        message = consent_message(job.job_id, rnd, digest)
-        for branch in sorted(alive):
-            key = self.peer_key(branch)
-            if key is None or not consents.get(branch) or not verify_signature(key, consents[branch], message):
-                raise MaskingRefusal(f"{branch} did not sign these survivor lists")
+        self.check_consents(job, rnd, survivors, dropped, consents, state)
         kinds = {}
         for peer in state.neighbours:
             kind = "self" if peer in alive else "mask" if peer in gone else None
@@ -197,6 +202,21 @@ class MaskingParticipant:
                                         "mask_seed": "", "self_seed": "", "share_key": "", "bundles": {}})
         self._save(done)  # the round's secrets and the bundles are gone from here on
         return revealed
+
+    def check_consents(self, job: JobSpec, rnd: int, survivors: list[str], dropped: list[str], consents: dict[str, str],
+                       state: RoundState | None = None) -> None:
+        """At least the threshold of the listed survivors signed exactly these lists (SecAgg's
+        consistency check: two stories about one node then need two lists each signed by t
+        nodes, while an honest node signs one), and no signature is from outside the list."""
+        state = state or self._load(job.job_id, rnd)
+        if state is None or not state.adverts:
+            raise MaskingRefusal("this node did not share in that round, so it cannot check who it counted")
+        message = consent_message(job.job_id, rnd, fates_digest(survivors, dropped))
+        signed = [b for b in survivors if consents.get(b) and (key := self.peer_key(b)) is not None
+                  and verify_signature(key, consents[b], message)]
+        needed = self._threshold(job, len(_graph(job, state.adverts)[self.branch_id]))
+        if len(signed) < needed or set(consents) - set(survivors):
+            raise MaskingRefusal(f"{len(signed)} survivors signed these survivor lists; {needed} must")
 
     # ----------------------------------------------------------------- rules
     def _fates_problem(self, state: RoundState, survivors: list[str], dropped: list[str]) -> str:

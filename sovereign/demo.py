@@ -20,6 +20,8 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+from typing import Literal
+
 from pydantic import BaseModel, Field, model_validator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -45,6 +47,7 @@ class DemoOptions(BaseModel):
     data: Path | None = None
     dp: bool = True
     he: bool = True
+    he_scheme: Literal["CKKS", "CKKS-ring"] = "CKKS"
     epsilon: float = Field(default=8.0, gt=0, le=100)
     customer_epsilon: float | None = Field(default=1.0, gt=0, le=20, description="customer ε per year; None: no customer-level DP")
     node_dp: bool = False
@@ -61,9 +64,10 @@ class DemoOptions(BaseModel):
 class RoundProgress:
     """A progress bar per round, advanced as each node's reply arrives."""
 
-    def __init__(self, progress: Progress, console: Console) -> None:
+    def __init__(self, progress: Progress, console: Console, *, ring: bool = False) -> None:
         self.progress = progress
         self.console = console
+        self.ring = ring  # CKKS-ring: the survivors signed the set already; three of them decrypt
         self.task = None
         self.eval_task = None
         self.release_task = None
@@ -74,14 +78,17 @@ class RoundProgress:
         self.task = self.progress.add_task(f"round {rnd}/{total_rounds}", total=nodes)
 
     def reply_received(self, rnd: int, message) -> None:
-        if message.metadata.message_type == "evaluate":
+        kind = message.metadata.message_type
+        if kind in ("query.keys", "query.mask"):  # the key ceremony and SecAgg+ steps around each sum
+            return
+        if kind == "evaluate":
             if self.eval_task is None:
                 self.eval_task = self.progress.add_task("held-out evaluation on every node", total=self.nodes)
             self.progress.advance(self.eval_task)
-        elif message.metadata.message_type == "query":
+        elif kind == "query":
             if self.release_task is None:
                 self.release_task = self.progress.add_task("nodes agree on the contributors, then decrypt their sum",
-                                                           total=self.nodes + min(RELEASERS, self.nodes))
+                                                           total=(0 if self.ring else self.nodes) + min(RELEASERS, self.nodes))
             self.progress.advance(self.release_task)
         elif self.task is not None:
             self.progress.advance(self.task)
@@ -163,7 +170,7 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
         console.print(f"the earlier run in {out} (its lineage stores and privacy ledgers included) is kept in {kept}")
     job = JobSpec(
         job_id=f"forecast-{uuid.uuid4().hex[:8]}", rounds=opts.rounds, seed=opts.seed,
-        dp=DPSettings(enabled=opts.dp, target_epsilon=opts.epsilon), he=HESettings(enabled=opts.he),
+        dp=DPSettings(enabled=opts.dp, target_epsilon=opts.epsilon), he=HESettings(enabled=opts.he, scheme=opts.he_scheme),
         customer_dp=customer_request(opts),
         node_dp=NodeDPSettings(enabled=opts.node_dp, clip=opts.node_clip, noise_multiplier=opts.node_noise, nodes=opts.branches),
     )
@@ -180,14 +187,14 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
     console.print(
         f"[bold]joint forecast[/] {job.job_id}: {len(branches)} dealerships, {job.rounds} rounds, "
         f"DP {'on (ε ≤ %g, δ = %g)' % (job.dp.target_epsilon, job.dp.delta) if job.dp.enabled else 'off'}, "
-        f"HE {'CKKS' if job.he.enabled else 'off (every node opted out in node.json: require_he false)'}"
+        f"HE {('CKKS, per-job keys, SecAgg+ masks' if job.he.scheme == 'CKKS-ring' else 'CKKS') if job.he.enabled else 'off (every node opted out in node.json: require_he false)'}"
     )
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=False,
     )
     with progress:
-        run_simulation(job, nodes_root, coordinator, len(branches), Observers(RoundProgress(progress, console), *observers))
+        run_simulation(job, nodes_root, coordinator, len(branches), Observers(RoundProgress(progress, console, ring=job.he.scheme == "CKKS-ring"), *observers))
     if not coordinator.result.exists():
         raise SetupError("the federated job produced no result; see the log above")
     result = JobResult.model_validate_json(coordinator.result.read_text())

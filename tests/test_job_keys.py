@@ -97,11 +97,12 @@ def test_job_keys_are_destroyed_at_the_end_or_when_they_expire(branches):
     ceremony(keys, IDS, JobSpec(job_id="job-4"))
     ceremony(keys, IDS, JobSpec(job_id="job-5"))
     files = list(keys["b1"].keys_dir.iterdir())
-    assert len(files) == 2 and all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+    assert len(files) == 4 and all(f.stat().st_mode & 0o777 == 0o600 for f in files)  # key and holders, per job
+    assert keys["b1"].holders(JobSpec(job_id="job-4")) == IDS
     assert keys["b1"].destroy("job-4") and not keys["b1"].destroy("job-4")
     with pytest.raises(JobKeyRefusal):
         keys["b1"].context(JobSpec(job_id="job-4"))
-    assert keys["b1"].expire(-1) == 1 and not list(keys["b1"].keys_dir.iterdir())
+    assert keys["b1"].expire(-1) == 1 and not list(keys["b1"].keys_dir.iterdir())  # one job's key left to expire
 
 
 def test_public_context_bytes_hold_no_key():

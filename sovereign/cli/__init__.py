@@ -67,6 +67,8 @@ def demo(
     data: Path = typer.Option(None, help="Use dealer databases already written by simulate-dealers."),
     dp: bool = typer.Option(True, "--dp/--no-dp", help="Differential privacy (Opacus DP-SGD) on every node."),
     he: bool = typer.Option(True, "--he/--no-he", help="Homomorphic encryption (CKKS) of every update."),
+    he_scheme: str = typer.Option("CKKS", help="CKKS-ring: per-job keys from a node-side ceremony and SecAgg+ masks "
+                                  "(collusion-resistant); CKKS: one alliance key."),
     epsilon: float = typer.Option(8.0, help="Target ε per node for the whole job, at δ = 1e-5, per training window (DP-SGD)."),
     customer_epsilon: float = typer.Option(1.0, help="Customer-level ε per year of sales, at each node's δ (1e-6): what "
                                            "the job's release of each branch's monthly counts costs. 0 turns it off."),
@@ -80,7 +82,7 @@ def demo(
     from sovereign.federation import SetupError
 
     try:
-        opts = DemoOptions(branches=branches, rounds=rounds, seed=seed, out=out, data=data, dp=dp, he=he, epsilon=epsilon,
+        opts = DemoOptions(branches=branches, rounds=rounds, seed=seed, out=out, data=data, dp=dp, he=he, he_scheme=he_scheme, epsilon=epsilon,
                            customer_epsilon=customer_epsilon or None, node_dp=node_dp, node_noise=node_noise, node_clip=node_clip)
     except ValidationError as exc:
         e = exc.errors()[0]

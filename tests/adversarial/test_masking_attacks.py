@@ -48,8 +48,8 @@ def test_a_node_never_reveals_both_shares_of_one_neighbour(alliance):
 
 
 def test_two_stories_about_one_neighbour_cannot_both_be_signed(alliance):
-    """The coordinator tells b0 that b3 dropped and b1 that it survived. b1 signed its story,
-    so it will not sign b0's; without b1's signature b0 reveals nothing."""
+    """The coordinator tells b1 that b3 survived and b0 that it dropped. b1 signed its story,
+    so it will not sign b0's; without a threshold of signatures b0 reveals nothing."""
     nodes, job = alliance
     _through_masking(nodes, job)
     told_b1 = list(IDS)
@@ -57,10 +57,12 @@ def test_two_stories_about_one_neighbour_cannot_both_be_signed(alliance):
     nodes["b1"].consent(job, 1, told_b1, [])
     with pytest.raises(MaskingRefusal, match="other survivor lists"):
         nodes["b1"].consent(job, 1, told_b0, ["b3"])
-    consents = {b: nodes[b].consent(job, 1, told_b0, ["b3"]) for b in told_b0 if b != "b1"}
+    consents = {b: nodes[b].consent(job, 1, told_b0, ["b3"]) for b in ("b0", "b2")}  # t = 3 of 5 neighbours
     consents["b1"] = Signer.generate("b1").sign(b"forged")  # the coordinator's best effort
-    with pytest.raises(MaskingRefusal, match="b1 did not sign"):
+    with pytest.raises(MaskingRefusal, match="2 survivors signed"):
         nodes["b0"].unmask(job, 1, told_b0, ["b3"], consents)
+    consents["b4"] = nodes["b4"].consent(job, 1, told_b0, ["b3"])
+    assert nodes["b0"].unmask(job, 1, told_b0, ["b3"], consents)  # with a third honest signature the lists hold
 
 
 def test_an_advert_with_the_coordinators_own_mask_key_is_refused(alliance):
@@ -111,6 +113,14 @@ def test_masking_again_over_other_neighbours_is_refused(alliance):
     assert np.array_equal(again, nodes["b0"].mask(job, 1, np.ones(10), plan, mine))
     with pytest.raises(MaskingRefusal, match="other neighbours"):
         nodes["b0"].mask(job, 1, np.ones(10), plan, [s for s in mine if s.sender != "b4"])
+
+
+def test_a_sum_over_fewer_branches_than_the_nodes_minimum_is_not_consented(alliance, tmp_path):
+    nodes, job = alliance
+    _through_masking(nodes, job)
+    strict = MaskingParticipant("b0", nodes["b0"].state_dir, nodes["b0"].signer, nodes["b0"].peer_key, min_survivors=4)
+    with pytest.raises(MaskingRefusal, match="minimum is 4"):
+        strict.consent(job, 1, ["b0", "b1", "b2"], ["b3", "b4", "b5"])
 
 
 def test_a_share_moved_to_another_recipient_does_not_open(alliance):

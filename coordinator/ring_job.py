@@ -1,0 +1,147 @@
+"""A CKKS-ring job's extra exchanges: the key ceremony, and the SecAgg+ steps around each sum.
+
+The coordinator relays and counts; it never holds a key that decrypts or a share it is not
+owed (`node_agent.job_keys`, `node_agent.masking` hold the rules). Per job: advertise keys,
+one node deals, every node installs, and at the end every node destroys its key. Per sum
+(each training round, and the held-out evaluation): advertise round keys, share seeds, send
+the instruction with each node's own sealed shares, sum the masked updates as they come, then
+ask the survivors to sign who the sum counts and to reveal the shares that unmask it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Callable
+
+import tenseal as ts
+
+from common import ring_ckks, secagg
+from common.he import EncryptedVector
+from common.wire import JobSpec, KeyInstruction, KeyReply, MaskInstruction, MaskReply, RoundFates, UpdatePayload
+from coordinator.paths import CoordinatorPaths
+from coordinator.strategy import Aggregate
+from coordinator.unmasking import MaskedRound, UnmaskError
+
+
+@dataclass
+class RingSetup:
+    """What the ceremony leaves the coordinator: a keyless context and who holds the key."""
+
+    public_context: ts.Context
+    holders: list[str]
+
+    def plan(self, job: JobSpec) -> secagg.RingPlan:
+        return secagg.plan_ring(len(self.holders), job.he.masking.clip)
+
+
+@dataclass
+class MaskedSum:
+    """One masked sum's outcome: the unmasked aggregate (None if the round failed), its signed
+    survivor list, and who was left out and why."""
+
+    aggregate: Aggregate
+    fates: RoundFates | None
+    refused: dict[str, str] = field(default_factory=dict)
+    exchanges: list = field(default_factory=list)
+
+
+def setup_path(paths: CoordinatorPaths, job_id: str):
+    return paths.root / "jobs" / job_id / "ring.json"
+
+
+def load_setup(paths: CoordinatorPaths, job: JobSpec) -> RingSetup | None:
+    """The ceremony's outcome kept from an earlier run of the same job (a resumed job does not redeal)."""
+    path = setup_path(paths, job.job_id)
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    return RingSetup(public_context=ts.context_from(bytes.fromhex(saved["public_context"])), holders=saved["holders"])
+
+
+def key_ceremony(exchange: Callable, node_ids: list[int], job: JobSpec, paths: CoordinatorPaths, head: Callable,
+                 node_of: dict[str, int], record: Callable) -> RingSetup:
+    """Advertise, deal (the first advertising branch deals), install; RuntimeError when fewer
+    than two branches end up holding the key."""
+    adverts = exchange({n: KeyInstruction(job=job, stage="advertise", coordinator_head=head()) for n in node_ids},
+                       "query.keys", 0, KeyReply)
+    listed = sorted((r.advert for r in adverts.replies if r.status == "ok" and r.advert and r.advert.branch_id == r.branch_id),
+                    key=lambda a: a.branch_id)
+    if len(listed) < 2:
+        raise RuntimeError(f"the key ceremony needs two branches; {len(listed)} advertised ({adverts.refused})")
+    dealer = listed[0].branch_id
+    dealt = exchange({node_of[dealer]: KeyInstruction(job=job, stage="deal", adverts=listed, coordinator_head=head())},
+                     "query.keys", 0, KeyReply)
+    deal = next((r.deal for r in dealt.replies if r.status == "ok" and r.deal and r.deal.dealer == dealer), None)
+    if deal is None:
+        raise RuntimeError(f"{dealer} did not deal the job's key ({dealt.refused or [r.code for r in dealt.replies]})")
+    public = ts.context_from(bytes.fromhex(deal.public_context))
+    if public.has_secret_key():
+        raise RuntimeError(f"{dealer} dealt a public context that holds a secret key; refusing to keep it")
+    others = [a.branch_id for a in listed if a.branch_id != dealer and a.branch_id in deal.holders]
+    installed = exchange({node_of[b]: KeyInstruction(job=job, stage="install", deal=deal.for_branch(b), coordinator_head=head())
+                          for b in others}, "query.keys", 0, KeyReply)
+    done = sorted([dealer] + [r.branch_id for r in installed.replies if r.status == "ok"])
+    setup = RingSetup(public_context=public, holders=sorted(deal.holders))  # the count every holder plans with
+    path = setup_path(paths, job.job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"public_context": deal.public_context, "holders": setup.holders}))
+    record({"key_ceremony": "done" if done == setup.holders else "incomplete", "dealer": dealer, "holders": setup.holders,
+            "installed": done, "scale_bits": deal.scale_bits})
+    return setup
+
+
+def masked_sum(exchange: Callable, job: JobSpec, mask_round: int, setup: RingSetup, node_of: dict[str, int],
+               node_ids: list[int], instruction_for: Callable, message_type: str, schema, payload_of: Callable,
+               length: int, ring_sum, head: Callable) -> MaskedSum:
+    """One sum under SecAgg+: `instruction_for(shares)` is what each node is sent (with its own
+    sealed shares), `payload_of(reply)` the masked vector its reply carries, `length` the
+    values per vector, `ring_sum` the strategy's streaming guarded sum. Every connected node
+    is asked for round keys (a node without the job's key refuses); the rest go by branch."""
+    coordinator, refused = MaskedRound(job, mask_round), {}
+
+    def ask(stage: str, to: list[str], **fields):
+        return exchange({node_of[b]: MaskInstruction(job=job, round=mask_round, stage=stage, coordinator_head=head(), **fields)
+                         for b in to}, "query.mask", mask_round, MaskReply)
+
+    advertised = exchange({n: MaskInstruction(job=job, round=mask_round, stage="advertise", coordinator_head=head())
+                           for n in node_ids}, "query.mask", mask_round, MaskReply)
+    adverts = coordinator.take_adverts([r for r in advertised.replies if r.branch_id in setup.holders])
+    shared = sorted(coordinator.take_shares(ask("share", [a.branch_id for a in adverts], adverts=adverts).replies))
+    sent = exchange({node_of[b]: instruction_for(coordinator.shares_for(b)) for b in shared}, message_type, mask_round, schema)
+    refused |= sent.refused | {r.branch_id: r.code or "refused" for r in sent.replies if r.status != "ok"}
+    for reply in sent.replies:
+        payload = payload_of(reply)
+        if reply.status == "ok" and payload is not None and reply.branch_id in shared:
+            ring_sum.add(reply.branch_id, payload)
+    masked = ring_sum.result()
+    refused |= {b: f"update rejected: {why}" for b, why in masked.rejected.items()}
+    survivors = sorted(masked.contributors)
+    dropped = sorted(set(shared) - set(survivors))
+    failed = MaskedSum(aggregate=Aggregate(payload=None, rejected=masked.rejected), fates=None, refused=refused,
+                       exchanges=[sent])
+    if masked.payload is None:
+        return failed
+    consented = ask("consent", survivors, survivors=survivors, dropped=dropped)
+    consents = {r.branch_id: r.consent for r in consented.replies if r.status == "ok" and r.consent}
+    refused |= {r.branch_id: f"did not sign the survivor list ({r.code})" for r in consented.replies if r.status != "ok"}
+    unmasked = ask("unmask", sorted(consents), survivors=survivors, dropped=dropped, consents=consents)
+    revealed = {r.branch_id: r.revealed for r in unmasked.replies if r.status == "ok"}
+    plan = setup.plan(job)
+    try:
+        fix = coordinator.correction(length, plan, set(survivors), revealed)
+    except UnmaskError as exc:
+        failed.refused = refused | {"unmasking": str(exc)}
+        return failed
+    summed = ring_ckks.add_plain(setup.public_context, EncryptedVector(scheme="CKKS-ring", length=masked.payload.length,
+                                                                      chunks=masked.payload.chunks), secagg.to_digits(fix, plan))
+    aggregate = Aggregate(payload=UpdatePayload(scheme="CKKS-ring", length=summed.length, chunks=summed.chunks),
+                          contributors=masked.contributors, rejected=masked.rejected)
+    fates = RoundFates(mask_round=mask_round, survivors=survivors, dropped=dropped, consents=consents)
+    return MaskedSum(aggregate=aggregate, fates=fates, refused=refused, exchanges=[sent])
+
+
+def close(exchange: Callable, job: JobSpec, node_of: dict[str, int], holders: list[str], head: Callable) -> None:
+    """Tell every holder the job is over: each destroys its key (nodes also expire keys themselves)."""
+    exchange({node_of[b]: KeyInstruction(job=job, stage="close", coordinator_head=head()) for b in holders if b in node_of},
+             "query.keys", 0, KeyReply)
