@@ -53,5 +53,5 @@ def test_values_that_cannot_be_encrypted_faithfully_are_refused_not_sent(allianc
     agent = alliance.agent(next(iter(alliance.configs)))
     for bad in (np.array([1.0, np.nan]), np.array([1.0, 2.0**30])):
         with pytest.raises(Refusal, match="not finite or exceed"):
-            agent._payload(small_job(), bad)
-    assert agent._payload(small_job(), np.array([1.0, 2.0])).scheme == "CKKS"
+            agent._payload(small_job(), bad, mask_round=1, shares=[])
+    assert agent._payload(small_job(), np.array([1.0, 2.0]), mask_round=1, shares=[]).scheme == "CKKS"
