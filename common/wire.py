@@ -418,6 +418,8 @@ class MaskInstruction(BaseModel):
     survivors: list[str] = Field(default_factory=list, description="consent, unmask: whose masked update is in the sum")
     dropped: list[str] = Field(default_factory=list, description="consent, unmask: who shared seeds but sent no update")
     consents: dict[str, str] = Field(default_factory=dict, description="unmask: each survivor's signature over the lists")
+    shares: list[SealedShare] = Field(default_factory=list, description="consent, to a node listed as dropped that is "
+                                      "still there: the shares sealed to it, so it can help unmask")
     coordinator_head: CoordinatorHead | None = None
 
 

@@ -122,9 +122,14 @@ def masked_sum(exchange: Callable, job: JobSpec, mask_round: int, setup: RingSet
                        exchanges=[sent])
     if masked.payload is None:
         return failed
-    consented = ask("consent", survivors, survivors=survivors, dropped=dropped)
+    # the survivors, and any node that shared but sent nothing and is still there (it refused
+    # the round): it holds shares too, and it is given the ones sealed to it
+    consented = exchange({node_of[b]: MaskInstruction(
+        job=job, round=mask_round, stage="consent", survivors=survivors, dropped=dropped, coordinator_head=head(),
+        shares=coordinator.shares_for(b) if b in dropped else []) for b in survivors + dropped}, "query.mask", mask_round, MaskReply)
     consents = {r.branch_id: r.consent for r in consented.replies if r.status == "ok" and r.consent}
-    refused |= {r.branch_id: f"did not sign the survivor list ({r.code})" for r in consented.replies if r.status != "ok"}
+    refused |= {r.branch_id: f"did not sign the survivor list ({r.code})" for r in consented.replies
+                if r.status != "ok" and r.branch_id in survivors}
     unmasked = ask("unmask", sorted(consents), survivors=survivors, dropped=dropped, consents=consents)
     revealed = {r.branch_id: r.revealed for r in unmasked.replies if r.status == "ok"}
     plan = setup.plan(job)

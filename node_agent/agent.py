@@ -188,7 +188,7 @@ class NodeAgent:
                                    horizon=job.horizon)
             if len(x) < MIN_TRAIN_WINDOWS:
                 raise Refusal("too-little-history", f"{len(train_units)} training months give no {job.horizon}-month window")
-            model = self._global_model(instruction, job)
+            model, opened = self._global_model(instruction, job)
             start = get_flat_weights(model)
             result, spend = self._train(model, x, y, job, rnd)
             group = self._window_group_privacy(job, len(x), spend.epsilon if spend else None)
@@ -201,6 +201,7 @@ class NodeAgent:
                     "epsilon": spend.epsilon if spend else None, "delta": spend.delta if spend else None,
                     "planned_epsilon": spend.planned_epsilon if spend else None, **group,
                     "node_level_dp": job.node_dp.model_dump() if job.node_dp.enabled else None,
+                    "global_model": opened,
                 },
             )
             if job.node_dp.enabled:  # one dealership, one vote: clipped, noised, weight 1
@@ -241,7 +242,7 @@ class NodeAgent:
             if not self._ring(job) and not self._own_digests(job, "train") and not instruction.contributions:
                 raise Refusal("aggregate-rejected", "this node has sent no update in this job and was forwarded no signed "
                                                     "updates to vouch for the model with")
-            model = self._global_model(instruction, job, evaluating=True)  # checked before any data is read
+            model, _ = self._global_model(instruction, job, evaluating=True)  # checked before any data is read
             self.book.take(job.job_id, "evaluations", self.config.limits.max_evaluations)
             data = self._read(job, rnd)
             released = self._released(job, data, rnd)
@@ -363,7 +364,8 @@ class NodeAgent:
             elif stage == "share":
                 fields["shares"] = self._masking.share(job, rnd, instruction.adverts)
             elif stage == "consent":
-                fields["consent"] = self._masking.consent(job, rnd, instruction.survivors, instruction.dropped)
+                fields["consent"] = self._masking.consent(job, rnd, instruction.survivors, instruction.dropped,
+                                                          instruction.shares)
             else:
                 fields["revealed"] = self._masking.unmask(job, rnd, instruction.survivors, instruction.dropped,
                                                           instruction.consents)
@@ -568,12 +570,13 @@ class NodeAgent:
         return branch_context(job, country=self.config.country, region=self.config.region, opened=self.config.opened)
 
     def _global_model(self, instruction: TrainInstruction, job: JobSpec, *, evaluating: bool = False):
-        """The model to start from: the seeded initial model in round 1, else the aggregate,
-        decrypted only after `_open_aggregate` accepts it and bounded before use."""
+        """The model to start from, and what its sum held (None for the seeded initial model
+        of round 1): the aggregate, decrypted only after `_open_aggregate` (or, CKKS-ring,
+        `_open_ring`) accepts it, and bounded before use."""
         model = job_model(job)
         payload = instruction.global_model
         if payload is None:
-            return model  # the public, seeded initial model
+            return model, None  # the public, seeded initial model
         length, mine = model.num_parameters() + 2, self._own_digests(job, "train")
         if self._ring(job):
             before = evaluation_round(job) if evaluating else instruction.round
@@ -598,7 +601,9 @@ class NodeAgent:
             raise Refusal("aggregate-rejected", f"the averaged model's norm {norm:.3g} exceeds the job's bound "
                                                 f"{job.bounds.max_model_norm:g}")
         set_flat_weights(model, averaged)
-        return model
+        # what the sum held: lineage shows which contributors and how much weight made the model started from
+        return model, {"contributors": listed, "weight": round(float(weight), 6),
+                       "survivors": sorted(instruction.fates.survivors) if instruction.fates else None}
 
     def _open_aggregate(self, payload: UpdatePayload, job: JobSpec, contributors: dict[str, str], mine: set[str], *,
                         length: int) -> np.ndarray:

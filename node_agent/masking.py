@@ -57,6 +57,7 @@ class RoundState(BaseModel):
     adverts: dict[str, MaskAdvert] = Field(default_factory=dict)  # the participants this node shared with
     sent: list[SealedShare] = Field(default_factory=list)
     neighbours: list[str] = Field(default_factory=list)  # those it masked with (neighbours that shared)
+    masked: bool = False  # it masked (and so may have sent) an update this round
     bundles: dict[str, str] = Field(default_factory=dict)  # owner -> the share bundle it sent this node
     revealed: dict[str, str] = Field(default_factory=dict)  # owner -> "mask" or "self": one kind each, once
     consented: str | None = None  # digest of the survivor/dropped lists it signed
@@ -126,11 +127,24 @@ class MaskingParticipant:
         """The masked ring vector of `values`, over the neighbours whose sealed shares arrived
         (at least the threshold of them). Asked again over the same neighbours, the same vector."""
         state = self._require(job.job_id, rnd)
+        bundles = self._open_bundles(job, rnd, state, shares)
+        neighbours = sorted(bundles)
+        if state.neighbours and state.neighbours != neighbours:
+            raise MaskingRefusal("this node already masked its update in this round over other neighbours")
+        try:
+            ring = secagg.quantise(values, plan)
+        except ValueError as exc:
+            raise MaskingRefusal(str(exc)) from None
+        publics = {peer: bytes.fromhex(state.adverts[peer].mask_public) for peer in neighbours}
+        masked = secagg.masked_update(ring, self.branch_id, state.secrets(), publics, secagg.mask_context(job.job_id, rnd), plan)
+        self._save(state.model_copy(update={"neighbours": neighbours, "bundles": bundles, "masked": True}))
+        return masked
+
+    def _open_bundles(self, job: JobSpec, rnd: int, state: RoundState, shares: list[SealedShare]) -> dict[str, str]:
+        """The share bundles this node's neighbours sealed to it, opened (at least the threshold)."""
         if not state.adverts:
             raise MaskingRefusal("this node has not shared its seeds in this round")
-        graph = _graph(job, state.adverts)
-        bundles = {}
-        secrets = state.secrets()
+        graph, secrets, bundles = _graph(job, state.adverts), state.secrets(), {}
         for share in shares:
             if share.recipient != self.branch_id or share.sender not in graph[self.branch_id]:
                 continue  # another node's, or not from a neighbour: not this node's to open
@@ -140,27 +154,24 @@ class MaskingParticipant:
                     secagg.share_context(job.job_id, rnd, share.sender, self.branch_id)).hex()
             except envelope.EnvelopeError as exc:
                 raise MaskingRefusal(f"the share from {share.sender} does not open: {exc}") from None
-        neighbours = sorted(bundles)
         threshold = self._threshold(job, len(graph[self.branch_id]))
-        if len(neighbours) < threshold:
-            raise MaskingRefusal(f"shares arrived from {len(neighbours)} neighbours; masking needs at least the "
+        if len(bundles) < threshold:
+            raise MaskingRefusal(f"shares arrived from {len(bundles)} neighbours; the round needs at least the "
                                  f"threshold of {threshold}")
-        if state.neighbours and state.neighbours != neighbours:
-            raise MaskingRefusal("this node already masked its update in this round over other neighbours")
-        try:
-            ring = secagg.quantise(values, plan)
-        except ValueError as exc:
-            raise MaskingRefusal(str(exc)) from None
-        publics = {peer: bytes.fromhex(state.adverts[peer].mask_public) for peer in neighbours}
-        masked = secagg.masked_update(ring, self.branch_id, secrets, publics, secagg.mask_context(job.job_id, rnd), plan)
-        self._save(state.model_copy(update={"neighbours": neighbours, "bundles": bundles}))
-        return masked
+        return bundles
 
-    def consent(self, job: JobSpec, rnd: int, survivors: list[str], dropped: list[str]) -> str:
+    def consent(self, job: JobSpec, rnd: int, survivors: list[str], dropped: list[str],
+                shares: list[SealedShare] = ()) -> str:
         """This node's signature over the round's survivor and dropout lists: given for one
         pair of lists per round only, so a coordinator that tells two nodes different stories
-        cannot show either of them the other's lists signed by everyone they name."""
+        cannot show either of them the other's lists signed by everyone they name. A node
+        that shared but sent no update (it refused the round) may be listed as dropped, and
+        then helps unmask with the `shares` sealed to it; one that sent an update may not."""
         state = self._require(job.job_id, rnd)
+        if self.branch_id in dropped and not state.masked and not state.neighbours:
+            bundles = self._open_bundles(job, rnd, state, shares)
+            state = state.model_copy(update={"neighbours": sorted(bundles), "bundles": bundles})
+            self._save(state)
         digest = self._fates_problem(state, survivors, dropped)
         if len(survivors) < self.min_survivors:
             raise MaskingRefusal(f"the sum would count {len(survivors)} branches; this node's minimum is {self.min_survivors}")
@@ -205,18 +216,19 @@ class MaskingParticipant:
 
     def check_consents(self, job: JobSpec, rnd: int, survivors: list[str], dropped: list[str], consents: dict[str, str],
                        state: RoundState | None = None) -> None:
-        """At least the threshold of the listed survivors signed exactly these lists (SecAgg's
+        """At least the threshold of the branches listed signed exactly these lists (SecAgg's
         consistency check: two stories about one node then need two lists each signed by t
         nodes, while an honest node signs one), and no signature is from outside the list."""
         state = state or self._load(job.job_id, rnd)
         if state is None or not state.adverts:
             raise MaskingRefusal("this node did not share in that round, so it cannot check who it counted")
         message = consent_message(job.job_id, rnd, fates_digest(survivors, dropped))
-        signed = [b for b in survivors if consents.get(b) and (key := self.peer_key(b)) is not None
+        listed = [*survivors, *dropped]
+        signed = [b for b in listed if consents.get(b) and (key := self.peer_key(b)) is not None
                   and verify_signature(key, consents[b], message)]
         needed = self._threshold(job, len(_graph(job, state.adverts)[self.branch_id]))
-        if len(signed) < needed or set(consents) - set(survivors):
-            raise MaskingRefusal(f"{len(signed)} survivors signed these survivor lists; {needed} must")
+        if len(signed) < needed or set(consents) - set(listed):
+            raise MaskingRefusal(f"{len(signed)} of the branches listed signed these survivor lists; {needed} must")
 
     # ----------------------------------------------------------------- rules
     def _fates_problem(self, state: RoundState, survivors: list[str], dropped: list[str]) -> str:
@@ -224,9 +236,11 @@ class MaskingParticipant:
         branch named once and part of the round."""
         alive, gone = set(survivors), set(dropped)
         if not state.neighbours:
-            raise MaskingRefusal("this node has not masked an update in this round")
-        if self.branch_id not in alive:
-            raise MaskingRefusal("the unmasking request does not count this node among the survivors")
+            raise MaskingRefusal("this node holds no shares of this round's neighbours")
+        if self.branch_id in gone and state.masked:
+            raise MaskingRefusal("the request lists this node as dropped, but it sent its masked update")
+        if self.branch_id not in alive | gone or (self.branch_id in alive and not state.masked):
+            raise MaskingRefusal("the unmasking request does not count this node as what it was in the round")
         if alive & gone or len(alive) != len(survivors) or len(gone) != len(dropped):
             raise MaskingRefusal("the survivor and dropout lists overlap or repeat a branch")
         if not alive | gone <= set(state.adverts):

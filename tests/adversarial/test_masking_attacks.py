@@ -59,7 +59,7 @@ def test_two_stories_about_one_neighbour_cannot_both_be_signed(alliance):
         nodes["b1"].consent(job, 1, told_b0, ["b3"])
     consents = {b: nodes[b].consent(job, 1, told_b0, ["b3"]) for b in ("b0", "b2")}  # t = 3 of 5 neighbours
     consents["b1"] = Signer.generate("b1").sign(b"forged")  # the coordinator's best effort
-    with pytest.raises(MaskingRefusal, match="2 survivors signed"):
+    with pytest.raises(MaskingRefusal, match="2 of the branches listed signed"):
         nodes["b0"].unmask(job, 1, told_b0, ["b3"], consents)
     consents["b4"] = nodes["b4"].consent(job, 1, told_b0, ["b3"])
     assert nodes["b0"].unmask(job, 1, told_b0, ["b3"], consents)  # with a third honest signature the lists hold
