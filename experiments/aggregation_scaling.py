@@ -80,23 +80,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--name", default="aggregation_scaling")
     args = parser.parse_args(argv)
-    cells = []
-    for nodes in args.nodes:
-        for params in args.params:
-            degree = SPARSE_DEGREE if nodes > 127 else None
-            ring, plain = measure(nodes, params, "ring", degree), measure(nodes, params, "plain", None)
-            cells += [ring, plain]
-            print(f"{nodes:>5} nodes x {params:>9,}: {ring['bytes_per_param']:.2f} B/param (plain {plain['bytes_per_param']:.0f}), "
-                  f"round {ring['seconds']['round']:.3f} s vs {plain['seconds']['round']:.3f} s "
-                  f"({ring['seconds']['round'] / plain['seconds']['round']:.1f}x), coordinator {coordinator_seconds(ring):.3f} s, "
-                  f"peak {ring['peak_rss_mb']:.0f} MB, max error {ring['max_error']:.2g}", flush=True)
     out = HERE / "results" / f"{args.name}.json"
     out.parent.mkdir(exist_ok=True)
-    ratios = {f"{c['nodes']}x{c['params']}": round(c["seconds"]["round"] / p["seconds"]["round"], 2)
-              for c, p in zip(cells[::2], cells[1::2], strict=True)}
-    out.write_text(json.dumps({"cells": cells, "round_ratio_masked_over_plain": ratios}, indent=2))
+    grid = [(n, p) for n in args.nodes for p in args.params]
+    kept = json.loads(out.read_text())["cells"] if out.exists() else []  # cells of other grids stay
+    cells = [c for c in kept if (c["nodes"], c["params"]) not in grid]
+    for nodes, params in grid:
+        degree = SPARSE_DEGREE if nodes > 127 else None
+        ring, plain = measure(nodes, params, "ring", degree), measure(nodes, params, "plain", None)
+        cells += [ring, plain]
+        print(f"{nodes:>5} nodes x {params:>9,}: {ring['bytes_per_param']:.2f} B/param (plain {plain['bytes_per_param']:.0f}), "
+              f"round {ring['seconds']['round']:.3f} s vs {plain['seconds']['round']:.3f} s "
+              f"({ring['seconds']['round'] / plain['seconds']['round']:.1f}x), coordinator {coordinator_seconds(ring):.3f} s, "
+              f"peak {ring['peak_rss_mb']:.0f} MB, max error {ring['max_error']:.2g}", flush=True)
+        write(out, cells)  # after every cell: a long grid keeps what it measured
     plot(cells, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def write(out: Path, cells: list[dict]) -> None:
+    cells = sorted(cells, key=lambda c: (c["nodes"], c["params"], c["scheme"]))
+    pairs = {}
+    for c in cells:
+        pairs.setdefault((c["nodes"], c["params"]), {})[c["scheme"]] = c
+    ratios = {f"{n}x{p}": round(pair["CKKS-ring"]["seconds"]["round"] / pair["plain"]["seconds"]["round"], 2)
+              for (n, p), pair in sorted(pairs.items()) if {"CKKS-ring", "plain"} <= set(pair)}
+    out.write_text(json.dumps({"cells": cells, "round_ratio_masked_over_plain": ratios}, indent=2))
 
 
 if __name__ == "__main__":

@@ -41,11 +41,16 @@ class AggregationBench(BaseModel):
     max_error: float = Field(description="largest absolute difference from the plaintext sum")
 
 
-def updates_for(nodes: int, params: int, seed: int = 0) -> list[np.ndarray]:
-    """Pre-weighted updates `[n * w ..., n, 1]` like a trained model's: weights of a few tenths,
-    each node's weight n its count of training windows."""
-    rng = np.random.default_rng(seed)
-    return [np.concatenate([rng.normal(0, 0.2, params) * n, [float(n), 1.0]]) for n in rng.integers(5, 80, nodes)]
+def update_of(node: int, params: int, seed: int = 0) -> np.ndarray:
+    """Node `node`'s pre-weighted update `[n * w ..., n, 1]`, like a trained model's: weights of
+    a few tenths, its weight n its count of training windows. Made on demand, so a round of
+    1,000 nodes x 1M parameters never holds every update at once."""
+    rng = np.random.default_rng([seed, node])
+    n = int(rng.integers(5, 80))
+    return np.concatenate([rng.normal(0, 0.2, params) * n, [float(n), 1.0]])
+
+
+BATCH = 50  # plaintext replies the strategy sums at a time (its guarded sum is per reply)
 
 
 def run_round(nodes: int, params: int, *, plaintext: bool = False, scheme: str | None = None, ckks: CkksParams | None = None,
@@ -68,7 +73,6 @@ def run_round(nodes: int, params: int, *, plaintext: bool = False, scheme: str |
     public = None if plaintext else load_context(public_context_bytes(secret))
     strategy = SecureFedAvg(job=job, public_context=public)
     strategy.update_length = params + 2  # the bench's model size, not the job's forecasting model
-    updates = updates_for(nodes, params, seed)
 
     def encode(values: np.ndarray) -> UpdatePayload:
         if plaintext:
@@ -76,36 +80,46 @@ def run_round(nodes: int, params: int, *, plaintext: bool = False, scheme: str |
         enc = encrypt_vector(secret, values)
         return UpdatePayload(scheme="CKKS", length=enc.length, chunks=enc.chunks)
 
-    started = time.perf_counter()
-    payloads = [encode(u) for u in updates]
-    encode_one = (time.perf_counter() - started) / nodes
-    replies, wire = _through_the_wire(payloads)
-    started = time.perf_counter()
-    aggregate = strategy.aggregate_train(replies)
-    summing = time.perf_counter() - started
-    if aggregate.payload is None or aggregate.rejected:
-        raise RuntimeError(f"the strategy left updates out: {aggregate.rejected}")
+    encode_total = wire = summing = 0.0
+    truth, total, size = np.zeros(params + 2), None, 0
+    for start in range(0, nodes, BATCH):  # streamed in batches: memory stays at one batch of updates
+        updates = [update_of(i, params, seed) for i in range(start, min(start + BATCH, nodes))]
+        truth += np.sum(updates, axis=0)
+        started = time.perf_counter()
+        payloads = [encode(u) for u in updates]
+        encode_total += time.perf_counter() - started
+        size = payloads[0].nbytes()
+        replies, seconds = _through_the_wire(payloads, first=start)
+        wire += seconds
+        started = time.perf_counter()
+        aggregate = strategy.aggregate_train(replies)
+        if aggregate.payload is None or aggregate.rejected:
+            raise RuntimeError(f"the strategy left updates out: {aggregate.rejected}")
+        part = aggregate.payload.plain_values() if plaintext else strategy._open(aggregate.payload)
+        total = part if total is None else strategy._add(total, part)
+        summing += time.perf_counter() - started
+    encode_one = encode_total / nodes
     started = time.perf_counter()
     if plaintext:
-        total = aggregate.payload.plain_values()
+        values = total
     else:
-        total = decrypt_vector(secret, EncryptedVector(length=aggregate.payload.length, chunks=aggregate.payload.chunks))
+        chunks = [v.serialize() for v in total]
+        values = decrypt_vector(secret, EncryptedVector(length=params + 2, chunks=chunks))
     decrypt = time.perf_counter() - started
-    size = payloads[0].nbytes()
     return AggregationBench(
         nodes=nodes, params=params, scheme="plain" if plaintext else "CKKS",
         ckks=None if plaintext else ckks.model_dump(mode="json"),
         bytes_per_update=size, bytes_per_param=round(size / params, 3),
         seconds={"encode_one_node": round(encode_one, 5), "wire": round(wire, 4), "sum": round(summing, 4),
                  "decrypt": round(decrypt, 5), "round": round(encode_one + wire + summing + decrypt, 4)},
-        max_error=float(np.max(np.abs(total - np.sum(updates, axis=0)))),
+        max_error=float(np.max(np.abs(values - truth))),
     )
 
 
-def _through_the_wire(payloads: list[UpdatePayload]) -> tuple[list[TrainReply], float]:
+def _through_the_wire(payloads: list[UpdatePayload], *, first: int = 0) -> tuple[list[TrainReply], float]:
     """Every update as a Flower record and back, as the coordinator receives it; seconds."""
     started = time.perf_counter()
-    records = [to_record(TrainReply(status="ok", branch_id=f"b{i:04d}", update=p)) for i, p in enumerate(payloads)]
+    records = [to_record(TrainReply(status="ok", branch_id=f"b{first + i:04d}", update=p)) for i, p in enumerate(payloads)]
     replies = [from_record(r, TrainReply) for r in records]
     return replies, time.perf_counter() - started
 
@@ -118,7 +132,6 @@ def _ring_round(nodes: int, params: int, *, seed: int, dropped: int, degree: int
         raise ValueError("--dropped must leave at least two nodes that send")
     ids = [f"b{i:04d}" for i in range(nodes)]
     job = JobSpec(job_id="bench", he=HESettings(scheme="CKKS-ring", masking=MaskingSettings(degree=degree)))
-    updates = dict(zip(ids, updates_for(nodes, params, seed), strict=True))
     with tempfile.TemporaryDirectory(prefix="sovereign-bench-") as tmp:
         signers = {b: Signer.generate(b) for b in ids}
         peers = {b: s.public_key for b, s in signers.items()}
@@ -142,9 +155,12 @@ def _ring_round(nodes: int, params: int, *, seed: int, dropped: int, degree: int
         ring_sum = strategy.ring_aggregation(strategy.update_length)
         encode_total = wire = summing = 0.0
         size = 0
+        truth = np.zeros(params + 2)
         for b in senders:  # streamed, as replies arrive: the coordinator holds the running sum, not every update
+            update = update_of(ids.index(b), params, seed)
+            truth += update
             started = time.perf_counter()
-            ring = parts[b].mask(job, 1, updates[b], plan, coordinator.shares_for(b))
+            ring = parts[b].mask(job, 1, update, plan, coordinator.shares_for(b))
             enc = ring_ckks.encrypt_digits(contexts[b], secagg.to_digits(ring, plan))
             payload = UpdatePayload(scheme="CKKS-ring", length=enc.length, chunks=enc.chunks)
             encode_total += time.perf_counter() - started
@@ -179,5 +195,5 @@ def _ring_round(nodes: int, params: int, *, seed: int, dropped: int, degree: int
         ckks=ring_ckks.ring_params(plan.scale_bits).model_dump(mode="json") | {"ring": plan.model_dump()},
         bytes_per_update=size, bytes_per_param=round(size / params, 3),
         seconds={k: round(v, 5) for k, v in seconds.items()},
-        max_error=float(np.max(np.abs(total - np.sum([updates[b] for b in senders], axis=0)))),
+        max_error=float(np.max(np.abs(total - truth))),
     )
