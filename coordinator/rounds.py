@@ -261,11 +261,7 @@ def _evaluate_and_release(grid, node_ids, strategy: SecureFedAvg, model: Aggrega
         values = list(release_values(metrics.payload.plain_values(), min_release))
     if values is not None:
         result.metrics = alliance_figures(values, regions=job.regions, horizon=job.horizon)
-    record(EventKind.MODEL_RELEASE, global_round, digest=result.final_model_digest,
-           model_version=model_version(job, global_round),
-           details={"rounds": job.rounds, "last_aggregated_round": global_round, "released_to": job.recipient_role,
-                    "destination": job.destination, "metrics": result.metrics, "evaluated_by": result.evaluated_by,
-                    "released_by": result.released_by, "node_heads": release_heads})
+    _record_release(record, job, result, global_round, release_heads)
 
 
 def _evaluate_and_release_ring(exchange_each, node_ids, strategy: SecureFedAvg, setup, model: Aggregate, result: JobResult,
@@ -296,6 +292,11 @@ def _evaluate_and_release_ring(exchange_each, node_ids, strategy: SecureFedAvg, 
         values, result.released_by = agreed_release(answers.replies)
         if values is not None:
             result.metrics = alliance_figures(values, regions=job.regions, horizon=job.horizon)
+    _record_release(record, job, result, global_round, release_heads)
+
+
+def _record_release(record, job: JobSpec, result: JobResult, global_round: int, release_heads: dict) -> None:
+    """The coordinator's account of what the job released, to whom, decrypted by whom."""
     record(EventKind.MODEL_RELEASE, global_round, digest=result.final_model_digest,
            model_version=model_version(job, global_round),
            details={"rounds": job.rounds, "last_aggregated_round": global_round, "released_to": job.recipient_role,

@@ -242,7 +242,7 @@ class NodeAgent:
             if not self._ring(job) and not self._own_digests(job, "train") and not instruction.contributions:
                 raise Refusal("aggregate-rejected", "this node has sent no update in this job and was forwarded no signed "
                                                     "updates to vouch for the model with")
-            model, _ = self._global_model(instruction, job, evaluating=True)  # checked before any data is read
+            model, opened = self._global_model(instruction, job, evaluating=True)  # checked before any data is read
             self.book.take(job.job_id, "evaluations", self.config.limits.max_evaluations)
             data = self._read(job, rnd)
             released = self._released(job, data, rnd)
@@ -265,7 +265,8 @@ class NodeAgent:
             return self.refused(EvaluateReply, job, rnd, refusal_code(exc), str(exc), head)
         released_scores = {"released_scores": shared.scores} if shared is not mine else {}
         self._record(EventKind.EVALUATION, job, rnd, details={"scores": mine.scores, **released_scores, **groups,
-                                                               "model_digest": digest, "history_months": len(split.history)})
+                                                               "model_digest": digest, "history_months": len(split.history),
+                                                               "global_model": opened})
         scores = shared.scores
         own = {arm: {m: round(float(scores[arm][m]), 3) for m in METRICS} for arm in ARMS} if release_own else None
         reply = EvaluateReply(status="ok", branch_id=self.config.branch_id, metrics=payload, branch_scores=own)

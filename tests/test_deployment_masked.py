@@ -2,7 +2,8 @@
 signed app bundle): in round 1 one SuperNode is killed after its masked update reached the
 coordinator, and another after it shared its seeds but before it sent anything. The round's
 sum is still exact: the first still counts (its self mask rebuilt from its neighbours'
-shares), the second is cleanly removed (its pairwise masks rebuilt); round 2 trains from it.
+shares), the second is cleanly removed (its pairwise masks rebuilt); the survivors evaluate
+the model it makes and release the held-out figures.
 
 Exactness is checked where it can be: on each surviving node, which decrypted the round's
 sum with the job's key and recorded what it held (contributors and total weight), against
@@ -49,7 +50,7 @@ def _kill_when(dep: LocalDeployment, config, seen, stop: threading.Event, killed
 
 def test_one_supernode_killed_after_sending_and_one_before_leave_the_round_exact(tmp_path, small_alliance):
     configs, coordinator = longest_histories(tmp_path, small_alliance, 6, approvals="standing")
-    job = JobSpec(job_id="masked-deploy", rounds=2, local_epochs=1, he=HESettings(scheme="CKKS-ring"))
+    job = JobSpec(job_id="masked-deploy", rounds=1, local_epochs=1, he=HESettings(scheme="CKKS-ring"))
     after, before = configs[4], configs[5]  # 6 holders: 5 mask neighbours each, t = 3, so two can go
     killed: dict[str, float] = {}
     stop = threading.Event()
@@ -76,7 +77,7 @@ def test_one_supernode_killed_after_sending_and_one_before_leave_the_round_exact
         spec = base64.urlsafe_b64encode(job.model_dump_json().encode()).decode()
         try:
             dep.run(app, {"coordinator-dir": str(coordinator.root), "job-spec": spec, "min-nodes": 6,
-                          "round-timeout": 90, "node-wait": 60}, timeout=900)
+                          "round-timeout": 60, "node-wait": 60}, timeout=900)
         except DeploymentError as exc:
             raise AssertionError(f"the run failed: {exc}; logs in {dep.directory / 'logs'}") from None
         finally:
@@ -84,20 +85,19 @@ def test_one_supernode_killed_after_sending_and_one_before_leave_the_round_exact
 
     assert set(killed) == {after.branch_id, before.branch_id}, killed
     result = json.loads(coordinator.result.read_text())
-    first, second = result["rounds"]
+    first, = result["rounds"]
     trained = [c for c in configs if any(e.round == 1 for e in _events(c, job.job_id, EventKind.TRAINING))]
     alive = [c for c in trained if c not in (after, before)]
     assert after in trained and len(alive) >= 3, [c.branch_id for c in trained]
     assert sorted(first["contributors"]) == sorted(c.branch_id for c in [*alive, after])  # the one that sent still counts
     assert before.branch_id not in first["contributors"]
-    assert sorted(second["contributors"]) == sorted(c.branch_id for c in alive)
 
     windows = {}
     for c in [*alive, after]:
         trained = [e for e in _events(c, job.job_id, EventKind.TRAINING) if e.round == 1]
         windows[c.branch_id] = min(trained[0].details["windows"], job.bounds.max_weight)
-    for c in alive:  # each decrypted round 1's sum itself and recorded what it held
-        opened = next(e for e in _events(c, job.job_id, EventKind.TRAINING) if e.round == 2).details["global_model"]
+    for c in alive:  # each decrypted round 1's sum itself to evaluate it, and recorded what it held
+        opened = _events(c, job.job_id, EventKind.EVALUATION)[0].details["global_model"]
         assert opened["contributors"] == len(windows) and opened["survivors"] == sorted(windows)
         assert abs(opened["weight"] - sum(windows.values())) < 1e-3, (opened, windows)
         assert not list((c.privacy_dir / "job-keys").glob("*.ckks"))  # the job's key is gone with the job
