@@ -141,6 +141,7 @@ def _ceilings() -> np.ndarray:
 
 
 CEILINGS = _ceilings()
+METRIC_CLIP = float(CEILINGS.max())  # the largest value a metric vector holds: its masked ring's clip (CKKS-ring)
 
 
 def _blocks() -> list[tuple[int, int]]:

@@ -31,8 +31,9 @@ class RingSetup:
     public_context: ts.Context
     holders: list[str]
 
-    def plan(self, job: JobSpec) -> secagg.RingPlan:
-        return secagg.plan_ring(len(self.holders), job.he.masking.clip)
+    def plan(self, job: JobSpec, clip: float) -> secagg.RingPlan:
+        """The ring of the job's vectors bounded by `clip` (the job's for updates, the metric clip)."""
+        return secagg.plan_ring(len(self.holders), clip)
 
 
 @dataclass
@@ -93,10 +94,10 @@ def key_ceremony(exchange: Callable, node_ids: list[int], job: JobSpec, paths: C
 
 def masked_sum(exchange: Callable, job: JobSpec, mask_round: int, setup: RingSetup, node_of: dict[str, int],
                node_ids: list[int], instruction_for: Callable, message_type: str, schema, payload_of: Callable,
-               length: int, ring_sum, head: Callable) -> MaskedSum:
+               length: int, clip: float, ring_sum, head: Callable) -> MaskedSum:
     """One sum under SecAgg+: `instruction_for(shares)` is what each node is sent (with its own
     sealed shares), `payload_of(reply)` the masked vector its reply carries, `length` the
-    values per vector, `ring_sum` the strategy's streaming guarded sum. Every connected node
+    values per vector, `clip` their bound, `ring_sum` the strategy's streaming guarded sum. Every connected node
     is asked for round keys (a node without the job's key refuses); the rest go by branch."""
     coordinator, refused = MaskedRound(job, mask_round), {}
 
@@ -132,7 +133,7 @@ def masked_sum(exchange: Callable, job: JobSpec, mask_round: int, setup: RingSet
                 if r.status != "ok" and r.branch_id in survivors}
     unmasked = ask("unmask", sorted(consents), survivors=survivors, dropped=dropped, consents=consents)
     revealed = {r.branch_id: r.revealed for r in unmasked.replies if r.status == "ok"}
-    plan = setup.plan(job)
+    plan = setup.plan(job, clip)
     try:
         fix = coordinator.correction(length, plan, set(survivors), revealed)
     except UnmaskError as exc:

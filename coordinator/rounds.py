@@ -19,7 +19,7 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 from pydantic import BaseModel, Field
 
-from common.evaluation import LENGTH, alliance_figures, release_values
+from common.evaluation import LENGTH, METRIC_CLIP, alliance_figures, release_values
 from common.he import load_context
 from common.privacy import epsilon_spent
 from common.wire import (
@@ -153,7 +153,8 @@ def run_job(
                 exchange_each, job, rnd, setup, guard.node_of, node_ids,
                 lambda shares, base=instruction: base.model_copy(update={"shares": shares}), "train", TrainReply,
                 lambda r: r.update,
-                strategy.update_length, strategy.ring_aggregation(strategy.update_length * setup.plan(job).digits), head)
+                strategy.update_length, job.he.masking.clip,
+                strategy.ring_aggregation(strategy.update_length * setup.plan(job, job.he.masking.clip).digits), head)
             exchange, aggregate, refused = outcome.exchanges[0], outcome.aggregate, dict(outcome.refused)
             aggregate.fates = outcome.fates
             replies = exchange.replies
@@ -274,7 +275,7 @@ def _evaluate_and_release_ring(exchange_each, node_ids, strategy: SecureFedAvg, 
     outcome = ring_job.masked_sum(
         exchange_each, job, job.rounds + 1, setup, guard.node_of, node_ids,
         lambda shares: instruction.model_copy(update={"shares": shares}), "evaluate", EvaluateReply, lambda r: r.metrics,
-        LENGTH, strategy.ring_aggregation(LENGTH * setup.plan(job).digits), head)
+        LENGTH, METRIC_CLIP, strategy.ring_aggregation(LENGTH * setup.plan(job, METRIC_CLIP).digits), head)
     metrics, evals = outcome.aggregate, outcome.exchanges[0]
     result.evaluated_by = sorted(metrics.contributors)
     result.branch_metrics = {r.branch_id: r.branch_scores for r in evals.replies if r.status == "ok" and r.branch_scores}

@@ -260,7 +260,7 @@ class NodeAgent:
                 shared.scores, **groups, coverage=shared.held_out.coverage(shared.split.actual),
                 outlook=(shared.ahead.point, shared.ahead.variance),
                 region_slot=context.region if context.region < REGION_SLOTS else None),
-                mask_round=evaluation_round(job), shares=instruction.shares)
+                mask_round=evaluation_round(job), shares=instruction.shares, clip=evaluation.METRIC_CLIP)
         except REFUSALS as exc:
             return self.refused(EvaluateReply, job, rnd, refusal_code(exc), str(exc), head)
         released_scores = {"released_scores": shared.scores} if shared is not mine else {}
@@ -581,7 +581,7 @@ class NodeAgent:
         length, mine = model.num_parameters() + 2, self._own_digests(job, "train")
         if self._ring(job):
             before = evaluation_round(job) if evaluating else instruction.round
-            summed = self._open_ring(payload, job, instruction.fates, length=length, before=before)
+            summed = self._open_ring(payload, job, instruction.fates, length=length, before=before, clip=job.he.masking.clip)
             listed = len(instruction.fates.survivors)
         elif mine:
             summed = self._open_aggregate(payload, job, instruction.contributors, mine, length=length)
@@ -640,11 +640,12 @@ class NodeAgent:
     def _ring(job: JobSpec) -> bool:
         return job.he.enabled and job.he.scheme == "CKKS-ring"
 
-    def _plan(self, job: JobSpec) -> secagg.RingPlan:
-        return secagg.plan_ring(len(self._job_keys.holders(job)), job.he.masking.clip)
+    def _plan(self, job: JobSpec, clip: float) -> secagg.RingPlan:
+        """The ring of this job's masked vectors bounded by `clip` (the job's, or a metric vector's)."""
+        return secagg.plan_ring(len(self._job_keys.holders(job)), clip)
 
     def _open_ring(self, payload: UpdatePayload, job: JobSpec, fates: RoundFates | None, *, length: int,
-                   before: int) -> np.ndarray:
+                   before: int, clip: float) -> np.ndarray:
         """Decrypt a masked round's unmasked sum, if this node accepts it: masked digits of the
         expected shape, from a mask round before `before`, over a survivor list of at least this
         node's minimum that enough of those survivors signed (`MaskingParticipant.check_consents`
@@ -666,7 +667,7 @@ class NodeAgent:
                 if key is None or not verify_signature(key, fates.consents.get(branch, ""), message):
                     raise Refusal("aggregate-rejected", f"{branch} did not sign the survivor list of the aggregate") from None
         try:
-            plan = self._plan(job)
+            plan = self._plan(job, clip)
             if payload.length != length * plan.digits:
                 raise ValueError(f"the aggregate has {payload.length} digits; this job's model needs {length * plan.digits}")
             digits = ring_ckks.decrypt_digits(self._job_keys.context(job), EncryptedVector(
@@ -688,7 +689,8 @@ class NodeAgent:
                 raise Refusal("aggregate-rejected", "this node's metric vector is not in the sum it is asked to release")
             if not self._masking.consented(job, fates.mask_round, fates.survivors, fates.dropped):
                 raise Refusal("aggregate-rejected", "this node did not agree to the survivor list of this sum")
-            summed = self._open_ring(aggregate, job, fates, length=evaluation.LENGTH, before=fates.mask_round + 1)
+            summed = self._open_ring(aggregate, job, fates, length=evaluation.LENGTH, before=fates.mask_round + 1,
+                                     clip=evaluation.METRIC_CLIP)
             values = self._checked_metric_sum(summed, len(fates.survivors))
             self.book.take(job.job_id, "releases", self.config.limits.max_evaluations)
         except REFUSALS as exc:
@@ -903,15 +905,20 @@ class NodeAgent:
                 shares: list[SealedShare]) -> UpdatePayload:
         """The only bytes that leave the node during training: `[n * w, n, 1]`, encrypted
         (the last slot counts contributors, which a decrypting node checks against the list)."""
-        return self._payload(job, np.concatenate([weights * n, [float(n), 1.0]]), mask_round=mask_round, shares=shares)
+        return self._payload(job, np.concatenate([weights * n, [float(n), 1.0]]), mask_round=mask_round, shares=shares,
+                             clip=job.he.masking.clip)
 
-    def _payload(self, job: JobSpec, values: np.ndarray, *, mask_round: int, shares: list[SealedShare]) -> UpdatePayload:
-        if not np.isfinite(values).all() or np.abs(values).max(initial=0.0) > PAYLOAD_CEILING:
-            raise Refusal("privacy-plan", f"the values to send are not finite or exceed {PAYLOAD_CEILING:g} "
+    def _payload(self, job: JobSpec, values: np.ndarray, *, mask_round: int, shares: list[SealedShare],
+                 clip: float | None = None) -> UpdatePayload:
+        """Encrypted (or plain) as the job says. CKKS-ring: bounded by `clip` (the job's for an
+        update, `evaluation.METRIC_CLIP` for a metric vector), which the ring is planned for."""
+        ceiling = clip if self._ring(job) else PAYLOAD_CEILING
+        if not np.isfinite(values).all() or np.abs(values).max(initial=0.0) > (ceiling or PAYLOAD_CEILING):
+            raise Refusal("privacy-plan", f"the values to send are not finite or exceed {ceiling or PAYLOAD_CEILING:g} "
                                           "(the job's settings made training diverge)")
         if self._ring(job):  # masked in Z_2^K over the round's neighbours, then encrypted under the job's key
             try:
-                plan = self._plan(job)
+                plan = self._plan(job, clip)
                 ring = self._masking.mask(job, mask_round, values, plan, shares)
                 enc = ring_ckks.encrypt_digits(self._job_keys.context(job), secagg.to_digits(ring, plan))
             except (MaskingRefusal, JobKeyRefusal) as exc:
