@@ -133,3 +133,21 @@ def test_a_share_moved_to_another_recipient_does_not_open(alliance):
     mine = [s for s in inbox if s.recipient == "b0" and s.sender != "b4"] + [moved]
     with pytest.raises(MaskingRefusal, match="does not open"):
         nodes["b0"].mask(job, 1, np.ones(10), plan, mine)
+
+
+def test_the_egress_check_lets_out_only_this_nodes_own_keys_and_shares(alliance):
+    """The last line on the node: a masking reply carrying another branch's advert or share, or
+    anything but revealed shares, does not leave (whatever a bug upstream put in it)."""
+    from common.wire import MaskReply
+    from node_agent.egress import EgressBlocked, check_reply
+
+    nodes, job = alliance
+    adverts = [nodes[b].advertise(job, 1) for b in IDS]
+    mine = nodes["b0"].share(job, 1, adverts)
+    check_reply(MaskReply(status="ok", branch_id="b0", advert=adverts[0], shares=mine), branch_id="b0")
+    theirs = nodes["b1"].share(job, 1, adverts)
+    for reply in (MaskReply(status="ok", branch_id="b0", advert=adverts[1]),
+                  MaskReply(status="ok", branch_id="b0", shares=mine + theirs[:1]),
+                  MaskReply(status="ok", branch_id="b0", revealed={"b1": "ab" * 100})):
+        with pytest.raises(EgressBlocked):
+            check_reply(reply, branch_id="b0")
