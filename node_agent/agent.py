@@ -358,7 +358,8 @@ class NodeAgent:
                 raise Refusal("node-config", "the job does not mask its updates (he.scheme is not CKKS-ring)")
             if rnd > evaluation_round(job):
                 raise Refusal("replay", f"mask round {rnd} is past the job's {job.rounds} rounds and its evaluation")
-            self._job_keys.context(job)  # no masking in a job whose key this node does not hold
+            if not self._job_keys.holds(job):
+                raise JobKeyRefusal(f"this node holds no key for job {job.job_id}: it masks nothing in it")
             fields: dict = {}
             if stage == "advertise":
                 fields["advert"] = self._masking.advertise(job, rnd)

@@ -66,6 +66,7 @@ class JobKeys:
 
     def __init__(self, branch_id: str, keys_dir: Path, signer: Signer, peer_key: Callable) -> None:
         self.branch_id, self.keys_dir, self.signer, self.peer_key = branch_id, Path(keys_dir), signer, peer_key
+        self._loaded: dict[str, ts.Context] = {}  # job id -> its context, while its key file is there
 
     # ----------------------------------------------------------------- ceremony
     def advertise(self, job: JobSpec) -> JobKeyAdvert:
@@ -125,11 +126,17 @@ class JobKeys:
         return ctx
 
     # ----------------------------------------------------------------- use and end
+    def holds(self, job: JobSpec) -> bool:
+        return self._path(job.job_id, "ckks").exists()
+
     def context(self, job: JobSpec) -> ts.Context:
         path = self._path(job.job_id, "ckks")
         if not path.exists():
+            self._loaded.pop(job.job_id, None)
             raise JobKeyRefusal(f"this node holds no key for job {job.job_id}")
-        return ts.context_from(path.read_bytes())
+        if job.job_id not in self._loaded:  # loading a key costs ~25 ms: once per job and process
+            self._loaded[job.job_id] = ts.context_from(path.read_bytes())
+        return self._loaded[job.job_id]
 
     def holders(self, job: JobSpec) -> list[str]:
         """Who holds the job's key, as its dealer signed it: the job's participants, whose
@@ -145,6 +152,7 @@ class JobKeys:
     def destroy(self, job_id: str) -> bool:
         """Delete the job's keys; True if there were any."""
         found = False
+        self._loaded.pop(job_id, None)
         self._path(job_id, "holders").unlink(missing_ok=True)
         for kind in ("ckks", "x25519"):
             path = self._path(job_id, kind)
@@ -159,6 +167,7 @@ class JobKeys:
         cutoff, gone = time.time() - max_age_seconds, 0
         for path in self.keys_dir.iterdir():
             if path.suffix in (".ckks", ".x25519", ".holders") and path.stat().st_mtime < cutoff:
+                self._loaded.clear()
                 path.unlink(missing_ok=True)
                 gone += path.suffix == ".ckks"
         return gone
