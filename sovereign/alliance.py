@@ -54,7 +54,7 @@ def setup(run: Path, job: JobSpec, *, branches: int, seed: int, data: Path | Non
                           data_since=_data_since(data))
     coordinator = CoordinatorPaths(run / "coordinator")
     register_lineage_keys(configs, coordinator)
-    if job.he.enabled:
+    if job.he.enabled and job.he.scheme == "CKKS":  # CKKS-ring jobs make their own keys on the nodes, per job
         run_key_ceremony(configs, coordinator, job)
     return {"branches": [c.branch_id for c in configs], "require_he": job.he.enabled,
             # public: each node's customer-level bound, δ and yearly budget (what `sovereign privacy plan` reads too)

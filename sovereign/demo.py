@@ -176,7 +176,7 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
     )
     coordinator.root.mkdir(parents=True, exist_ok=True)
     with console.status(f"dealers' side: {opts.branches if opts.data is None else 'existing'} dealerships, node directories, "
-                        "lineage keys" + (", CKKS key ceremony" if job.he.enabled else "")):
+                        "lineage keys" + (", CKKS key ceremony" if job.he.enabled and job.he.scheme == "CKKS" else "")):
         setup = _alliance_step("setup", out, job, opts)
     branches = setup["branches"]
     if job.node_dp.enabled and job.node_dp.nodes != len(branches):
