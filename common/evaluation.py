@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import t as student_t
 
 from common.intervals import LEVELS, total_interval
 from common.local_methods import CHOICE, METHODS
@@ -221,6 +220,8 @@ def _relative_mae(total: float, squares: float, count: int) -> dict:
     """Geometric-mean relative MAE (federated / arm) with a 95% interval over branches, from
     the released sums of log ratios and their squares (t interval on the mean log ratio: the
     sums are all that leave the nodes, so there is no per-branch bootstrap here)."""
+    from scipy.stats import t as student_t  # imported late: 0.7 s, and every process imports this module
+
     mean = total / count
     var = max(squares / count - mean * mean, 0.0) * count / (count - 1) if count > 1 else float("nan")
     half = float(student_t.ppf(0.975, count - 1)) * math.sqrt(var / count) if count > 1 else float("nan")

@@ -22,7 +22,6 @@ import math
 from typing import Callable
 
 import numpy as np
-from scipy.stats import norm, t
 
 LEVELS = (0.8, 0.95)
 MAX_ORIGINS = 24  # the most recent origins a branch calibrates on
@@ -86,6 +85,8 @@ def half_width_scale(residuals: np.ndarray, level: float) -> float:
         return float(np.quantile(r, k / size, method="inverted_cdf"))
     mean_square = float(np.mean(r * r)) if r.size else 1.0
     spread = (PRIOR_WEIGHT + size * mean_square) / (PRIOR_WEIGHT + size)
+    from scipy.stats import t  # imported late (0.7 s): common.wire imports this module in every process
+
     return float(t.ppf(0.5 + level / 2, df=PRIOR_WEIGHT + size)) * math.sqrt(max(spread, 1.0))
 
 
@@ -113,5 +114,7 @@ def coverage(actual: np.ndarray, low: np.ndarray, high: np.ndarray) -> float:
 
 def total_interval(points: float, variances: float, level: float) -> tuple[float, float]:
     """A normal interval for a sum of independent branch forecasts."""
+    from scipy.stats import norm  # imported late, as above
+
     half = float(norm.ppf(0.5 + level / 2)) * math.sqrt(max(variances, 0.0))
     return max(points - half, 0.0), points + half

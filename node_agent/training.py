@@ -22,7 +22,6 @@ from typing import Any, Callable, TypeVar
 
 import numpy as np
 import torch
-from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -104,6 +103,8 @@ def train_dp_round(
 
     `job` is a `JobSpec` or any recipe with the same training fields (batch_size,
     learning_rate, local_epochs, dp)."""
+    from opacus import PrivacyEngine  # imported late: 1.7 s on top of torch, and only DP rounds need it
+
     work = copy.deepcopy(model)  # Opacus hooks the module it wraps; keep the caller's clean
     work.train()  # Opacus validates that the module is in training mode
     engine = PrivacyEngine(accountant=job.dp.accountant)
