@@ -31,8 +31,12 @@ def _cli(*args: str) -> str:
     return result.output
 
 
-@pytest.fixture()
-def service(tmp_path, small_alliance):
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, small_alliance):
+    """One service and three nodes for the module (about 7 s to set up). Each test has its own
+    jobs; the only one with recorded decisions is q3 (refused answers record none), so what a
+    test counts does not depend on which tests ran before it."""
+    tmp_path = tmp_path_factory.mktemp("service-approvals")
     configs = setup_nodes(sorted(small_alliance.glob("*.db"))[:3], tmp_path / "nodes")
     settings = tmp_path / "coordinator.yaml"
     settings.write_text(f"var: {tmp_path / 'var'}\n")
