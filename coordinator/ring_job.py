@@ -97,8 +97,9 @@ def masked_sum(exchange: Callable, job: JobSpec, mask_round: int, setup: RingSet
                length: int, clip: float, ring_sum, head: Callable) -> MaskedSum:
     """One sum under SecAgg+: `instruction_for(shares)` is what each node is sent (with its own
     sealed shares), `payload_of(reply)` the masked vector its reply carries, `length` the
-    values per vector, `clip` their bound, `ring_sum` the strategy's streaming guarded sum. Every connected node
-    is asked for round keys (a node without the job's key refuses); the rest go by branch."""
+    values per vector, `clip` their bound, `ring_sum` the strategy's streaming guarded sum.
+    Every connected node is asked for round keys (a node without the job's key refuses); the
+    rest go by branch."""
     coordinator, refused = MaskedRound(job, mask_round), {}
 
     def ask(stage: str, to: list[str], **fields):
@@ -108,7 +109,10 @@ def masked_sum(exchange: Callable, job: JobSpec, mask_round: int, setup: RingSet
     advertised = exchange({n: MaskInstruction(job=job, round=mask_round, stage="advertise", coordinator_head=head())
                            for n in node_ids}, "query.mask", mask_round, MaskReply)
     adverts = coordinator.take_adverts([r for r in advertised.replies if r.branch_id in setup.holders])
-    shared = sorted(coordinator.take_shares(ask("share", [a.branch_id for a in adverts], adverts=adverts).replies))
+    sharing = ask("share", [a.branch_id for a in adverts], adverts=adverts)
+    shared = sorted(coordinator.take_shares(sharing.replies))
+    for step in (advertised, sharing):  # who sat the round out before it began, and why
+        refused |= step.refused | {r.branch_id: f"masking: {r.code or 'refused'}" for r in step.replies if r.status != "ok"}
     sent = exchange({node_of[b]: instruction_for(coordinator.shares_for(b)) for b in shared}, message_type, mask_round, schema)
     refused |= sent.refused | {r.branch_id: r.code or "refused" for r in sent.replies if r.status != "ok"}
     for reply in sent.replies:
