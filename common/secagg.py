@@ -166,6 +166,12 @@ def graph_seed(advert_bodies: Iterable[bytes]) -> bytes:
     return hashlib.sha256(b"\n".join(sorted(advert_bodies))).digest()
 
 
+def advert_graph(advert_bodies: Mapping[str, bytes], degree: int | None) -> dict[str, frozenset[str]]:
+    """A round's neighbour graph from its adverts (branch -> signed advert body): what every
+    node and the coordinator compute alike."""
+    return mask_graph(list(advert_bodies), degree, graph_seed(advert_bodies.values()))
+
+
 def pair_sign(me: str, peer: str) -> int:
     """The lower id adds the pairwise mask, the higher subtracts it: they cancel in the sum."""
     return 1 if me < peer else -1

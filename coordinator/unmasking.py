@@ -38,8 +38,7 @@ class MaskedRound:
         return [self.adverts[b] for b in sorted(self.adverts)]
 
     def graph(self) -> dict[str, frozenset[str]]:
-        return secagg.mask_graph(list(self.adverts), self.job.he.masking.degree,
-                                 secagg.graph_seed([a.signed_body() for a in self.adverts.values()]))
+        return secagg.advert_graph({b: a.signed_body() for b, a in self.adverts.items()}, self.job.he.masking.degree)
 
     def take_shares(self, replies: list[MaskReply]) -> set[str]:
         """Route the sealed shares; the branches that shared with all their neighbours."""

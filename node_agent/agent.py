@@ -53,7 +53,6 @@ from common.wire import (
 )
 from lineage import EventKind, LineageEvent, LineageStore, Signer
 from lineage.signing import SigningKeyError, load_public_key, verify_signature
-from node_agent.masking import consent_message, fates_digest
 from node_agent import baselines, outlook
 from node_agent.admission import AdmissionBook, Refusal, admission_refusal
 from node_agent.approvals import OwnerDecisions
@@ -72,7 +71,7 @@ from node_agent.data import (
 from node_agent.release import make_release
 from node_agent.egress import EgressBlocked, check_reply
 from node_agent.job_keys import JobKeyRefusal, JobKeys
-from node_agent.masking import MaskingParticipant, MaskingRefusal
+from node_agent.masking import MaskingParticipant, MaskingRefusal, consent_message, fates_digest
 from node_agent.report import write_branch_report
 from node_agent.ledger import Budget, BudgetRefusal, JobSpend, PrivacyLedger, monthly_refusal, round_allowed, standing
 from node_agent.training import (
@@ -914,8 +913,8 @@ class NodeAgent:
         """Encrypted (or plain) as the job says. CKKS-ring: bounded by `clip` (the job's for an
         update, `evaluation.METRIC_CLIP` for a metric vector), which the ring is planned for."""
         ceiling = clip if self._ring(job) else PAYLOAD_CEILING
-        if not np.isfinite(values).all() or np.abs(values).max(initial=0.0) > (ceiling or PAYLOAD_CEILING):
-            raise Refusal("privacy-plan", f"the values to send are not finite or exceed {ceiling or PAYLOAD_CEILING:g} "
+        if not np.isfinite(values).all() or np.abs(values).max(initial=0.0) > ceiling:
+            raise Refusal("privacy-plan", f"the values to send are not finite or exceed {ceiling:g} "
                                           "(the job's settings made training diverge)")
         if self._ring(job):  # masked in Z_2^K over the round's neighbours, then encrypted under the job's key
             try:

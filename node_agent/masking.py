@@ -78,7 +78,7 @@ def consent_message(job_id: str, rnd: int, digest: str) -> bytes:
 
 
 def _graph(job: JobSpec, adverts: dict[str, MaskAdvert]) -> dict[str, frozenset[str]]:
-    return secagg.mask_graph(list(adverts), job.he.masking.degree, secagg.graph_seed([a.signed_body() for a in adverts.values()]))
+    return secagg.advert_graph({b: a.signed_body() for b, a in adverts.items()}, job.he.masking.degree)
 
 
 class MaskingParticipant:
