@@ -143,7 +143,6 @@ def _ring_round(nodes: int, params: int, *, seed: int, dropped: int, degree: int
         public = load_context(bytes.fromhex(deal.public_context))
         plan = secagg.plan_ring(nodes, job.he.masking.clip)
         strategy = SecureFedAvg(job=job, public_context=public)
-        strategy.update_length = (params + 2) * plan.digits
         parts = {b: MaskingParticipant(b, Path(tmp) / b / "masks", signers[b], peers.get) for b in ids}
         coordinator = MaskedRound(job, 1)
 
@@ -152,7 +151,7 @@ def _ring_round(nodes: int, params: int, *, seed: int, dropped: int, degree: int
         coordinator.take_shares([MaskReply(status="ok", branch_id=b, shares=parts[b].share(job, 1, adverts)) for b in ids])
         setup_one = (time.perf_counter() - started) / nodes
         senders = ids[dropped:]
-        ring_sum = strategy.ring_aggregation(strategy.update_length)
+        ring_sum = strategy.ring_aggregation((params + 2) * plan.digits)  # digits, as the round loop sums them
         encode_total = wire = summing = 0.0
         size = 0
         truth = np.zeros(params + 2)
