@@ -38,6 +38,7 @@ SEED_BYTES = 16  # what Shamir shares: a 128-bit seed each
 CKKS_DATA_BITS = 60  # the ciphertext's one data prime (CkksParams' first modulus)
 NOISE_PER_CIPHERTEXT = 230.0  # std of one fresh encryption's error per slot, times the scale (measured ~208)
 MIN_FRAC_BITS = 12  # the coarsest quantum accepted: 2^-13 error per value in the averaged model
+DIGIT_CHOICES = (1, 2)  # digits per ring element a plan may use (a masked vector is its length times that)
 
 
 class RingPlan(BaseModel):
@@ -78,7 +79,7 @@ def plan_ring(nodes: int, clip: float, *, data_bits: int = CKKS_DATA_BITS) -> Ri
     scale_bits = math.ceil(math.log2(12 * 4 * NOISE_PER_CIPHERTEXT * math.sqrt(nodes + 1)))
     digit_bits = data_bits - 2 - scale_bits - math.ceil(math.log2(nodes + 1))
     needed = math.ceil(math.log2(nodes * clip))
-    for digits in (1, 2):
+    for digits in DIGIT_CHOICES:
         ring_bits = min(digits * digit_bits, 62)
         ring_bits -= ring_bits % digits
         frac_bits = ring_bits - 1 - needed

@@ -257,6 +257,7 @@ class TrainInstruction(BaseModel):
         description="the signed updates the global model sums, for a node that sent none itself: it re-adds them")
     shares: list["SealedShare"] = Field(default_factory=list, description="CKKS-ring: this node's sealed seed shares")
     fates: "RoundFates | None" = Field(default=None, description="CKKS-ring: who the global model sums, as they signed it")
+    ahead: "MaskStep | None" = Field(default=None, description="CKKS-ring: the next mask round's first step, done too")
     coordinator_head: CoordinatorHead | None = None
 
 
@@ -310,6 +311,7 @@ class TrainReply(NodeReply):
 
     update: UpdatePayload | None = None
     quarantined: dict[str, int] = Field(default_factory=dict)
+    ahead: "MaskReply | None" = Field(default=None, description="the answer to the instruction's `ahead` step")
 
 
 class EvaluateReply(NodeReply):
@@ -319,6 +321,7 @@ class EvaluateReply(NodeReply):
 
     metrics: UpdatePayload | None = None
     branch_scores: dict[str, dict[str, float]] | None = None  # only where the branch's policy releases them
+    ahead: "MaskReply | None" = Field(default=None, description="the answer to the instruction's `ahead` step")
 
 
 class ReleaseInstruction(BaseModel):
@@ -420,7 +423,21 @@ class MaskInstruction(BaseModel):
     consents: dict[str, str] = Field(default_factory=dict, description="unmask: each survivor's signature over the lists")
     shares: list[SealedShare] = Field(default_factory=list, description="consent, to a node listed as dropped that is "
                                       "still there: the shares sealed to it, so it can help unmask")
+    ahead: "MaskStep | None" = Field(default=None, description="the next mask round's first step, done too")
     coordinator_head: CoordinatorHead | None = None
+
+
+class MaskStep(BaseModel):
+    """The next mask round's opening step, carried by a message of this one, so a masked round
+    costs three exchanges, not five: its adverts come back with this round's updates, its
+    shares with this round's consents. The node takes it as the `MaskInstruction` of that
+    round and stage, under the same rules; its answer rides in the reply's `ahead`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    round: int = Field(ge=1)
+    stage: Literal["advertise", "share"]
+    adverts: list[MaskAdvert] = Field(default_factory=list, description="share: every participant's signed advert")
 
 
 class MaskReply(NodeReply):
@@ -428,6 +445,7 @@ class MaskReply(NodeReply):
     shares: list[SealedShare] = Field(default_factory=list)
     consent: str | None = Field(default=None, pattern=r"^[0-9a-f]{128}$")
     revealed: dict[str, str] = Field(default_factory=dict, description="owner branch -> revealed share (hex)")
+    ahead: "MaskReply | None" = Field(default=None, description="the answer to the instruction's `ahead` step")
 
 
 class JobKeyAdvert(BaseModel):
@@ -503,6 +521,8 @@ class RoundFates(BaseModel):
 
 
 TrainInstruction.model_rebuild()  # `contributions` names TrainReply, defined after it
+TrainReply.model_rebuild()  # `ahead` names MaskReply, defined after it
+EvaluateReply.model_rebuild()
 ReleaseInstruction.model_rebuild()
 
 PAYLOADS = ("update", "global_model", "metrics", "aggregate")  # carried as bytes beside the JSON body

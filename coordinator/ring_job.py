@@ -5,7 +5,8 @@ owed (`node_agent.job_keys`, `node_agent.masking` hold the rules). Per job: adve
 one node deals, every node installs, and at the end every node destroys its key. Per sum
 (each training round, and the held-out evaluation): advertise round keys, share seeds, send
 the instruction with each node's own sealed shares, sum the masked updates as they come, then
-ask the survivors to sign who the sum counts and to reveal the shares that unmask it.
+ask the survivors to sign who the sum counts and to reveal the shares that unmask it. The
+first two steps of the next sum ride on this one's instruction and consent (`MaskStep`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tenseal as ts
 
 from common import ring_ckks, secagg
 from common.he import EncryptedVector
-from common.wire import JobSpec, KeyInstruction, KeyReply, MaskInstruction, MaskReply, RoundFates, UpdatePayload
+from common.wire import JobSpec, KeyInstruction, KeyReply, MaskInstruction, MaskReply, MaskStep, RoundFates, UpdatePayload
 from coordinator.paths import CoordinatorPaths
 from coordinator.strategy import Aggregate
 from coordinator.unmasking import MaskedRound, UnmaskError
@@ -45,6 +46,7 @@ class MaskedSum:
     fates: RoundFates | None
     refused: dict[str, str] = field(default_factory=dict)
     exchanges: list = field(default_factory=list)
+    next: MaskedRound | None = None  # the next mask round, as far as this sum's exchanges took it
 
 
 def setup_path(paths: CoordinatorPaths, job_id: str):
@@ -94,26 +96,46 @@ def key_ceremony(exchange: Callable, node_ids: list[int], job: JobSpec, paths: C
 
 def masked_sum(exchange: Callable, job: JobSpec, mask_round: int, setup: RingSetup, node_of: dict[str, int],
                node_ids: list[int], instruction_for: Callable, message_type: str, schema, payload_of: Callable,
-               length: int, clip: float, ring_sum, head: Callable) -> MaskedSum:
+               length: int, clip: float, ring_sum, head: Callable, *, prepared: MaskedRound | None = None,
+               ahead: int | None = None) -> MaskedSum:
     """One sum under SecAgg+: `instruction_for(shares)` is what each node is sent (with its own
     sealed shares), `payload_of(reply)` the masked vector its reply carries, `length` the
     values per vector, `clip` their bound, `ring_sum` the strategy's streaming guarded sum.
-    Every connected node is asked for round keys (a node without the job's key refuses); the
-    rest go by branch."""
-    coordinator, refused = MaskedRound(job, mask_round), {}
+
+    Pipelined: `prepared` is this round as the previous sum's exchanges left it (its adverts,
+    and its shares if that sum got as far as consent); what is missing is asked for first, of
+    every connected node (one without the job's key refuses). With `ahead` (the next mask
+    round), this sum's instruction also asks for that round's adverts, and its consent step
+    for that round's shares, so a round costs three exchanges: update, consent, unmask."""
+    coordinator = prepared or MaskedRound(job, mask_round)
 
     def ask(stage: str, to: list[str], **fields):
         return exchange({node_of[b]: MaskInstruction(job=job, round=mask_round, stage=stage, coordinator_head=head(), **fields)
                          for b in to}, "query.mask", mask_round, MaskReply)
 
-    advertised = exchange({n: MaskInstruction(job=job, round=mask_round, stage="advertise", coordinator_head=head())
-                           for n in node_ids}, "query.mask", mask_round, MaskReply)
-    adverts = coordinator.take_adverts([r for r in advertised.replies if r.branch_id in setup.holders])
-    sharing = ask("share", [a.branch_id for a in adverts], adverts=adverts)
-    shared = sorted(coordinator.take_shares(sharing.replies))
-    for step in (advertised, sharing):  # who sat the round out before it began, and why
-        refused |= step.refused | {r.branch_id: f"masking: {r.code or 'refused'}" for r in step.replies if r.status != "ok"}
-    sent = exchange({node_of[b]: instruction_for(coordinator.shares_for(b)) for b in shared}, message_type, mask_round, schema)
+    refused: dict[str, str] = {}  # who sat the round out, and why
+    if not coordinator.adverts:
+        advertised = exchange({n: MaskInstruction(job=job, round=mask_round, stage="advertise", coordinator_head=head())
+                               for n in node_ids}, "query.mask", mask_round, MaskReply)
+        coordinator.note_declined(advertised.replies)
+        coordinator.take_adverts([r for r in advertised.replies if r.branch_id in setup.holders])
+        refused |= advertised.refused
+    if not coordinator.shared:
+        sharing = ask("share", sorted(coordinator.adverts), adverts=coordinator.listed())
+        coordinator.take_shares(sharing.replies)
+        refused |= sharing.refused
+    refused |= coordinator.declined
+    shared = sorted(coordinator.shared)
+    upcoming = MaskedRound(job, ahead) if ahead else None
+    step = MaskStep(round=ahead, stage="advertise") if ahead else None
+    others = {n: MaskInstruction(job=job, round=ahead, stage="advertise", coordinator_head=head())
+              for n in node_ids if n not in {node_of[b] for b in shared if b in node_of}} if ahead else None
+    sent = exchange({node_of[b]: instruction_for(coordinator.shares_for(b)).model_copy(update={"ahead": step}) for b in shared},
+                    message_type, mask_round, schema, queries=others)
+    if upcoming:
+        upcoming.note_declined([r.ahead for r in sent.replies if r.ahead] + sent.asides)
+        upcoming.take_adverts([r.ahead for r in sent.replies if r.ahead and r.ahead.branch_id in setup.holders]
+                              + [r for r in sent.asides if r.branch_id in setup.holders])
     refused |= sent.refused | {r.branch_id: r.code or "refused" for r in sent.replies if r.status != "ok"}
     for reply in sent.replies:
         payload = payload_of(reply)
@@ -124,14 +146,23 @@ def masked_sum(exchange: Callable, job: JobSpec, mask_round: int, setup: RingSet
     survivors = sorted(masked.contributors)
     dropped = sorted(set(shared) - set(survivors))
     failed = MaskedSum(aggregate=Aggregate(payload=None, rejected=masked.rejected), fates=None, refused=refused,
-                       exchanges=[sent])
+                       exchanges=[sent], next=upcoming)
     if masked.payload is None:
         return failed
     # the survivors, and any node that shared but sent nothing and is still there (it refused
-    # the round): it holds shares too, and it is given the ones sealed to it
+    # the round): it holds shares too, and it is given the ones sealed to it. Whoever
+    # advertised the next round is asked for its shares in the same exchange.
+    share_ahead = MaskStep(round=ahead, stage="share", adverts=upcoming.listed()) if upcoming and upcoming.adverts else None
+    consenting = survivors + dropped
     consented = exchange({node_of[b]: MaskInstruction(
         job=job, round=mask_round, stage="consent", survivors=survivors, dropped=dropped, coordinator_head=head(),
-        shares=coordinator.shares_for(b) if b in dropped else []) for b in survivors + dropped}, "query.mask", mask_round, MaskReply)
+        shares=coordinator.shares_for(b) if b in dropped else [], ahead=share_ahead) for b in consenting},
+        "query.mask", mask_round, MaskReply,
+        queries={node_of[b]: MaskInstruction(job=job, round=ahead, stage="share", adverts=share_ahead.adverts,
+                                             coordinator_head=head())
+                 for b in upcoming.adverts if b not in consenting and b in node_of} if share_ahead else None)
+    if share_ahead:
+        upcoming.take_shares([r.ahead for r in consented.replies if r.ahead] + consented.asides)
     consents = {r.branch_id: r.consent for r in consented.replies if r.status == "ok" and r.consent}
     refused |= {r.branch_id: f"did not sign the survivor list ({r.code})" for r in consented.replies
                 if r.status != "ok" and r.branch_id in survivors}
@@ -148,7 +179,7 @@ def masked_sum(exchange: Callable, job: JobSpec, mask_round: int, setup: RingSet
     aggregate = Aggregate(payload=UpdatePayload(scheme="CKKS-ring", length=summed.length, chunks=summed.chunks),
                           contributors=masked.contributors, rejected=masked.rejected)
     fates = RoundFates(mask_round=mask_round, survivors=survivors, dropped=dropped, consents=consents)
-    return MaskedSum(aggregate=aggregate, fates=fates, refused=refused, exchanges=[sent])
+    return MaskedSum(aggregate=aggregate, fates=fates, refused=refused, exchanges=[sent], next=upcoming)
 
 
 def close(exchange: Callable, job: JobSpec, node_of: dict[str, int], holders: list[str], head: Callable) -> None:

@@ -26,6 +26,7 @@ from common.wire import (
     CoordinatorHead,
     EvaluateReply,
     JobSpec,
+    MaskReply,
     ReleaseInstruction,
     ReleaseReply,
     RoundFates,
@@ -107,8 +108,8 @@ def run_job(
     guard = ReplyGuard(paths.node_lineage_keys)
     node_ids = _wait_for_nodes(grid, min_nodes, node_wait_seconds, expected=expected_nodes)
 
-    def exchange_each(instructions, message_type, rnd, schema) -> "Exchange":
-        return _exchange_each(grid, instructions, message_type, rnd, schema, guard, observer, reply_timeout)
+    def exchange_each(instructions, message_type, rnd, schema, queries=None) -> "Exchange":
+        return _exchange_each(grid, instructions, message_type, rnd, schema, guard, observer, reply_timeout, queries=queries)
 
     result = JobResult(job=job)
     model, global_round, model_updates = None, 0, []
@@ -143,6 +144,7 @@ def run_job(
             "state": "resumed", "reason": f"resumed after round {saved.closed_rounds} of {job.rounds}",
             "model_version": model_version(job, global_round) if global_round else None})
 
+    prepared = None  # CKKS-ring: the next mask round as the last one's exchanges opened it (in memory: a resume asks again)
     for rnd in range(len(result.rounds) + 1, job.rounds + 1):
         started = time.perf_counter()
         if observer:
@@ -154,7 +156,10 @@ def run_job(
                 lambda shares, base=instruction: base.model_copy(update={"shares": shares}), "train", TrainReply,
                 lambda r: r.update,
                 strategy.update_length, job.he.masking.clip,
-                strategy.ring_aggregation(strategy.update_length * setup.plan(job, job.he.masking.clip).digits), head)
+                strategy.ring_aggregation(strategy.update_length * setup.plan(job, job.he.masking.clip).digits), head,
+                prepared=prepared if prepared is not None and prepared.round == rnd else None,
+                ahead=rnd + 1)  # the round after the last is the evaluation's
+            prepared = outcome.next
             exchange, aggregate, refused = outcome.exchanges[0], outcome.aggregate, dict(outcome.refused)
             aggregate.fates = outcome.fates
             replies = exchange.replies
@@ -201,7 +206,7 @@ def run_job(
         result.final_model_digest = model.payload.digest()
         if ring:
             _evaluate_and_release_ring(exchange_each, node_ids, strategy, setup, model, result, guard, head, record,
-                                       global_round)
+                                       global_round, prepared)
         else:
             _evaluate_and_release(grid, node_ids, strategy, model, model_updates, result, guard, observer, reply_timeout,
                                   head, record, min_release, global_round)
@@ -266,7 +271,7 @@ def _evaluate_and_release(grid, node_ids, strategy: SecureFedAvg, model: Aggrega
 
 
 def _evaluate_and_release_ring(exchange_each, node_ids, strategy: SecureFedAvg, setup, model: Aggregate, result: JobResult,
-                               guard: ReplyGuard, head, record, global_round: int) -> None:
+                               guard: ReplyGuard, head, record, global_round: int, prepared=None) -> None:
     """CKKS-ring: held-out evaluation on every key holder as one more masked sum (mask round
     rounds + 1), then three of its survivors check the signed survivor list, decrypt the sum
     and release its group totals."""
@@ -275,7 +280,8 @@ def _evaluate_and_release_ring(exchange_each, node_ids, strategy: SecureFedAvg, 
     outcome = ring_job.masked_sum(
         exchange_each, job, job.rounds + 1, setup, guard.node_of, node_ids,
         lambda shares: instruction.model_copy(update={"shares": shares}), "evaluate", EvaluateReply, lambda r: r.metrics,
-        LENGTH, METRIC_CLIP, strategy.ring_aggregation(LENGTH * setup.plan(job, METRIC_CLIP).digits), head)
+        LENGTH, METRIC_CLIP, strategy.ring_aggregation(LENGTH * setup.plan(job, METRIC_CLIP).digits), head,
+        prepared=prepared if prepared is not None and prepared.round == job.rounds + 1 else None)
     metrics, evals = outcome.aggregate, outcome.exchanges[0]
     result.evaluated_by = sorted(metrics.contributors)
     result.branch_metrics = {r.branch_id: r.branch_scores for r in evals.replies if r.status == "ok" and r.branch_scores}
@@ -347,6 +353,7 @@ def _wait_for_nodes(grid: Grid, min_nodes: int, deadline_seconds: float, *, expe
 
 class Exchange(BaseModel):
     replies: list = Field(default_factory=list)  # accepted replies (signed by the branch they name)
+    asides: list = Field(default_factory=list)  # accepted replies to the mask queries sent alongside (`queries`)
     refused: dict[str, str] = Field(default_factory=dict)  # who was left out, and why
     heads: dict[str, list] = Field(default_factory=dict)  # branch -> [seq, hash]: anchors of every accepted reply
     received: int = 0
@@ -359,21 +366,28 @@ def _exchange(grid, node_ids, instruction, message_type, rnd, schema, guard: Rep
     return _exchange_each(grid, {nid: instruction for nid in node_ids}, message_type, rnd, schema, guard, observer, timeout)
 
 
-def _exchange_each(grid, instructions: dict, message_type, rnd, schema, guard: ReplyGuard, observer, timeout) -> Exchange:
-    """`_exchange` with each node's own instruction (its sealed shares, its key envelope)."""
+def _exchange_each(grid, instructions: dict, message_type, rnd, schema, guard: ReplyGuard, observer, timeout, *,
+                   queries: dict | None = None) -> Exchange:
+    """`_exchange` with each node's own instruction (its sealed shares, its key envelope).
+    `queries`: node -> a `MaskInstruction` sent in the same exchange to nodes the main
+    instruction is not for (the next mask round's adverts or shares); answers in `asides`."""
     contents: dict[int, object] = {}
     messages = []
-    for nid, instruction in instructions.items():
+    for nid, instruction, kind in [*((n, i, message_type) for n, i in instructions.items()),
+                                   *((n, i, "query.mask") for n, i in (queries or {}).items())]:
         key = id(instruction)
         if key not in contents:  # one record per distinct instruction
             contents[key] = to_record(instruction)
-        messages.append(Message(content=contents[key], dst_node_id=nid, message_type=message_type, group_id=str(rnd)))
-    pending = set(grid.push_messages(messages))
+        messages.append(Message(content=contents[key], dst_node_id=nid, message_type=kind, group_id=str(rnd)))
+    ids = list(grid.push_messages(messages))
+    aside = set(ids[len(instructions):])
+    pending = set(ids)
     out = Exchange()
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         for msg in grid.pull_messages(list(pending)):
-            pending.discard(msg.metadata.reply_to_message_id)
+            mid = msg.metadata.reply_to_message_id
+            pending.discard(mid)
             if observer:
                 observer.reply_received(rnd, msg)
             node = f"node-{msg.metadata.src_node_id}"
@@ -382,15 +396,19 @@ def _exchange_each(grid, instructions: dict, message_type, rnd, schema, guard: R
                 continue
             out.received += _content_bytes(msg)
             try:
-                reply = from_record(msg.content, schema)
+                reply = from_record(msg.content, MaskReply if mid in aside else schema)
             except WireError as exc:
                 out.refused[node] = f"malformed reply: {exc}"
                 continue
             problem = guard.problem(msg.metadata.src_node_id, reply)
+            ahead = getattr(reply, "ahead", None)
+            if problem is None and ahead is not None and (ahead.branch_id != reply.branch_id
+                                                          or guard.problem(msg.metadata.src_node_id, ahead)):
+                problem = "its 'ahead' answer is not signed by the same branch"
             if problem:
                 out.refused[f"{node} (claims {reply.branch_id})"] = f"reply rejected: {problem}"
                 continue
-            out.replies.append(reply)
+            (out.asides if mid in aside else out.replies).append(reply)
             if reply.lineage_head is not None:
                 out.heads[reply.branch_id] = [reply.lineage_head.seq, reply.lineage_head.event_hash]
         if pending:

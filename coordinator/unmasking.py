@@ -27,14 +27,20 @@ class MaskedRound:
         self.adverts: dict[str, MaskAdvert] = {}
         self.inbox: dict[str, list[SealedShare]] = defaultdict(list)  # recipient -> sealed shares for it
         self.shared: set[str] = set()
+        self.declined: dict[str, str] = {}  # branch -> why it took no part in the round's opening steps
 
     def take_adverts(self, replies: list[MaskReply]) -> list[MaskAdvert]:
         """The adverts of this round from ok replies, one per branch, as signed."""
+        self.note_declined(replies)
         for r in replies:
             a = r.advert
             if r.status == "ok" and a is not None and a.branch_id == r.branch_id and a.job_id == self.job.job_id \
                     and a.round == self.round:
                 self.adverts.setdefault(a.branch_id, a)
+        return self.listed()
+
+    def listed(self) -> list[MaskAdvert]:
+        """The round's adverts as every participant is shown them, by branch."""
         return [self.adverts[b] for b in sorted(self.adverts)]
 
     def graph(self) -> dict[str, frozenset[str]]:
@@ -43,6 +49,7 @@ class MaskedRound:
     def take_shares(self, replies: list[MaskReply]) -> set[str]:
         """Route the sealed shares; the branches that shared with all their neighbours."""
         graph = self.graph()
+        self.note_declined(replies)
         for r in replies:
             if r.status != "ok" or r.branch_id not in self.adverts:
                 continue
@@ -52,6 +59,10 @@ class MaskedRound:
                     self.inbox[recipient].append(share)
                 self.shared.add(r.branch_id)
         return set(self.shared)
+
+    def note_declined(self, replies: list[MaskReply]) -> None:
+        """Remember who refused a step of this round's opening, and its refusal code."""
+        self.declined |= {r.branch_id: f"masking: {r.code or 'refused'}" for r in replies if r.status != "ok"}
 
     def shares_for(self, branch: str) -> list[SealedShare]:
         return [s for s in self.inbox.get(branch, []) if s.sender in self.shared]

@@ -174,11 +174,13 @@ class NodeAgent:
     # ----------------------------------------------------------------- public actions
     def train(self, instruction: TrainInstruction) -> TrainReply:
         job, rnd, head = instruction.job, instruction.round, instruction.coordinator_head
+        ahead = None
         try:
             job = self._admitted(job)
             asked = instruction_digest(instruction)
             if (earlier := self.book.sent(job.job_id, rnd, asked)) is not None:
                 return self._send_again(from_bytes(earlier, TrainReply), job, rnd, head)
+            ahead = self._ahead(instruction)
             self.book.take_round(job.job_id, rnd)
             data = self._read(job, rnd)
             released = self._released(job, data, rnd)
@@ -212,8 +214,8 @@ class NodeAgent:
             update = self._encode(job, weights, n=n, mask_round=rnd, shares=instruction.shares)
             reply = TrainReply(status="ok", branch_id=self.config.branch_id, update=update, quarantined=quarantined)
         except REFUSALS as exc:
-            return self.refused(TrainReply, job, rnd, refusal_code(exc), str(exc), head)
-        sent = self._egress(reply, job, rnd, head)
+            return self.refused(TrainReply, job, rnd, refusal_code(exc), str(exc), head, ahead=ahead)
+        sent = self._egress(reply, job, rnd, head, ahead=ahead)
         if sent.status == "ok":
             self.book.keep_sent(job.job_id, rnd, asked, to_bytes(sent))
         return sent
@@ -236,8 +238,10 @@ class NodeAgent:
         its last `holdout` months. Only an encrypted metric vector leaves (summed across
         nodes by the coordinator); the forecasts and scores stay in this node's report."""
         job, rnd, head = instruction.job, instruction.round, instruction.coordinator_head
+        ahead = None
         try:
             job = self._admitted(job)
+            ahead = self._ahead(instruction)
             if not self._ring(job) and not self._own_digests(job, "train") and not instruction.contributions:
                 raise Refusal("aggregate-rejected", "this node has sent no update in this job and was forwarded no signed "
                                                     "updates to vouch for the model with")
@@ -261,7 +265,7 @@ class NodeAgent:
                 region_slot=context.region if context.region < REGION_SLOTS else None),
                 mask_round=evaluation_round(job), shares=instruction.shares, clip=evaluation.METRIC_CLIP)
         except REFUSALS as exc:
-            return self.refused(EvaluateReply, job, rnd, refusal_code(exc), str(exc), head)
+            return self.refused(EvaluateReply, job, rnd, refusal_code(exc), str(exc), head, ahead=ahead)
         released_scores = {"released_scores": shared.scores} if shared is not mine else {}
         self._record(EventKind.EVALUATION, job, rnd, details={"scores": mine.scores, **released_scores, **groups,
                                                                "model_digest": digest, "history_months": len(split.history),
@@ -269,7 +273,7 @@ class NodeAgent:
         scores = shared.scores
         own = {arm: {m: round(float(scores[arm][m]), 3) for m in METRICS} for arm in ARMS} if release_own else None
         reply = EvaluateReply(status="ok", branch_id=self.config.branch_id, metrics=payload, branch_scores=own)
-        return self._egress(reply, job, rnd, head, branch_scores_allowed=release_own)
+        return self._egress(reply, job, rnd, head, branch_scores_allowed=release_own, ahead=ahead)
 
     def _assess(self, model, series: MonthlySeries, job: JobSpec, context: BranchContext) -> Assessment:
         """The global model and the branch's own methods on the last `holdout` months of `series`."""
@@ -351,8 +355,10 @@ class NodeAgent:
     def mask(self, instruction: MaskInstruction) -> MaskReply:
         """One SecAgg+ step of a masked round (`node_agent.masking`), under this node's rules."""
         job, rnd, head, stage = instruction.job, instruction.round, instruction.coordinator_head, instruction.stage
+        ahead = None
         try:
             job = self._admitted(job)
+            ahead = self._ahead(instruction)
             if not self._ring(job):
                 raise Refusal("node-config", "the job does not mask its updates (he.scheme is not CKKS-ring)")
             if rnd > evaluation_round(job):
@@ -371,14 +377,23 @@ class NodeAgent:
                 fields["revealed"] = self._masking.unmask(job, rnd, instruction.survivors, instruction.dropped,
                                                           instruction.consents)
         except (MaskingRefusal, JobKeyRefusal) as exc:
-            return self.refused(MaskReply, job, rnd, "masking", str(exc), head)
+            return self.refused(MaskReply, job, rnd, "masking", str(exc), head, ahead=ahead)
         except REFUSALS as exc:
-            return self.refused(MaskReply, job, rnd, refusal_code(exc), str(exc), head)
+            return self.refused(MaskReply, job, rnd, refusal_code(exc), str(exc), head, ahead=ahead)
         if stage in ("consent", "unmask"):
             self._record(EventKind.AGGREGATION, job, rnd, details={
                 "mask_stage": stage, "survivors": sorted(instruction.survivors), "dropped": sorted(instruction.dropped),
                 "revealed": {p: ("self" if p in instruction.survivors else "mask") for p in fields.get("revealed", {})}})
-        return self._egress(MaskReply(status="ok", branch_id=self.config.branch_id, **fields), job, rnd, head)
+        return self._egress(MaskReply(status="ok", branch_id=self.config.branch_id, **fields), job, rnd, head, ahead=ahead)
+
+    def _ahead(self, instruction: TrainInstruction | MaskInstruction) -> MaskReply | None:
+        """The next mask round's step an instruction carries, taken as that round's own
+        `MaskInstruction` under the same rules (its refusal is its own, not this reply's)."""
+        step = instruction.ahead
+        if step is None:
+            return None
+        return self.mask(MaskInstruction(job=instruction.job, round=step.round, stage=step.stage, adverts=step.adverts,
+                                          coordinator_head=instruction.coordinator_head))
 
     def holdout(self, job: JobSpec) -> HoldoutSplit:
         """This branch's history and held-out months, read (and recorded) under its policy.
@@ -390,12 +405,12 @@ class NodeAgent:
         return holdout_split(data.series, job.holdout, job.horizon)
 
     def refused(self, reply_type: type[NodeReply], job: JobSpec | None, rnd: int | None, code: str, detail: str,
-                head: CoordinatorHead | None = None) -> NodeReply:
+                head: CoordinatorHead | None = None, *, ahead: NodeReply | None = None) -> NodeReply:
         """The refusal reply to send: a coarse code and its fixed phrase; the detail is
         recorded in this node's lineage only (it may carry numbers that reveal size)."""
         self.refuse(job, rnd, code, detail)
         reply = reply_type(status="refused", branch_id=self.config.branch_id, code=code, reason=reason_for(code))
-        return self._egress(reply, job, rnd, head)
+        return self._egress(reply, job, rnd, head, ahead=ahead)
 
     def refuse(self, job: JobSpec | None, rnd: int | None, code: str, detail: str) -> None:
         self._record(EventKind.REFUSAL, job, rnd, details={"code": code, "reason": detail})
@@ -930,11 +945,14 @@ class NodeAgent:
         return UpdatePayload.plain(values)
 
     def _egress(self, reply: NodeReply, job: JobSpec | None, rnd: int | None, head: CoordinatorHead | None = None,
-                *, branch_scores_allowed: bool = False) -> NodeReply:
+                *, branch_scores_allowed: bool = False, ahead: NodeReply | None = None) -> NodeReply:
         """Every reply passes the egress check (one that fails leaves as a refusal instead), is
         recorded as an emission with the coordinator's chain head it answers, and goes back
         with this node's chain head (the coordinator anchors it, so the node's chain cannot
-        lose its tail unseen) and the node's signature."""
+        lose its tail unseen) and the node's signature. `ahead`: the next mask round's answer
+        it carries (itself checked, recorded and signed already)."""
+        if ahead is not None:
+            reply = reply.model_copy(update={"ahead": ahead})
         try:
             check_reply(reply, branch_id=self.config.branch_id, branch_scores_allowed=branch_scores_allowed)
         except EgressBlocked as exc:

@@ -32,6 +32,11 @@ def check_reply(reply: NodeReply, *, branch_id: str, branch_scores_allowed: bool
         raise EgressBlocked(f"{type(reply).__name__} is not a reply the protocol sends")
     if reply.branch_id != branch_id:
         raise EgressBlocked("field 'branch_id' is not this node's id")
+    ahead = getattr(reply, "ahead", None)
+    if ahead is not None:  # the next mask round's answer: one level deep, checked as a reply of its own
+        if not isinstance(ahead, MaskReply) or ahead.ahead is not None:
+            raise EgressBlocked("field 'ahead' is not one mask reply")
+        check_reply(ahead, branch_id=branch_id)
     if reply.status == "refused" and (reply.code not in REASONS or reply.reason != REASONS[reply.code]):
         raise EgressBlocked("fields 'code' and 'reason' are not a known refusal code and its phrase")
     if reply.status == "ok" and (reply.code is not None or reply.reason is not None):
@@ -53,7 +58,8 @@ def check_reply(reply: NodeReply, *, branch_id: str, branch_scores_allowed: bool
                     raise EgressBlocked("field 'branch_scores' holds a figure that is not a metric")
                 _finite("branch_scores", list(scores.values()))
         if reply.metrics is not None:
-            if reply.metrics.length != evaluation.LENGTH:
+            digits = secagg.DIGIT_CHOICES if reply.metrics.scheme == "CKKS-ring" else (1,)  # masked: one digit column each
+            if reply.metrics.length not in {evaluation.LENGTH * d for d in digits}:
                 raise EgressBlocked("field 'metrics' is not a metric vector of the agreed length")
             if reply.metrics.scheme == "plain" and not np.isfinite(reply.metrics.plain_values()).all():
                 raise EgressBlocked("field 'metrics' holds a value that is not a finite number")

@@ -150,7 +150,12 @@ def refusal_tally(rounds) -> str:
     last: dict[str, str] = {}
     for rnd in rounds:
         last.update(rnd.refused)
-    counts = Counter(code.split(":")[0] for code in last.values())
+    return code_tally(last)
+
+
+def code_tally(refused: dict[str, str]) -> str:
+    """Branch -> refusal code (or "code: detail"), counted by code, most common first."""
+    counts = Counter(code.split(":")[0] for code in refused.values())
     return ", ".join(f"{code} ({n} branch{'es' if n > 1 else ''})" for code, n in counts.most_common())
 
 
@@ -199,7 +204,10 @@ def run_demo(opts: DemoOptions, console: Console, *, observers: tuple = ()) -> d
         raise SetupError("the federated job produced no result; see the log above")
     result = JobResult.model_validate_json(coordinator.result.read_text())
     if not result.evaluated_by:
-        raise SetupError(f"no branch could take part: {refusal_tally(result.rounds) or 'no refusal recorded'}")
+        trained = any(r.contributors for r in result.rounds)  # then it was the evaluation that nobody could take
+        why = code_tally(result.evaluation_refused) if trained else refusal_tally(result.rounds)
+        raise SetupError(f"no branch could take part{' in the held-out evaluation' if trained else ''}: "
+                         f"{why or 'no refusal recorded'}")
     with console.status("simulator-side experiment: all data pooled (an upper bound no alliance can run)"):
         pooled = _alliance_step("pooled", out, job, opts, only=result.evaluated_by)
     summary = build_summary(opts, job, result, setup, pooled, coordinator, time.perf_counter() - started)

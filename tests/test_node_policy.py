@@ -250,6 +250,15 @@ def test_egress_lets_only_known_replies_of_the_agreed_shape_leave():
             check_reply(reply, branch_id="B1")
     with pytest.raises(EgressBlocked, match="not a reply the protocol sends"):
         check_reply(NodeReply(status="ok", branch_id="B1"), branch_id="B1")
+    # CKKS-ring: a metric vector masked as two digits a value (a large alliance's ring) leaves; three do not
+    for digits, leaves in ((2, True), (3, False)):
+        ring = ok.model_copy(update={"metrics": UpdatePayload(scheme="CKKS-ring", length=digits * evaluation.LENGTH,
+                                                              chunks=[b"\x00" * 64])})
+        if leaves:
+            check_reply(ring, branch_id="B1")
+        else:
+            with pytest.raises(EgressBlocked, match="'metrics'"):
+                check_reply(ring, branch_id="B1")
     # The evaluation reply's schema has no place for a series, actuals or forecasts at all.
     for field in ("actual", "forecast", "months", "mase"):
         with pytest.raises(ValidationError):

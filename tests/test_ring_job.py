@@ -7,6 +7,7 @@ job's keys destroyed at its end. The deployment engine's version is
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 import tenseal as ts
@@ -28,8 +29,10 @@ class DroppingGrid(LoopbackGrid):
     def __init__(self, nodes_root, *, before: int | None = None, after: int | None = None) -> None:
         super().__init__(nodes_root)
         self.before, self.after = before, after
+        self.exchanges: Counter = Counter()  # group id (the round) -> pushes
 
     def push_messages(self, messages):
+        self.exchanges[int(messages[0].metadata.group_id)] += 1
         for msg in messages:
             node, kind, rnd = msg.metadata.dst_node_id, msg.metadata.message_type, int(msg.metadata.group_id)
             stage = json.loads(msg.content["body"]["json"]).get("stage")
@@ -74,6 +77,9 @@ def test_a_ring_job_with_a_node_gone_before_sending_and_one_after_sums_exactly(a
         opened = next(e for e in _events(c, EventKind.TRAINING) if e.round == 2).details["global_model"]
         assert opened["contributors"] == len(alive) + 1 and abs(opened["weight"] - expected) < 1e-3, (opened, expected)
     assert result.metrics and len(result.released_by) == 3
+    # pipelined: round 1 opens with adverts and shares, then every masked sum is three exchanges
+    # (update, consent, unmask) as the next round's adverts and shares ride on the first two
+    assert grid.exchanges[1] == 5 and grid.exchanges[2] == 3 + 1 and grid.exchanges[3] == 3, grid.exchanges  # round 2: + the release
 
     # the ceremony: one dealer, every other holder installed; the coordinator keeps a keyless context
     public = ts.context_from(bytes.fromhex(json.loads(setup_path(paths, JOB.job_id).read_text())["public_context"]))

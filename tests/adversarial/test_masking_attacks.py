@@ -7,6 +7,8 @@ stories about who dropped. Each test is one attack; each fails if the node's rul
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -138,7 +140,7 @@ def test_a_share_moved_to_another_recipient_does_not_open(alliance):
 def test_the_egress_check_lets_out_only_this_nodes_own_keys_and_shares(alliance):
     """The last line on the node: a masking reply carrying another branch's advert or share, or
     anything but revealed shares, does not leave (whatever a bug upstream put in it)."""
-    from common.wire import MaskReply
+    from common.wire import MaskReply, TrainReply
     from node_agent.egress import EgressBlocked, check_reply
 
     nodes, job = alliance
@@ -148,6 +150,30 @@ def test_the_egress_check_lets_out_only_this_nodes_own_keys_and_shares(alliance)
     theirs = nodes["b1"].share(job, 1, adverts)
     for reply in (MaskReply(status="ok", branch_id="b0", advert=adverts[1]),
                   MaskReply(status="ok", branch_id="b0", shares=mine + theirs[:1]),
-                  MaskReply(status="ok", branch_id="b0", revealed={"b1": "ab" * 100})):
+                  MaskReply(status="ok", branch_id="b0", revealed={"b1": "ab" * 100}),
+                  # the next round's answer riding on this one is checked as a reply of its own
+                  TrainReply(status="ok", branch_id="b0", ahead=MaskReply(status="ok", branch_id="b0", advert=adverts[1])),
+                  TrainReply(status="ok", branch_id="b0", ahead=MaskReply(status="ok", branch_id="b1", advert=adverts[1])),
+                  MaskReply(status="ok", branch_id="b0", ahead=MaskReply(
+                      status="ok", branch_id="b0", ahead=MaskReply(status="ok", branch_id="b0", shares=theirs)))):
         with pytest.raises(EgressBlocked):
             check_reply(reply, branch_id="b0")
+    check_reply(TrainReply(status="ok", branch_id="b0", ahead=MaskReply(status="ok", branch_id="b0", advert=adverts[0])),
+                branch_id="b0")
+
+
+def test_a_step_ahead_is_only_ever_an_advert_or_a_share():
+    """The next round's step a message may carry is the opening of that round, nothing more: a
+    coordinator cannot slip a consent or an unmask into a training instruction."""
+    from common.wire import MaskStep, TrainInstruction, WireError, from_record, to_record
+
+    job = JobSpec(job_id="job-x")
+    ok = TrainInstruction(job=job, round=1, ahead=MaskStep(round=2, stage="advertise"))
+    assert from_record(to_record(ok), TrainInstruction).ahead.stage == "advertise"
+    for stage in ("consent", "unmask"):
+        forged = to_record(ok)
+        body = json.loads(forged["body"]["json"])
+        body["ahead"]["stage"] = stage
+        forged["body"]["json"] = json.dumps(body)
+        with pytest.raises(WireError, match="ahead.stage"):
+            from_record(forged, TrainInstruction)
