@@ -166,8 +166,14 @@ def masked_sum(exchange: Callable, job: JobSpec, mask_round: int, setup: RingSet
     consents = {r.branch_id: r.consent for r in consented.replies if r.status == "ok" and r.consent}
     refused |= {r.branch_id: f"did not sign the survivor list ({r.code})" for r in consented.replies
                 if r.status != "ok" and r.branch_id in survivors}
-    unmasked = ask("unmask", sorted(consents), survivors=survivors, dropped=dropped, consents=consents)
-    revealed = {r.branch_id: r.revealed for r in unmasked.replies if r.status == "ok"}
+    # the survivors' self-mask shares came with the signatures; a dropped node's mask key takes
+    # one more step, for which every holder first checks the threshold of signatures
+    revealed = {r.branch_id: r.revealed for r in consented.replies if r.status == "ok" and r.consent}
+    if dropped:
+        unmasked = ask("unmask", sorted(consents), survivors=survivors, dropped=dropped, consents=consents)
+        for r in unmasked.replies:
+            if r.status == "ok":
+                revealed[r.branch_id] = revealed.get(r.branch_id, {}) | r.revealed
     plan = setup.plan(job, clip)
     try:
         fix = coordinator.correction(length, plan, set(survivors), revealed)

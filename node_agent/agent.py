@@ -373,6 +373,7 @@ class NodeAgent:
             elif stage == "consent":
                 fields["consent"] = self._masking.consent(job, rnd, instruction.survivors, instruction.dropped,
                                                           instruction.shares)
+                fields["revealed"] = self._masking.reveal_survivors(job, rnd, instruction.survivors, instruction.dropped)
             else:
                 fields["revealed"] = self._masking.unmask(job, rnd, instruction.survivors, instruction.dropped,
                                                           instruction.consents)

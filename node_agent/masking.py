@@ -2,8 +2,9 @@
 
 Five steps per round, each a call: `advertise` fresh round keys; `share` Shamir shares of the
 two round seeds, sealed to each neighbour; `mask` the quantised update; `consent` to the
-round's survivor and dropout lists; `unmask`: reveal, for each neighbour, the share its fate
-calls for. The coordinator drives the steps and relays
+round's survivor and dropout lists, revealing with the signature the self-mask shares of the
+neighbours that survived (`reveal_survivors`); `unmask`, only when a neighbour dropped:
+reveal its mask-key share. The coordinator drives the steps and relays
 every byte, and may send anything; what it cannot make this node do:
 
 - share with branches whose advert is not signed by a key in this node's own `peers/`, or
@@ -14,9 +15,11 @@ every byte, and may send anything; what it cannot make this node do:
 - reveal, for one neighbour, both the share of its mask key (it dropped) and of its self
   mask (it survived): with both, the coordinator would read that neighbour's update;
 - sign two different survivor lists in a round, or lists counting fewer branches than its own
-  minimum, or reveal for lists that fewer than the threshold of survivors signed (SecAgg's
-  consistency check: two stories about one node then need two lists each signed by t
-  nodes, and an honest node signs one, so it holds against c colluders while c < 2t - n);
+  minimum, or reveal a mask-key share for lists that fewer than the threshold of listed
+  branches signed (SecAgg's consistency check: to read a node, the coordinator needs t shares
+  of its self mask, from nodes that each signed a list where it survived, and t of its mask
+  key, for a list where it dropped signed by t; an honest node signs one list, so this holds
+  against c colluders while c < 2t - n);
 - keep round secrets past the round: they are deleted once this node has revealed.
 
 State lives in one owner-only file per round under the node's privacy directory, so a
@@ -185,34 +188,67 @@ class MaskingParticipant:
         state = self._load(job.job_id, rnd)
         return state is not None and state.consented == fates_digest(survivors, dropped)
 
+    def reveal_survivors(self, job: JobSpec, rnd: int, survivors: list[str], dropped: list[str]) -> dict[str, str]:
+        """With the signature (`consent`): the self-mask shares of this node's neighbours that
+        survived, under the lists it just signed. A self mask alone unmasks nothing (the
+        pairwise masks still hide the update), and every node revealing one has signed its one
+        list, so a second story that dropped that neighbour still needs t signatures of its
+        own, as in `unmask`: the same bound, c < 2t - n. Mask-key shares wait for `unmask`.
+        When no neighbour dropped, this is the node's whole reveal and the round ends here."""
+        digest = fates_digest(survivors, dropped)
+        state = self._load(job.job_id, rnd)
+        if state is not None and state.revealed_for is not None:
+            return self._revealed_before(state, digest)
+        state = self._require(job.job_id, rnd)
+        if state.consented != digest:
+            raise MaskingRefusal("this node did not agree to these survivor lists")
+        kinds = self._kinds(state, survivors, dropped)
+        revealed = {peer: secagg.reveal(bytes.fromhex(state.bundles[peer]), "self").hex()
+                    for peer, kind in kinds.items() if kind == "self"}
+        if len(revealed) == len(kinds):
+            self._finish(state, kinds, digest, revealed)
+        return revealed
+
     def unmask(self, job: JobSpec, rnd: int, survivors: list[str], dropped: list[str],
                consents: dict[str, str]) -> dict[str, str]:
         """For each neighbour this node masked with: the share of its self mask if it survived,
         of its mask key if it dropped; never both for one neighbour, for one pair of lists
-        only, and only for lists every survivor signed (`consent`)."""
-        alive, gone = set(survivors), set(dropped)
+        only, and only for lists at least the threshold of listed branches signed (`consent`)."""
         digest = fates_digest(survivors, dropped)
         state = self._load(job.job_id, rnd)
         if state is not None and state.revealed_for is not None:
-            if state.revealed_for != digest:
-                raise MaskingRefusal("this node already revealed shares in this round for other survivors")
-            return state.revealed_shares
+            return self._revealed_before(state, digest)
         state = self._require(job.job_id, rnd)
         self._fates_problem(state, survivors, dropped)
         if state.consented != digest:
             raise MaskingRefusal("this node did not agree to these survivor lists")
         self.check_consents(job, rnd, survivors, dropped, consents, state)
+        kinds = self._kinds(state, survivors, dropped)
+        revealed = {peer: secagg.reveal(bytes.fromhex(state.bundles[peer]), kind).hex() for peer, kind in kinds.items()}
+        self._finish(state, kinds, digest, revealed)
+        return revealed
+
+    def _kinds(self, state: RoundState, survivors: list[str], dropped: list[str]) -> dict[str, str]:
+        """Which share each neighbour's fate calls for: "self" if it survived, "mask" if it dropped."""
+        alive, gone = set(survivors), set(dropped)
         kinds = {}
         for peer in state.neighbours:
             kind = "self" if peer in alive else "mask" if peer in gone else None
             if kind is None:
                 raise MaskingRefusal(f"the request says neither whether {peer} survived nor whether it dropped")
             kinds[peer] = kind
-        revealed = {peer: secagg.reveal(bytes.fromhex(state.bundles[peer]), kind).hex() for peer, kind in kinds.items()}
+        return kinds
+
+    @staticmethod
+    def _revealed_before(state: RoundState, digest: str) -> dict[str, str]:
+        if state.revealed_for != digest:
+            raise MaskingRefusal("this node already revealed shares in this round for other survivors")
+        return state.revealed_shares
+
+    def _finish(self, state: RoundState, kinds: dict[str, str], digest: str, revealed: dict[str, str]) -> None:
         done = state.model_copy(update={"revealed": kinds, "revealed_for": digest, "revealed_shares": revealed,
                                         "mask_seed": "", "self_seed": "", "share_key": "", "bundles": {}})
         self._save(done)  # the round's secrets and the bundles are gone from here on
-        return revealed
 
     def check_consents(self, job: JobSpec, rnd: int, survivors: list[str], dropped: list[str], consents: dict[str, str],
                        state: RoundState | None = None) -> None:

@@ -77,8 +77,10 @@ def test_a_ring_job_with_a_node_gone_before_sending_and_one_after_sums_exactly(a
         opened = next(e for e in _events(c, EventKind.TRAINING) if e.round == 2).details["global_model"]
         assert opened["contributors"] == len(alive) + 1 and abs(opened["weight"] - expected) < 1e-3, (opened, expected)
     assert result.metrics and len(result.released_by) == 3
-    # pipelined: round 1 opens with adverts and shares, then every masked sum is three exchanges
-    # (update, consent, unmask) as the next round's adverts and shares ride on the first two
+    # pipelined: round 1 opens with adverts and shares, then a masked sum is the update and the
+    # consent (with the survivors' self-mask shares), plus an unmask step when a holder shared but
+    # sent nothing (here each round: a branch too young to train); the next round's adverts and
+    # shares ride on the first two
     assert grid.exchanges[1] == 5 and grid.exchanges[2] == 3 + 1 and grid.exchanges[3] == 3, grid.exchanges  # round 2: + the release
 
     # the ceremony: one dealer, every other holder installed; the coordinator keeps a keyless context

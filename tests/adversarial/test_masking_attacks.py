@@ -177,3 +177,24 @@ def test_a_step_ahead_is_only_ever_an_advert_or_a_share():
         forged["body"]["json"] = json.dumps(body)
         with pytest.raises(WireError, match="ahead.stage"):
             from_record(forged, TrainInstruction)
+
+
+def test_self_mask_shares_come_with_the_signature_and_mask_keys_only_with_the_threshold(alliance):
+    """The consent step reveals the self-mask shares of the neighbours the signed lists say
+    survived, nothing of a dropped one; its mask-key share needs t signatures on those lists."""
+    nodes, job = alliance
+    _through_masking(nodes, job)
+    everyone = list(IDS)
+    nodes["b0"].consent(job, 1, everyone, [])
+    told_b0 = nodes["b0"].reveal_survivors(job, 1, everyone, [])
+    assert sorted(told_b0) == [b for b in IDS if b != "b0"]  # no neighbour dropped: b0's whole reveal
+    with pytest.raises(MaskingRefusal, match="other survivors"):  # ... and its round is over
+        nodes["b0"].unmask(job, 1, [b for b in IDS if b != "b3"], ["b3"], {})
+    others, gone = [b for b in IDS if b != "b3"], ["b3"]
+    consents = {"b1": nodes["b1"].consent(job, 1, others, gone)}
+    told_b1 = nodes["b1"].reveal_survivors(job, 1, others, gone)
+    assert "b3" not in told_b1 and sorted(told_b1) == [b for b in others if b != "b1"]
+    with pytest.raises(MaskingRefusal, match="1 of the branches listed signed"):
+        nodes["b1"].unmask(job, 1, others, gone, consents)  # b3's mask key: not on one signature
+    consents |= {b: nodes[b].consent(job, 1, others, gone) for b in ("b2", "b4")}
+    assert len(nodes["b1"].unmask(job, 1, others, gone, consents)["b3"]) == len(told_b1["b2"])  # with t = 3 it is
