@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -85,9 +86,11 @@ class Recorder:
                         self.payloads.append(v if isinstance(v, bytes) else str(v).encode())
 
 
-def _latest_ray_logs() -> str | None:
-    logs = Path(tempfile.gettempdir()) / "ray" / "session_latest" / "logs"
-    return str(logs.resolve()) if logs.exists() else None
+def _ray_logs_since(started: float) -> list[Path]:
+    """The log folders of every Ray session begun since `started`: this demo's, and those of
+    tests running beside it (pytest-xdist), none of which may hold a canary either."""
+    root = Path(tempfile.gettempdir()) / "ray"
+    return [p / "logs" for p in root.glob("session_2*") if (p / "logs").is_dir() and p.stat().st_mtime >= started - 1]
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +114,7 @@ def demo_run(tmp_path_factory, small_alliance):
     _install_audit_hook()
     OPENED.clear()
     _AUDITING = True
+    started = time.time()
     try:
         summary = run_demo(
             DemoOptions(branches=6, rounds=2, seed=3, out=out, data=dealers),
@@ -123,7 +127,7 @@ def demo_run(tmp_path_factory, small_alliance):
         "opened": list(OPENED),
         "summary": summary, "out": out, "dealers": dealers, "recorder": recorder,
         "console": console_text.getvalue(), "canary_branch": canary_branch,
-        "ray_logs": _latest_ray_logs(),
+        "ray_logs": _ray_logs_since(started),
     }
 
 
@@ -276,7 +280,8 @@ def test_canary_pii_never_reaches_the_coordinator(demo_run):
         assert not any(n in data for n in needles), path
     assert not any(n.decode() in demo_run["console"] for n in needles)
     # Nor in the runtime's own logs (Ray's session logs from this run).
-    ray_logs = [p for p in Path(demo_run["ray_logs"]).rglob("*") if p.is_file()] if demo_run["ray_logs"] else []
+    assert demo_run["ray_logs"], "the demo left no Ray session logs to check"
+    ray_logs = [p for logs in demo_run["ray_logs"] for p in logs.rglob("*") if p.is_file()]
     for path in ray_logs:
         assert not any(n in path.read_bytes() for n in needles), path
 
