@@ -50,6 +50,12 @@ class SimulationRunner:
         self.command = command or [sys.executable, "-m", "sovereign.service_runner"]
         self.poll = poll
         self._running: dict[str, subprocess.Popen] = {}
+        self._cancelled: set[str] = set()
+
+    def _closed(self, job_id: str) -> int:
+        from coordinator.checkpoints import closed_rounds
+
+        return len(closed_rounds(self.coordinator_dir, job_id))
 
     def __call__(self, job: JobRecord, approved: list[str], on_round: RoundCallback | None = None) -> dict:
         if not approved:
@@ -65,6 +71,23 @@ class SimulationRunner:
         spec_file.write_text(job.spec.model_dump_json(indent=2))
         log = view.parent / "run.log"
         watch = RoundWatch(self.coordinator_dir, job.job_id, on_round)
+        closed = self._closed(job.job_id)
+        returncode = self._run(job, spec_file, view, log, watch)
+        if returncode != 0 and self._closed(job.job_id) == closed and job.job_id not in self._cancelled:
+            # Nothing was done: most likely the runtime failed to boot (Ray gives its agents a fixed
+            # 15 s, which a loaded machine can miss). Once more; a job that had begun resumes from its
+            # checkpoint, and the nodes answer a repeated instruction with the bytes they sent.
+            with log.open("a") as out:
+                out.write("the round loop ended before its first round: starting it once more\n")
+            returncode = self._run(job, spec_file, view, log, watch)
+        watch.check()
+        if returncode != 0:
+            tail = [line for line in log.read_text().splitlines() if line.strip()][-1:] or ["no output"]
+            raise RuntimeError(f"the round loop ended with exit code {returncode} ({tail[0][:300]}); log: {log}")
+        return _released_file(self.coordinator_dir, job.job_id)
+
+    def _run(self, job: JobRecord, spec_file: Path, view: Path, log: Path, watch: "RoundWatch") -> int:
+        """One run of the round loop's process, watched until it ends; its exit code."""
         with log.open("a") as out:
             proc = subprocess.Popen([*self.command, "--spec", str(spec_file), "--nodes-root", str(view),
                                      "--coordinator-dir", str(self.coordinator_dir), "--min-contributors",
@@ -81,11 +104,7 @@ class SimulationRunner:
                     time.sleep(self.poll)
             finally:
                 self._running.pop(job.job_id, None)
-        watch.check()
-        if proc.returncode != 0:
-            tail = [line for line in log.read_text().splitlines() if line.strip()][-1:] or ["no output"]
-            raise RuntimeError(f"the round loop ended with exit code {proc.returncode} ({tail[0][:300]}); log: {log}")
-        return _released_file(self.coordinator_dir, job.job_id)
+        return proc.returncode
 
     def cancel(self, job_id: str) -> bool:
         """Stop a job's round loop (its whole process group, Ray included); False if none runs.
@@ -93,6 +112,7 @@ class SimulationRunner:
         proc = self._running.get(job_id)
         if proc is None or proc.poll() is not None:
             return False
+        self._cancelled.add(job_id)
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=15)
@@ -280,8 +300,18 @@ def main() -> None:
 
     job = JobSpec.model_validate_json(args.spec.read_text())
     nodes = json.loads((args.nodes_root / "index.json").read_text())["nodes"]
-    run_simulation(job, args.nodes_root, CoordinatorPaths(args.coordinator_dir), len(nodes), None,
-                   min_contributors=args.min_contributors)
+    code = 0
+    try:
+        run_simulation(job, args.nodes_root, CoordinatorPaths(args.coordinator_dir), len(nodes), None,
+                       min_contributors=args.min_contributors)
+    except Exception as exc:  # noqa: BLE001 - the service reads the last line of the log
+        print(f"error: the round loop stopped: {exc}", flush=True)
+        code = 1
+    # Leave without Python's exit handlers: after Ray failed to boot, its shutdown hook can wait
+    # forever on a raylet that is gone, and the service would wait on this process until its timeout.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -97,3 +97,32 @@ def test_stopping_a_running_job_stops_its_round_loop(tmp_path):
         worker.join(timeout=20)
         job = client.get("/jobs/long", headers=hq).json()
     assert not worker.is_alive() and job["state"] == "stopped" and job["steps"][-1]["reason"] == "wrong regions"
+
+
+def test_a_round_loop_that_dies_before_its_first_round_is_started_once_more(tmp_path):
+    """Ray's raylet gives its agents a fixed 15 s to boot, which a loaded machine can miss: the
+    round loop then dies before any round. The runner starts it once more; a loop that keeps
+    failing is reported with its last line, and one that was stopped is not restarted."""
+    import sys
+    from types import SimpleNamespace
+
+    from coordinator.paths import CoordinatorPaths
+
+    nodes, coordinator = tmp_path / "nodes", tmp_path / "coordinator"
+    (nodes / "B1").mkdir(parents=True)
+    result = CoordinatorPaths(coordinator).job_result("flaky")
+    marker = tmp_path / "tries"
+    flaky = [sys.executable, "-c", (
+        "import json, pathlib, sys\n"
+        f"m = pathlib.Path({str(marker)!r}); tries = int(m.read_text()) + 1 if m.exists() else 1; m.write_text(str(tries))\n"
+        "if tries == 1: print('raylet: Timed out waiting for file metrics_agent_port'); sys.exit(1)\n"
+        f"r = pathlib.Path({str(result)!r}); r.parent.mkdir(parents=True, exist_ok=True)\n"
+        "r.write_text(json.dumps({'rounds': [], 'final_model_digest': 'ab' * 32}))\n")]
+    job = SimpleNamespace(job_id="flaky", spec=JobSpec(job_id="flaky"), min_contributors=1)  # what the runner reads
+    released = SimulationRunner(nodes, coordinator, command=flaky, poll=0.05)(job, ["B1"])
+    assert marker.read_text() == "2" and released["final_model_digest"] == "ab" * 32
+    assert "starting it once more" in (CoordinatorPaths(coordinator).job_run_dir("flaky") / "run.log").read_text()
+
+    always = [sys.executable, "-c", "import sys; print('error: still broken'); sys.exit(1)"]
+    with pytest.raises(RuntimeError, match="exit code 1 \\(error: still broken\\)"):
+        SimulationRunner(nodes, coordinator, command=always, poll=0.05)(SimpleNamespace(**{**vars(job), "job_id": "broken"}), ["B1"])
