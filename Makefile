@@ -26,7 +26,7 @@ deploy-local: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=12
+	$(BIN)/python -m pytest -q --durations=12
 
 # The standard benchmark set (experiments/results/*.json): the simulated alliance at 20 and 127
 # branches, and the Tourism competition's monthly and quarterly series split into 20 branches.

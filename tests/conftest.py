@@ -15,21 +15,6 @@ SERVICES = {
 }
 
 
-# The test files whose tests boot Ray (Flower's simulation runtime): one pytest-xdist group, so
-# two Ray clusters never boot at once on this 2-core machine (Ray's raylet gives its agents a
-# fixed 15 s to start, which a doubly loaded machine misses).
-RAY_MODULES = {"test_demo_end_to_end", "test_demo_switches", "test_service_approvals", "test_service_run",
-               "test_flwr_run_app", "test_experiment_panel"}
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under `make test` (pytest-xdist, --dist loadgroup): each file stays on one worker, so its
-    module fixtures are built once, and the Ray files share one worker between them."""
-    for item in items:
-        module = item.path.stem
-        item.add_marker(pytest.mark.xdist_group("ray" if module in RAY_MODULES else module))
-
-
 def service_url(name: str) -> str:
     url = SERVICES[name]
     try:

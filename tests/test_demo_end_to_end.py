@@ -87,8 +87,8 @@ class Recorder:
 
 
 def _ray_logs_since(started: float) -> list[Path]:
-    """The log folders of every Ray session begun since `started`: this demo's, and those of
-    tests running beside it (pytest-xdist), none of which may hold a canary either."""
+    """The log folders of every Ray session begun since `started`: this demo's (`session_latest`
+    may name another process's), and any other begun meanwhile, none of which may hold a canary."""
     root = Path(tempfile.gettempdir()) / "ray"
     return [p / "logs" for p in root.glob("session_2*") if (p / "logs").is_dir() and p.stat().st_mtime >= started - 1]
 
