@@ -106,7 +106,8 @@ def masked_sum(exchange: Callable, job: JobSpec, mask_round: int, setup: RingSet
     and its shares if that sum got as far as consent); what is missing is asked for first, of
     every connected node (one without the job's key refuses). With `ahead` (the next mask
     round), this sum's instruction also asks for that round's adverts, and its consent step
-    for that round's shares, so a round costs three exchanges: update, consent, unmask."""
+    for that round's shares, so a round costs two exchanges (update, consent with the
+    survivors' self-mask shares), and a third (unmask) only when a holder shared and sent nothing."""
     coordinator = prepared or MaskedRound(job, mask_round)
 
     def ask(stage: str, to: list[str], **fields):
@@ -164,13 +165,15 @@ def masked_sum(exchange: Callable, job: JobSpec, mask_round: int, setup: RingSet
     if share_ahead:
         upcoming.take_shares([r.ahead for r in consented.replies if r.ahead] + consented.asides)
     consents = {r.branch_id: r.consent for r in consented.replies if r.status == "ok" and r.consent}
-    refused |= {r.branch_id: f"did not sign the survivor list ({r.code})" for r in consented.replies
-                if r.status != "ok" and r.branch_id in survivors}
+    refused |= consented.refused | {r.branch_id: f"did not sign the survivor list ({r.code})" for r in consented.replies
+                                    if r.status != "ok" and r.branch_id in survivors}
     # the survivors' self-mask shares came with the signatures; a dropped node's mask key takes
     # one more step, for which every holder first checks the threshold of signatures
     revealed = {r.branch_id: r.revealed for r in consented.replies if r.status == "ok" and r.consent}
     if dropped:
         unmasked = ask("unmask", sorted(consents), survivors=survivors, dropped=dropped, consents=consents)
+        refused |= unmasked.refused | {r.branch_id: f"did not reveal its shares ({r.code})" for r in unmasked.replies
+                                       if r.status != "ok"}
         for r in unmasked.replies:
             if r.status == "ok":
                 revealed[r.branch_id] = revealed.get(r.branch_id, {}) | r.revealed
