@@ -344,7 +344,8 @@ class NodeAgent:
                 details = {"stage": "installed", "dealer": instruction.deal.dealer, "holders": sorted(instruction.deal.holders),
                            "scale_bits": instruction.deal.scale_bits}
             else:
-                details = {"stage": "destroyed", "held": self._job_keys.destroy(job.job_id)}
+                details = {"stage": "destroyed", "held": self._job_keys.destroy(job.job_id),
+                           "round_secrets_deleted": self._masking.forget(job.job_id)}
         except JobKeyRefusal as exc:
             return self.refused(KeyReply, job, None, "key-ceremony", str(exc), head)
         except REFUSALS as exc:

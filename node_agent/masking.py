@@ -20,7 +20,8 @@ every byte, and may send anything; what it cannot make this node do:
   of its self mask, from nodes that each signed a list where it survived, and t of its mask
   key, for a list where it dropped signed by t; an honest node signs one list, so this holds
   against c colluders while c < 2t - n);
-- keep round secrets past the round: they are deleted once this node has revealed.
+- keep round secrets past the round: they are deleted once this node has revealed, and at
+  the job's close for any round it never revealed in (`forget`).
 
 State lives in one owner-only file per round under the node's privacy directory, so a
 restarted node (or a new ClientApp process) continues the round it was in.
@@ -265,6 +266,19 @@ class MaskingParticipant:
         needed = self._threshold(job, len(_graph(job, state.adverts)[self.branch_id]))
         if len(signed) < needed or set(consents) - set(listed):
             raise MaskingRefusal(f"{len(signed)} of the branches listed signed these survivor lists; {needed} must")
+
+    def forget(self, job_id: str) -> int:
+        """At the job's close: delete the secrets of every round of it this node still holds
+        (one the job ended before it revealed in, or one it opened and then sat out), keeping
+        what it signed and revealed. Returns how many rounds still held secrets."""
+        prefix = f"{hashlib.sha256(job_id.encode()).hexdigest()[:32]}-r"
+        held = 0
+        for path in sorted(self.state_dir.glob(f"{prefix}*.json")) if self.state_dir.is_dir() else []:
+            state = RoundState.model_validate_json(path.read_text())
+            if state.mask_seed or state.bundles:
+                held += 1
+                self._save(state.model_copy(update={"mask_seed": "", "self_seed": "", "share_key": "", "bundles": {}}))
+        return held
 
     # ----------------------------------------------------------------- rules
     def _fates_problem(self, state: RoundState, survivors: list[str], dropped: list[str]) -> str:

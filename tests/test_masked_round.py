@@ -85,3 +85,18 @@ def test_round_secrets_are_gone_once_the_node_revealed(tmp_path):
     assert '"mask_seed":""' in state and '"self_seed":""' in state and '"bundles":{}' in state
     with pytest.raises(MaskingRefusal, match="over"):
         alliance.nodes["b00"].advertise(alliance.job, 1)
+
+
+def test_a_round_the_job_ended_before_keeps_no_secret_past_the_jobs_close(tmp_path):
+    """A round opened (adverts, shares) but never revealed in, as when a job ends before its
+    evaluation: at the close the node deletes its secrets; it refuses to go on with that round."""
+    a = Alliance(tmp_path, 4)
+    adverts = [a.nodes[b].advertise(a.job, 2) for b in a.ids]
+    for b in a.ids:
+        a.nodes[b].share(a.job, 2, adverts)
+    node = a.nodes[a.ids[0]]
+    assert node.forget(a.job.job_id) == 1 and node.forget(a.job.job_id) == 0  # once held, now gone
+    state = node._load(a.job.job_id, 2)
+    assert state.mask_seed == state.self_seed == state.share_key == "" and state.adverts  # what it shared stays on record
+    with pytest.raises(MaskingRefusal, match="secrets are deleted"):
+        node.mask(a.job, 2, np.ones(LENGTH), a.plan, [])
