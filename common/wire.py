@@ -429,8 +429,8 @@ class MaskInstruction(BaseModel):
 
 class MaskStep(BaseModel):
     """The next mask round's opening step, carried by a message of this one, so a masked round
-    costs three exchanges, not five: its adverts come back with this round's updates, its
-    shares with this round's consents. The node takes it as the `MaskInstruction` of that
+    costs two exchanges (three with a dropout), not five: its adverts come back with this
+    round's updates, its shares with this round's consents. The node takes it as the `MaskInstruction` of that
     round and stage, under the same rules; its answer rides in the reply's `ahead`."""
 
     model_config = ConfigDict(extra="forbid")

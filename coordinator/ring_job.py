@@ -103,12 +103,13 @@ def masked_sum(exchange: Callable, job: JobSpec, mask_round: int, setup: RingSet
     values per vector, `clip` their bound, `ring_sum` the strategy's streaming guarded sum.
 
     Pipelined: `prepared` is this round as the previous sum's exchanges left it (its adverts,
-    and its shares if that sum got as far as consent); what is missing is asked for first, of
+    and its shares if that sum got as far as consent; ignored if it is another round's); what
+    is missing is asked for first, of
     every connected node (one without the job's key refuses). With `ahead` (the next mask
     round), this sum's instruction also asks for that round's adverts, and its consent step
     for that round's shares, so a round costs two exchanges (update, consent with the
     survivors' self-mask shares), and a third (unmask) only when a holder shared and sent nothing."""
-    coordinator = prepared or MaskedRound(job, mask_round)
+    coordinator = prepared if prepared is not None and prepared.round == mask_round else MaskedRound(job, mask_round)
 
     def ask(stage: str, to: list[str], **fields):
         return exchange({node_of[b]: MaskInstruction(job=job, round=mask_round, stage=stage, coordinator_head=head(), **fields)
@@ -129,8 +130,9 @@ def masked_sum(exchange: Callable, job: JobSpec, mask_round: int, setup: RingSet
     shared = sorted(coordinator.shared)
     upcoming = MaskedRound(job, ahead) if ahead else None
     step = MaskStep(round=ahead, stage="advertise") if ahead else None
+    sitting = {node_of[b] for b in shared if b in node_of}
     others = {n: MaskInstruction(job=job, round=ahead, stage="advertise", coordinator_head=head())
-              for n in node_ids if n not in {node_of[b] for b in shared if b in node_of}} if ahead else None
+              for n in node_ids if n not in sitting} if ahead else None
     sent = exchange({node_of[b]: instruction_for(coordinator.shares_for(b)).model_copy(update={"ahead": step}) for b in shared},
                     message_type, mask_round, schema, queries=others)
     if upcoming:

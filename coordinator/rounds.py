@@ -157,8 +157,7 @@ def run_job(
                 lambda r: r.update,
                 strategy.update_length, job.he.masking.clip,
                 strategy.ring_aggregation(strategy.update_length * setup.plan(job, job.he.masking.clip).digits), head,
-                prepared=prepared if prepared is not None and prepared.round == rnd else None,
-                ahead=rnd + 1)  # the round after the last is the evaluation's
+                prepared=prepared, ahead=rnd + 1)  # the round after the last is the evaluation's
             prepared = outcome.next
             exchange, aggregate, refused = outcome.exchanges[0], outcome.aggregate, dict(outcome.refused)
             aggregate.fates = outcome.fates
@@ -281,7 +280,7 @@ def _evaluate_and_release_ring(exchange_each, node_ids, strategy: SecureFedAvg, 
         exchange_each, job, job.rounds + 1, setup, guard.node_of, node_ids,
         lambda shares: instruction.model_copy(update={"shares": shares}), "evaluate", EvaluateReply, lambda r: r.metrics,
         LENGTH, METRIC_CLIP, strategy.ring_aggregation(LENGTH * setup.plan(job, METRIC_CLIP).digits), head,
-        prepared=prepared if prepared is not None and prepared.round == job.rounds + 1 else None)
+        prepared=prepared)
     metrics, evals = outcome.aggregate, outcome.exchanges[0]
     result.evaluated_by = sorted(metrics.contributors)
     result.branch_metrics = {r.branch_id: r.branch_scores for r in evals.replies if r.status == "ok" and r.branch_scores}

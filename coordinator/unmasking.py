@@ -31,7 +31,6 @@ class MaskedRound:
 
     def take_adverts(self, replies: list[MaskReply]) -> list[MaskAdvert]:
         """The adverts of this round from ok replies, one per branch, as signed."""
-        self.note_declined(replies)
         for r in replies:
             a = r.advert
             if r.status == "ok" and a is not None and a.branch_id == r.branch_id and a.job_id == self.job.job_id \

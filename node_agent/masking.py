@@ -81,6 +81,16 @@ def consent_message(job_id: str, rnd: int, digest: str) -> bytes:
     return f"sovereign/mask-fates/1:{job_id}:{rnd}:{digest}".encode()
 
 
+def _job_prefix(job_id: str) -> str:
+    """The start of the file name of every round state of a job (the round number follows)."""
+    return f"{hashlib.sha256(job_id.encode()).hexdigest()[:32]}-r"
+
+
+def _without_secrets(state: RoundState) -> RoundState:
+    """The round's record with its seeds, share key and opened bundles gone."""
+    return state.model_copy(update={"mask_seed": "", "self_seed": "", "share_key": "", "bundles": {}})
+
+
 def _graph(job: JobSpec, adverts: dict[str, MaskAdvert]) -> dict[str, frozenset[str]]:
     return secagg.advert_graph({b: a.signed_body() for b, a in adverts.items()}, job.he.masking.degree)
 
@@ -247,8 +257,8 @@ class MaskingParticipant:
         return state.revealed_shares
 
     def _finish(self, state: RoundState, kinds: dict[str, str], digest: str, revealed: dict[str, str]) -> None:
-        done = state.model_copy(update={"revealed": kinds, "revealed_for": digest, "revealed_shares": revealed,
-                                        "mask_seed": "", "self_seed": "", "share_key": "", "bundles": {}})
+        done = _without_secrets(state).model_copy(update={"revealed": kinds, "revealed_for": digest,
+                                                          "revealed_shares": revealed})
         self._save(done)  # the round's secrets and the bundles are gone from here on
 
     def check_consents(self, job: JobSpec, rnd: int, survivors: list[str], dropped: list[str], consents: dict[str, str],
@@ -271,13 +281,12 @@ class MaskingParticipant:
         """At the job's close: delete the secrets of every round of it this node still holds
         (one the job ended before it revealed in, or one it opened and then sat out), keeping
         what it signed and revealed. Returns how many rounds still held secrets."""
-        prefix = f"{hashlib.sha256(job_id.encode()).hexdigest()[:32]}-r"
         held = 0
-        for path in sorted(self.state_dir.glob(f"{prefix}*.json")) if self.state_dir.is_dir() else []:
+        for path in sorted(self.state_dir.glob(f"{_job_prefix(job_id)}*.json")) if self.state_dir.is_dir() else []:
             state = RoundState.model_validate_json(path.read_text())
             if state.mask_seed or state.bundles:
                 held += 1
-                self._save(state.model_copy(update={"mask_seed": "", "self_seed": "", "share_key": "", "bundles": {}}))
+                self._save(_without_secrets(state))
         return held
 
     # ----------------------------------------------------------------- rules
@@ -332,7 +341,7 @@ class MaskingParticipant:
         return advert.model_copy(update={"signature": self.signer.sign(advert.signed_body())})
 
     def _path(self, job_id: str, rnd: int) -> Path:
-        return self.state_dir / f"{hashlib.sha256(job_id.encode()).hexdigest()[:32]}-r{rnd}.json"
+        return self.state_dir / f"{_job_prefix(job_id)}{rnd}.json"
 
     def _load(self, job_id: str, rnd: int) -> RoundState | None:
         path = self._path(job_id, rnd)
