@@ -11,7 +11,6 @@ are held against the coordinator's chain and key (`lineage.anchors`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from lineage.audit import AuditScope
 from sovereign.cli.console import err, fail
 
 lineage_app = typer.Typer(help="Verify, query and export the tamper-evident lineage stores.", no_args_is_help=True)
@@ -28,21 +28,6 @@ console = Console(width=160) if not Console().is_terminal else Console()
 RUN_HELP = "An embedded run directory (e.g. runs/demo): its coordinator and node stores."
 STORE_HELP = "A lineage store's SQLAlchemy URL, or a path to a SQLite file (repeatable)."
 KEY_HELP = "ACTOR=FILE: the PEM public key to verify ACTOR's signatures against (repeatable)."
-
-
-@dataclass
-class Stores:
-    """The stores a command works on, with what is needed to verify them."""
-
-    stores: dict[str, object] = field(default_factory=dict)  # label -> LineageStore
-    keys: dict[str, object] = field(default_factory=dict)  # actor -> public key
-    anchors: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
-    run: bool = False
-    faults: list = field(default_factory=list)  # ChainFault: node_heads records that cannot be read
-
-    def events(self, **filters) -> list:
-        out = [e for s in self.stores.values() for e in s.events(**filters)]
-        return sorted(out, key=lambda e: (e.recorded_at, e.actor, e.seq or 0))
 
 
 def _open_store(where: str):
@@ -66,33 +51,22 @@ def _load_key(path: Path, label: str):
         fail(f"{label}: {exc}")
 
 
-def open_stores(run: Path | None, stores: list[str], public_keys: list[str]) -> Stores:
+def open_stores(run: Path | None, stores: list[str], public_keys: list[str]) -> AuditScope:
+    from lineage import LineageStoreError, SigningKeyError
+    from lineage.audit import add_run
+
     if not run and not stores:
         fail("name the stores: --run DIR or --store URL")
-    found = Stores()
+    found = AuditScope()
     if run:
         if not run.is_dir():
             fail(f"--run {run}: no such directory")
-        coordinator = run / "coordinator"
-        if (coordinator / "lineage.db").is_file():
-            found.stores["coordinator"] = _open_store(str(coordinator / "lineage.db"))
-        key = coordinator / "keys" / "lineage-ed25519.pub"
-        if key.is_file():  # also without its store: the nodes' records of its head are still checked
-            found.keys["coordinator"] = _load_key(key, "--run")
-        for node_db in sorted((run / "nodes").glob("*/lineage.db")):
-            branch = node_db.parent.name
-            found.stores[branch] = _open_store(str(node_db))
-            registered = coordinator / "node-lineage-keys" / f"{branch}.pub"
-            if registered.is_file():
-                found.keys[branch] = _load_key(registered, "--run")
+        try:
+            add_run(found, run / "coordinator", run / "nodes")
+        except (LineageStoreError, SigningKeyError) as exc:
+            fail(f"--run {run}: {exc}")
         if not found.stores:
             fail(f"--run {run}: no lineage stores under coordinator/ or nodes/*/")
-        found.run = True
-        if "coordinator" in found.stores:
-            from lineage.anchors import COORDINATOR, published_node_heads
-
-            # Every coordinator event that recorded node heads (aggregation, evaluation, release...).
-            found.anchors, found.faults = published_node_heads(found.stores["coordinator"].scan(COORDINATOR))
     for where in stores:
         found.stores[where] = _open_store(where)
     for spec in public_keys:
@@ -101,40 +75,6 @@ def open_stores(run: Path | None, stores: list[str], public_keys: list[str]) -> 
             fail(f"--public-key {spec}: expected ACTOR=FILE")
         found.keys[actor] = _load_key(Path(path), f"--public-key {actor}")
     return found
-
-
-def coordinator_head_faults(found: Stores) -> list:
-    """Hold the coordinator's chain and key to the coordinator heads the nodes recorded.
-
-    Checked for a run, and for named stores when one of them holds the coordinator's chain.
-    The key is the one the coordinator's chain is verified with: its published key when given,
-    else the key its own store lists.
-    """
-    from lineage.anchors import COORDINATOR, check_coordinator_heads, coordinator_head_claims
-    from lineage.signing import key_id
-
-    holder = next((s for s in found.stores.values() if COORDINATOR in s.actors()), None)
-    if holder is None and not found.run:
-        return []
-    claims = [c for s in found.stores.values() for actor in s.actors() if actor != COORDINATOR
-              for c in coordinator_head_claims(s.scan(actor))]
-    if not claims:
-        return []
-    public = found.keys.get(COORDINATOR) or (holder.stored_public_keys().get(COORDINATOR) if holder else None)
-    held = holder.hashes_at(COORDINATOR, (c.seq for c in claims if not c.malformed)) if holder else {}
-    last = holder.last_seq(COORDINATOR) if holder else 0
-    return check_coordinator_heads(claims, held, last, key_id(public) if public is not None else None, public_key=public)
-
-
-def _cross_check_rows(found: Stores) -> list[tuple[str, str]]:
-    """(chain, message) per actor whose records of the other side's head do not hold: the
-    first fault, and how many more of its events disagree."""
-    by_actor: dict[str, list] = {}
-    for fault in [*found.faults, *coordinator_head_faults(found)]:
-        by_actor.setdefault(fault.actor, []).append(fault)
-    return [(f"{actor}: heads it recorded", faults[0].message
-             + (f" (and {len(faults) - 1} more of its events)" if len(faults) > 1 else ""))
-            for actor, faults in by_actor.items()]
 
 
 @lineage_app.command("verify")
@@ -149,13 +89,13 @@ def verify_cmd(
     for column in ("store", "chain", "events", "status", "key checked against"):
         table.add_column(column, overflow="fold")
     bad = 0
-    for label, lineage_store in found.stores.items():
-        for report in lineage_store.verify(found.keys, anchors=found.anchors):
+    for label, reports in found.verify().items():
+        for report in reports:
             status = "[green]verified[/]" if report.ok else f"[red]{escape(report.fault.message)}[/]"
             key = "the actor's published key" if report.key_source == "given" else "the key listed in the store (unanchored)"
             table.add_row(label, report.actor, str(report.events), status, key)
             bad += not report.ok
-    for chain, message in _cross_check_rows(found):
+    for chain, message in found.cross_check():
         table.add_row("cross-check", chain, "", f"[red]{escape(message)}[/]", "")
         bad += 1
     console.print(table)
@@ -358,13 +298,7 @@ def export_cmd(
     elif format_ == "csv":
         text = to_csv(events)
     else:
-        actors = {e.actor for e in events}
-        from lineage import ChainReport
-
-        reports = [r for s in found.stores.values() for r in s.verify(found.keys, anchors=found.anchors) if r.actor in actors]
-        reports += [ChainReport.model_validate({"actor": chain, "events": 0, "head_seq": 0, "head_hash": "0" * 64, "fault": {
-                        "actor": chain, "seq": None, "event_id": None, "problem": "rewritten", "message": message}})
-                    for chain, message in _cross_check_rows(found)]
+        reports = found.reports({e.actor for e in events})
         scope = " ".join(p for p in (f"job {job}" if job else "", f"node {node}" if node else "") if p) or "all lineage"
         text = to_html(events, title=f"Sovereign compliance report: {scope}", reports=reports)
     out.parent.mkdir(parents=True, exist_ok=True)
