@@ -60,6 +60,13 @@ class JobService:
             return self.transition(spec.job_id, "request", reason=f"requested of {len(nodes)} nodes", actor=actor)
         return self.get(spec.job_id)
 
+    def check(self, spec: JobSpec, *, nodes: list[str], min_contributors: int) -> None:
+        """What `submit` would refuse, without storing or recording anything (a launch form's
+        validation as the analyst types)."""
+        self._check_request(spec, nodes, min_contributors)
+        if self.store.job(spec.job_id) is not None:
+            raise InvalidJob(f"spec.job_id: job {spec.job_id} exists already")
+
     def transition(self, job_id: str, action: str, *, reason: str, actor: str, results: dict | None = None) -> JobRecord:
         job = self.get(job_id)
         target = next_state(job.state, action)

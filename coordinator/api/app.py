@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.wire import JobSpec
+from coordinator.api import audit
 from coordinator.api.auth import (
     current_account,
     job_view,
@@ -27,6 +28,7 @@ from coordinator.api.auth import (
     rounds_view,
     token_hash,
 )
+from coordinator.costs import PrivacyCost, privacy_cost
 from coordinator.jobs import BadSignature, InvalidJob, JobService, NotFound, Runner
 from coordinator.lifecycle import Decision, JobState, LifecycleError
 from coordinator.resources import Account, JobRecord, NodeRecord, Role, RoundRecord
@@ -74,6 +76,14 @@ class AccountRequest(BaseModel):
 class NewAccount(BaseModel):
     account: Account
     token: str = Field(description="shown once; the coordinator keeps only its hash")
+
+
+class JobCheck(BaseModel):
+    """A request `POST /jobs` would take, and what it would cost in privacy."""
+
+    ok: bool = True
+    nodes: int
+    privacy: PrivacyCost
 
 
 class JobView(BaseModel):
@@ -255,6 +265,13 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
             exc.job_id = body.spec.job_id
             raise
 
+    @app.post("/jobs/check", tags=["jobs"])
+    def check_job(body: JobRequest, _: Account = Depends(require(*LAUNCHERS))) -> JobCheck:
+        """Validate a request without storing it (422 names the field), and what it would cost:
+        the ε a launch form shows as the analyst chooses."""
+        app.state.jobs.check(body.spec, nodes=body.nodes, min_contributors=body.min_contributors)
+        return JobCheck(nodes=len(body.nodes), privacy=privacy_cost(body.spec))
+
     @app.get("/jobs", tags=["jobs"])
     def list_jobs(state: JobState | None = Query(default=None), account: Account = Depends(require(*STAFF))) -> list[JobRecord]:
         where = regions()
@@ -308,4 +325,5 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
                        _: Account = Depends(require(Role.ADMIN, Role.COMPLIANCE))) -> list[dict]:
         return [e.model_dump(mode="json") for e in app.state.lineage.events(job_id=job_id)]
 
+    app.include_router(audit.router())
     return app

@@ -3,6 +3,11 @@
 A token is 32 random bytes (URL-safe text), shown once when its account is made; the store
 keeps its hash, so a copy of the database authenticates nobody. Scoped roles carry their
 scope: branch IT sees only its node, a regional analyst only its region.
+
+The web console signs in with the same token and keeps it in an HttpOnly, SameSite=Strict
+cookie (script on the page cannot read it). A request the cookie authenticates may change
+something only with the `X-Sovereign-Console` header, which another site's form cannot send
+and its script cannot add without a CORS preflight this service never grants (CSRF).
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from coordinator.resources import Account, JobRecord, NodeRecord, Role, RoundRecord
 
 bearer = HTTPBearer(auto_error=False, description="a token from `sovereign coordinator account add`")
+SESSION_COOKIE = "sovereign_session"
+CONSOLE_HEADER = "X-Sovereign-Console"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def new_token() -> str:
@@ -27,12 +35,27 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def account_for_token(request: Request, token: str) -> Account | None:
+    """The live account a token names, or None (unknown or revoked)."""
+    account = request.app.state.store.account_by_token(token_hash(token))
+    return None if account is None or account.revoked else account
+
+
 def current_account(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Account:
-    if credentials is None or credentials.scheme.lower() != "bearer":
+    """The caller: by its bearer token, or by the console's session cookie (then a request
+    that changes something must carry the console's header)."""
+    if credentials is not None and credentials.scheme.lower() == "bearer":
+        token = credentials.credentials
+    elif request.cookies.get(SESSION_COOKIE):
+        token = request.cookies[SESSION_COOKIE]
+        if request.method not in SAFE_METHODS and request.headers.get(CONSOLE_HEADER) != "1":
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"a signed-in console request that changes something needs the "
+                                                           f"{CONSOLE_HEADER} header (cross-site requests are refused)")
+    else:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a bearer token is required",
                             headers={"WWW-Authenticate": "Bearer"})
-    account = request.app.state.store.account_by_token(token_hash(credentials.credentials))
-    if account is None or account.revoked:
+    account = account_for_token(request, token)
+    if account is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
     return account
 
