@@ -52,7 +52,7 @@ def serve(
     coordinator_dir: Path | None = typer.Option(None, help="With --nodes-root: the coordinator directory holding the "
                                                            "alliance's public context and the nodes' lineage keys."),
 ) -> None:
-    """Serve the coordinator's REST API until interrupted."""
+    """Serve the coordinator's REST API and its web console (at /) until interrupted."""
     import uvicorn
 
     from coordinator.api.app import create_app
@@ -69,11 +69,13 @@ def serve(
                                                                         coordinator_dir=coordinator_dir)})
     from sovereign.service_runner import runner_from_settings
 
-    app = create_app(settings, runner=runner_from_settings(settings.runner))
+    from sovereign.console.web import mount_console
+
+    app = mount_console(create_app(settings, runner=runner_from_settings(settings.runner)))
     where = {None: "jobs are only tracked (no runner configured)", "simulation": "jobs run on Flower's simulation runtime",
              "deployment": "jobs run on the SuperLink in "
                            f"{settings.runner.flower.flwr_home if settings.runner and settings.runner.flower else ''}"}
-    console.print(f"coordinator on http://{settings.host}:{settings.port} (OpenAPI: /docs); jobs store "
+    console.print(f"coordinator on http://{settings.host}:{settings.port} (console: /, OpenAPI: /docs); jobs store "
                   f"{settings.jobs_url()}; {where[settings.runner.kind if settings.runner else None]}")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 

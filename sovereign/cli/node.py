@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from sovereign.cli.console import console, fail
+from sovereign.node_view import budget_report, customer_standing, requested_rows
 
 node_app = typer.Typer(help="What branch IT runs on the node: check it, run its SuperNode, answer job requests, "
                             "watch its privacy budget, read its own forecast and report.",
@@ -29,47 +30,15 @@ def _node_config(node_dir: Path):
         fail(str(exc))
 
 
-def _customer_standing(config) -> dict:
-    """Customer ε spent on each year of sales (composed), from the node's customer ledger."""
-    from node_agent.customer_ledger import CustomerLedger
-
-    settings = config.customer_privacy
-    if not (config.privacy_dir / "ledger.db").exists():
-        return {"epsilon_per_year": settings.epsilon_per_year, "delta": settings.delta, "years": {}}
-    ledger = CustomerLedger(config.ledger_url)
-    charges, spent = ledger.charges(config.dataset), ledger.standing(config.dataset, settings.delta)
-    ledger.close()
-    return {"epsilon_per_year": settings.epsilon_per_year, "delta": settings.delta,
-            "years": {str(y): {"spent": round(e, 4), "left": round(max(settings.epsilon_per_year - e, 0.0), 4),
-                               "releases": len(charges[y])} for y, e in spent.items()}}
-
-
 @node_app.command("budget")
 def budget_cmd(
     node_dir: Path = typer.Option(..., help="The node's directory (holds node.json and privacy/ledger.db)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Spent and remaining privacy per dataset, and each job's plan and spend."""
-    from node_agent.ledger import PrivacyLedger, standing
-
     config = _node_config(node_dir)
-    ledger_file = config.privacy_dir / "ledger.db"
-    spends_by_dataset = {}
-    if ledger_file.exists():
-        ledger = PrivacyLedger(config.ledger_url)
-        spends_by_dataset = {d: ledger.spends(d) for d in set(config.budgets) | {config.dataset}}
-        ledger.close()
-    report = {}
-    for dataset, budget in config.budgets.items():
-        spends = spends_by_dataset.get(dataset, [])
-        now = standing(dataset, budget, spends)
-        report[dataset] = {
-            "budget": budget.model_dump(), "committed_epsilon": now.committed_epsilon, "remaining_epsilon": now.remaining_epsilon,
-            "committed_delta": now.committed_delta, "remaining_delta": now.remaining_delta,
-            "jobs": [{"job_id": s.job_id, "status": s.status, "planned_epsilon": s.planned_epsilon, "epsilon": s.epsilon,
-                      "delta": s.delta, "accountant": s.accountant, "reason": s.reason} for s in spends],
-        }
-    customers = _customer_standing(config) if config.customer_privacy else None
+    report = budget_report(config)
+    customers = customer_standing(config) if config.customer_privacy else None
     if as_json:
         typer.echo(json.dumps({"node": config.branch_id, "datasets": report, "customer": customers}, indent=2))
         return
@@ -282,9 +251,6 @@ def jobs_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """The jobs requested of this node, what each asks for, and what this node's own rules say of it."""
-    from common.wire import JobSpec
-    from node_agent.admission import admission_refusal
-    from node_agent.approvals import OwnerDecisions
     from sovereign.cli.api_client import ClientError
 
     config = _node_config(node_dir)
@@ -292,19 +258,10 @@ def jobs_cmd(
         jobs = _client(coordinator, token).get("/jobs", state="requested")
     except ClientError as exc:
         fail(str(exc))
-    book = OwnerDecisions(config.ledger_url) if (config.privacy_dir / "ledger.db").exists() else None
-    left = _budget_left(config)
-    rows = []
-    for job in jobs:
-        spec = JobSpec.model_validate(job["spec"])
-        refusal = admission_refusal(spec, config, None)
-        mine = book.decision(spec.job_id) if book else None
-        rows.append({"job_id": spec.job_id, "purpose": spec.purpose, "recipient_role": spec.recipient_role,
-                     "destination": spec.destination, "rounds": spec.rounds,
-                     "epsilon": spec.dp.target_epsilon if spec.dp.enabled else None, "epsilon_left": left,
-                     "reads": _would_read(config, spec), "spec_hash": job["spec_hash"],
-                     "own_rules": f"refuse ({refusal.code}): {refusal}" if refusal else "take it",
-                     "decision": mine[0] if mine else "awaiting yours"})
+    try:
+        rows = requested_rows(config, jobs)
+    except ValueError as exc:
+        fail(str(exc))
     if as_json:
         typer.echo(json.dumps({"node": config.branch_id, "jobs": rows}, indent=2))
         return
@@ -324,37 +281,6 @@ def jobs_cmd(
         console.print(f"{r['job_id']} reads, after this node's policy: "
                       + "; ".join(f"{field} {how}" for field, how in r["reads"].items()), soft_wrap=True)
     console.print(f"decide with: sovereign node approve|deny JOB --node-dir {node_dir} --reason ... --coordinator {coordinator}")
-
-
-def _budget_left(config) -> float | None:
-    """ε the node's dataset has left, from its own ledger (None: no budget set)."""
-    from node_agent.ledger import PrivacyLedger, standing
-
-    budget = config.budgets.get(config.dataset)
-    if budget is None:
-        return None
-    if not (config.privacy_dir / "ledger.db").exists():
-        return budget.epsilon
-    ledger = PrivacyLedger(config.ledger_url)
-    try:
-        return max(standing(config.dataset, budget, ledger.spends(config.dataset)).remaining_epsilon, 0.0)
-    finally:
-        ledger.close()
-
-
-def _would_read(config, spec) -> dict[str, str]:
-    """Each field the job asks for and what the node's policy would release of it (policy explain)."""
-    from node_agent.data import job_request
-    from policies import PolicyFileError, evaluate, load_policy
-
-    try:
-        policy = load_policy(config.policy_path)
-    except PolicyFileError as exc:
-        return {"policy": f"unreadable ({exc})"}
-    request = job_request(spec, config.dataset, destination=config.coordinator_jurisdiction,
-                          customer_column=config.customer_column_for(spec))
-    schema = {t: list(fields) for t, fields in policy.tables.items()}
-    return {d.name: d.treatment.describe() for d in evaluate(policy, schema, request) if d.name in request.fields}
 
 
 @node_app.command("check")
@@ -454,3 +380,28 @@ def run_cmd(node_dir: Path = typer.Option(..., help="The node's directory (node.
     env = flower_env()
     env.setdefault("FLWR_HOME", str((config.node_dir / "flwr").resolve()))
     os.execve(command[0], command, env)  # the SuperNode takes this process over: signals reach it directly
+
+
+@node_app.command("console")
+def console_cmd(
+    node_dir: Path = typer.Option(..., help="The node's directory."),
+    coordinator: str | None = typer.Option(None, help=COORDINATOR_HELP + " Without it, no job requests are shown."),
+    token: str | None = typer.Option(None, envvar="SOVEREIGN_TOKEN", help=TOKEN_HELP),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (keep it local unless a proxy with TLS fronts it)."),
+    port: int = typer.Option(8090, help="Port to listen on."),
+    access_token: str | None = typer.Option(None, envvar="SOVEREIGN_NODE_CONSOLE_TOKEN",
+                                            help="The token branch IT signs in with (default: a new one, printed)."),
+) -> None:
+    """Serve branch IT's web console on this node: health, job requests with what each would read
+    here, approve or deny with a reason (signed with the node's key), the privacy budget and the
+    branch's own forecast. Only the access token it prints signs in; the coordinator cannot."""
+    import uvicorn
+
+    from sovereign.console.node_console import create_node_console
+
+    config = _node_config(node_dir)
+    client = _client(coordinator, token) if coordinator else None
+    app = create_node_console(config, client, access_token=access_token)
+    console.print(f"{config.branch_id}: node console on http://{host}:{port}/ ; sign in with the access token:")
+    typer.echo(app.state.access_token)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

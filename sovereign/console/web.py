@@ -1,0 +1,107 @@
+"""The coordinator's console, mounted on the service's app: sign-in, pages by role, assets.
+
+A page is an HTML shell (Jinja2) whose script reads the REST API with the session cookie;
+the page itself is refused with 403 to a role that may not use it, and so is every API call
+behind it (the API checks roles itself, the page check is for the reader). Sign-in takes an
+account's token once and keeps it in an HttpOnly, SameSite=Strict cookie (`auth.py`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
+
+from coordinator.api.auth import CONSOLE_HEADER, SESSION_COOKIE, account_for_token
+from coordinator.resources import Account, Role
+
+HERE = Path(__file__).resolve().parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+SESSION_SECONDS = 8 * 3600
+
+ALL = tuple(Role)
+LAUNCH = (Role.ADMIN, Role.ANALYST)
+AUDIT = (Role.ADMIN, Role.COMPLIANCE)
+
+
+class Page(BaseModel):
+    path: str
+    template: str
+    title: str
+    roles: tuple[Role, ...]
+    nav: bool = True  # listed in the header for the roles that may open it
+
+
+PAGES = [
+    Page(path="/ui/jobs", template="jobs.html", title="Joint forecasts", roles=ALL),
+    Page(path="/ui/launch", template="launch.html", title="Launch a joint forecast", roles=LAUNCH),
+    Page(path="/ui/jobs/{job_id}", template="job.html", title="Joint forecast", roles=ALL, nav=False),
+    Page(path="/ui/lineage", template="lineage.html", title="Lineage explorer", roles=AUDIT),
+    Page(path="/ui/policies", template="policies.html", title="Policy versions", roles=AUDIT),
+]
+HOME = {Role.ANALYST: "/ui/jobs", Role.REGIONAL_ANALYST: "/ui/jobs", Role.ADMIN: "/ui/jobs",
+        Role.COMPLIANCE: "/ui/lineage", Role.BRANCH_IT: "/ui/jobs"}
+
+
+class SignIn(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
+
+
+def signed_in(request: Request) -> Account | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    return account_for_token(request, token) if token else None
+
+
+def mount_console(app: FastAPI) -> FastAPI:
+    """Add the console to the coordinator service's app: `/` and `/ui/...`."""
+    app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="console-static")
+
+    def render(request: Request, template: str, title: str, account: Account | None, status: int = 200, **extra):
+        nav = [p for p in PAGES if p.nav and account is not None and account.role in p.roles]
+        return templates.TemplateResponse(request, template, {"title": title, "account": account, "nav": nav, **extra},
+                                          status_code=status)
+
+    @app.get("/", include_in_schema=False)
+    def home(request: Request) -> Response:
+        account = signed_in(request)
+        return RedirectResponse(HOME[account.role] if account else "/ui/signin", status_code=303)
+
+    @app.get("/ui/signin", include_in_schema=False)
+    def signin_page(request: Request) -> HTMLResponse:
+        return render(request, "signin.html", "Sign in", signed_in(request))
+
+    @app.post("/ui/session", tags=["console"], status_code=204)
+    def sign_in(body: SignIn, request: Request) -> Response:
+        """Sign the browser in with an account's token (kept in an HttpOnly cookie)."""
+        if request.headers.get(CONSOLE_HEADER) != "1":
+            return Response('{"detail": "sign in from the console"}', status_code=403, media_type="application/json")
+        account = account_for_token(request, body.token.strip())
+        if account is None:
+            return Response('{"detail": "unknown or revoked token"}', status_code=401, media_type="application/json")
+        response = Response(status_code=204)
+        response.set_cookie(SESSION_COOKIE, body.token.strip(), max_age=SESSION_SECONDS, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https", path="/")
+        return response
+
+    @app.delete("/ui/session", tags=["console"], status_code=204)
+    def sign_out() -> Response:
+        response = Response(status_code=204)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    for page in PAGES:
+        def show(request: Request, _page: Page = page) -> Response:
+            account = signed_in(request)
+            if account is None:
+                return RedirectResponse(f"/ui/signin?next={request.url.path}", status_code=303)
+            if account.role not in _page.roles:
+                return render(request, "forbidden.html", "Not for this role", account, status=403,
+                              needed=", ".join(r.value for r in _page.roles))
+            return render(request, _page.template, _page.title, account, path_params=request.path_params)
+
+        app.get(page.path, include_in_schema=False, name=f"page {page.path}")(show)
+    return app

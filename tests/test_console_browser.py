@@ -1,0 +1,145 @@
+"""The web console end to end, in a real headless Chromium, against a running coordinator
+service with three simulated nodes on Flower's simulation runtime.
+
+An analyst launches a joint forecast (validated as they type) and watches it finish with a
+regional forecast; branch IT approves it in its node's own console (signed with the node's
+key); compliance finds the job's lineage, sees every store verified, and exports it as
+OpenLineage. A screenshot of each page goes to test-artifacts/console/.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.console_helpers import ARTIFACTS, browser, free_port, sovereign, stop
+from tests.service_helpers import cli, longest_histories, register_with_service, wait_until_up
+
+JOB = "console-e2e"
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, small_alliance):
+    tmp = tmp_path_factory.mktemp("console")
+    # One region for all three: a node releases a region's total only when it spans at least its
+    # minimum of contributors (2) and the alliance minus it is empty or as large, so of three
+    # branches only a region holding all of them can be released.
+    configs, coordinator = longest_histories(tmp, small_alliance, 3, region="Kanto")
+    settings = tmp / "coordinator.yaml"
+    settings.write_text(yaml.safe_dump({"var": str(tmp / "var"), "runner": {
+        "kind": "simulation", "coordinator_dir": str(coordinator.root), "nodes_root": str(tmp / "nodes"),
+        "round_timeout": 300, "node_wait": 30}}))
+    tokens = register_with_service(settings, configs, coordinator)
+    port, node_port = free_port(), free_port()
+    url, node_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{node_port}"
+    server = sovereign("coordinator", "serve", "--config", str(settings), "--port", str(port), log=tmp / "serve.log")
+    branch = configs[0]
+    node = sovereign("node", "console", "--node-dir", str(branch.node_dir), "--coordinator", url, "--token",
+                     tokens[branch.branch_id], "--port", str(node_port), "--access-token", "node-console-secret",
+                     log=tmp / "node-console.log")
+    try:
+        wait_until_up(url)
+        wait_until_up(node_url)
+        yield {"url": url, "node_url": node_url, "tokens": tokens, "configs": configs, "tmp": tmp}
+    finally:
+        stop(node)
+        stop(server)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    manager, engine = browser()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    yield engine
+    engine.close()
+    manager.stop()
+
+
+def sign_in(engine, base: str, token: str):
+    page = engine.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=True).new_page()
+    page.goto(f"{base}/")
+    page.wait_for_url("**/ui/signin**")
+    page.fill("#token", token)
+    page.click("#signin button[type=submit]")
+    page.wait_for_function("!location.pathname.startsWith('/ui/signin')")
+    return page
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_analyst_branch_it_and_compliance_take_a_job_from_launch_to_exported_lineage(service, chromium):
+    configs, tokens = service["configs"], service["tokens"]
+
+    # The analyst launches: a bad id is named as they type, then the job is requested of three branches.
+    analyst = sign_in(chromium, service["url"], tokens["hq"])
+    analyst.goto(f"{service['url']}/ui/launch")
+    analyst.wait_for_selector("input[name=node]")
+    analyst.fill("input[name=job_id]", "not a valid id!")
+    analyst.wait_for_function("document.getElementById('check').textContent.includes('job_id')")
+    assert analyst.is_disabled("#submit")
+    analyst.fill("input[name=job_id]", JOB)
+    analyst.fill("input[name=rounds]", "2")
+    analyst.fill("input[name=local_epochs]", "1")
+    analyst.fill("input[name=min_contributors]", "2")
+    region = configs[0].region
+    analyst.check(f"input[name=region][value='{region}']")
+    analyst.wait_for_function("document.getElementById('check').textContent.includes('ready to request of 3')")
+    assert "ε 8" in analyst.inner_text("#cost")  # the record-level cost of the default choice
+    shot(analyst, "analyst-launch")
+    analyst.click("#submit")
+    analyst.wait_for_url(f"**/ui/jobs/{JOB}")
+    analyst.wait_for_selector("#state")
+    assert analyst.inner_text("#state") == "requested"
+
+    # Branch IT approves in its node's own console, which shows what the job would read there.
+    it = sign_in(chromium, service["node_url"], "node-console-secret")
+    shot(it, "branch-it-node")
+    it.goto(f"{service['node_url']}/jobs")
+    request = it.wait_for_selector(f"section[data-job='{JOB}']")
+    assert "sales." in request.inner_text()  # the fields it would read, as this node's policy treats them
+    it.fill(f"#reason-{JOB}", "forecasting for head office, within budget")
+    it.click(f"section[data-job='{JOB}'] button.approve")
+    it.wait_for_selector(f"#decision-{JOB}")
+    assert it.inner_text(f"#decision-{JOB}") == "approved"
+    shot(it, "branch-it-jobs")
+    for other in configs[1:]:  # the other two branches answer from the command line
+        cli("node", "approve", JOB, "--node-dir", str(other.node_dir), "--reason", "fine", "--coordinator",
+            service["url"], "--token", tokens[other.branch_id])
+
+    # The analyst starts it and watches it finish with the alliance's and the region's forecast.
+    analyst.wait_for_selector("#start:not([disabled])", timeout=15_000)
+    analyst.click("#start")
+    analyst.wait_for_function("document.getElementById('state') && "
+                              "['completed', 'failed'].includes(document.getElementById('state').textContent)",
+                              timeout=420_000)
+    assert analyst.inner_text("#state") == "completed", analyst.inner_text("#summary")
+    analyst.wait_for_selector("#results-card:not([hidden]) svg")
+    results = analyst.inner_text("#results")
+    assert "Alliance (3 branches)" in results and f"Region {region} (3 branches)" in results and "95 % interval" in results
+    assert "2 of 2 rounds closed" in analyst.inner_text("#progress")
+    shot(analyst, "analyst-results")
+
+    # Compliance finds the job's lineage, sees every chain verified, and exports it.
+    audit = sign_in(chromium, service["url"], tokens["audit"])
+    assert "/ui/lineage" in audit.url
+    audit.wait_for_selector("#stores table")
+    stores = audit.inner_text("#stores")
+    assert "verified" in stores and "FAILED" not in stores
+    assert configs[0].branch_id in stores  # the nodes' own stores, not only the coordinator's
+    audit.fill("#search input[name=job_id]", JOB)
+    audit.click("#search button[type=submit]")
+    audit.wait_for_function("document.getElementById('events').textContent.includes('data_read')")
+    assert audit.query_selector("#lineage-graph") is not None
+    shot(audit, "compliance-lineage")
+    with audit.expect_download() as download:
+        audit.click("#export-openlineage")
+    exported = json.loads(open(download.value.path()).read())
+    assert exported and {e["job"]["name"] for e in exported} >= {JOB}
+    audit.goto(f"{service['url']}/ui/policies")
+    audit.wait_for_selector("#policies section")
+    assert configs[0].branch_id in audit.inner_text("#policies")
+    shot(audit, "compliance-policies")

@@ -1,0 +1,300 @@
+"""The console's doors, per role, without a browser: every page and API call a role may not
+use answers 403 when signed in through the console; a signed-in browser cannot be made to
+change anything by another site (CSRF); the node's console signs in only its own access
+token, never a coordinator's, and will not approve a job its node's own rules refuse, whatever
+the coordinator sends. Also: the launch form's check stores nothing, the compliance views,
+and `sovereign coordinator serve` with no config serving the console at `/`.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from fastapi.testclient import TestClient
+
+from coordinator.api.app import create_account, create_app
+from coordinator.costs import privacy_cost
+from coordinator.resources import NodeRecord, Role
+from coordinator.settings import CoordinatorSettings
+from common.wire import JobSpec
+from lineage import EventKind, LineageEvent
+from lineage.signing import Signer, public_pem
+from lineage.views import lineage_graph, policy_versions
+from sovereign.console.web import mount_console
+from tests.console_helpers import free_port, sovereign, stop
+
+NODES = {"N1": "Kanto", "N2": "Kanto", "N3": "Kansai"}
+HEADER = {"X-Sovereign-Console": "1"}
+ACCOUNTS = (("root", Role.ADMIN, None), ("hq", Role.ANALYST, None), ("kanto", Role.REGIONAL_ANALYST, "Kanto"),
+            ("audit", Role.COMPLIANCE, None), ("it1", Role.BRANCH_IT, "N1"))
+JOB = {"spec": {"job_id": "J1", "rounds": 2}, "nodes": ["N1", "N2", "N3"], "min_contributors": 2}
+
+
+@pytest.fixture()
+def service(tmp_path):
+    app = mount_console(create_app(CoordinatorSettings(var=tmp_path / "var")))
+    for node, region in NODES.items():
+        app.state.store.add_node(NodeRecord(node_id=node, public_key=public_pem(Signer.generate(node).public_key),
+                                            region=region, country="JP"))
+    tokens = {name: create_account(app.state.store, name, role, scope).token for name, role, scope in ACCOUNTS}
+    with TestClient(app) as client:
+        made = client.post("/jobs", json=JOB, headers={"Authorization": f"Bearer {tokens['hq']}"})
+        assert made.status_code == 201, made.text
+        yield client, tokens
+
+
+def sign_in(client: TestClient, token: str) -> None:
+    client.cookies.clear()
+    answer = client.post("/ui/session", json={"token": token}, headers=HEADER)
+    assert answer.status_code == 204, answer.text
+    assert "httponly" in answer.headers["set-cookie"].lower() and "samesite=strict" in answer.headers["set-cookie"].lower()
+
+
+PAGES = ["/ui/jobs", "/ui/launch", "/ui/jobs/J1", "/ui/lineage", "/ui/policies"]
+ALLOWED_PAGES = {
+    "root": set(PAGES), "hq": {"/ui/jobs", "/ui/launch", "/ui/jobs/J1"}, "kanto": {"/ui/jobs", "/ui/jobs/J1"},
+    "audit": {"/ui/jobs", "/ui/jobs/J1", "/ui/lineage", "/ui/policies"}, "it1": {"/ui/jobs", "/ui/jobs/J1"},
+}
+# (method, path, body): calls some roles may not make; each role's forbidden set below.
+CALLS = {
+    "add account": ("POST", "/accounts", {"name": "x", "role": "analyst"}),
+    "list accounts": ("GET", "/accounts", None),
+    "add node": ("POST", "/nodes", {"node_id": "N9", "public_key": "k", "region": "Kanto", "country": "JP"}),
+    "submit job": ("POST", "/jobs", {**JOB, "spec": {"job_id": "J2", "rounds": 2}}),
+    "check job": ("POST", "/jobs/check", {**JOB, "spec": {"job_id": "J2", "rounds": 2}}),
+    "start job": ("POST", "/jobs/J1/start", None),
+    "results": ("GET", "/jobs/J1/results", None),
+    "audit stores": ("GET", "/audit/stores", None),
+    "audit events": ("GET", "/audit/events", None),
+    "audit graph": ("GET", "/audit/graph", None),
+    "audit policies": ("GET", "/audit/policies", None),
+    "audit export": ("GET", "/audit/export?format=csv", None),
+    "identity card": ("GET", "/audit/card?job_id=J1", None),
+    "decide": ("POST", "/jobs/J1/decisions", {"node_id": "N1", "decision": "approved", "reason": "ok",
+                                                "signature": "0" * 128}),
+}
+ADMIN_ONLY = {"add account", "list accounts", "add node"}
+AUDIT = {"audit stores", "audit events", "audit graph", "audit policies", "audit export"}
+FORBIDDEN = {
+    "root": {"decide"},
+    "hq": ADMIN_ONLY | AUDIT | {"decide"},
+    "kanto": ADMIN_ONLY | AUDIT | {"submit job", "check job", "start job", "identity card", "decide"},
+    "audit": ADMIN_ONLY | {"submit job", "check job", "start job", "decide"},
+    "it1": ADMIN_ONLY | AUDIT | {"submit job", "check job", "start job", "results", "identity card"},
+}
+
+
+@pytest.mark.parametrize("name", [a[0] for a in ACCOUNTS])
+def test_each_role_signed_in_through_the_console_meets_403_at_every_door_not_its_own(service, name):
+    client, tokens = service
+    sign_in(client, tokens[name])
+    for path in PAGES:
+        page = client.get(path, follow_redirects=False)
+        if path in ALLOWED_PAGES[name]:
+            assert page.status_code == 200, (name, path)
+        else:
+            assert page.status_code == 403 and "Not for this role" in page.text, (name, path, page.status_code)
+    for call, (method, path, body) in CALLS.items():
+        answer = client.request(method, path, json=body, headers=HEADER)
+        if call in FORBIDDEN[name]:
+            assert answer.status_code == 403, (name, call, answer.status_code, answer.text)
+        else:
+            assert "may not do this" not in answer.text, (name, call, answer.text)  # past the role check
+    nav = client.get("/ui/jobs").text
+    assert ('href="/ui/lineage"' in nav) is ("/ui/lineage" in ALLOWED_PAGES[name])
+    assert ('href="/ui/launch"' in nav) is ("/ui/launch" in ALLOWED_PAGES[name])
+
+
+def test_a_signed_in_browser_cannot_be_made_to_change_anything_from_another_site(service):
+    client, tokens = service
+    forged = client.post("/ui/session", json={"token": tokens["hq"]})  # a cross-site form cannot add the header
+    assert forged.status_code == 403 and "sovereign_session" not in forged.headers.get("set-cookie", "")
+    sign_in(client, tokens["hq"])
+    cross_site = client.post("/jobs/J1/start")  # the cookie alone, as another site's form would send it
+    assert cross_site.status_code == 403 and "X-Sovereign-Console" in cross_site.json()["detail"]
+    assert client.get("/jobs/J1").json()["state"] == "requested"
+    assert client.get("/me").status_code == 200  # reading needs only the cookie
+    client.delete("/ui/session", headers=HEADER)
+    client.cookies.clear()
+    assert client.get("/me").status_code == 401
+    assert client.post("/ui/session", json={"token": "not-a-token"}, headers=HEADER).status_code == 401
+
+
+def test_a_revoked_account_is_signed_out_of_the_console_at_its_next_page(service):
+    client, tokens = service
+    sign_in(client, tokens["kanto"])
+    assert client.get("/ui/jobs").status_code == 200
+    account = next(a for a in client.app.state.store.accounts() if a.name == "kanto")
+    client.app.state.store.revoke_account(account.name)
+    assert client.get("/ui/jobs", follow_redirects=False).status_code == 303
+    assert client.get("/jobs").status_code == 401
+
+
+def test_pages_send_a_visitor_who_is_not_signed_in_to_sign_in(service):
+    client, _ = service
+    for path in ["/", *PAGES]:
+        page = client.get(path, follow_redirects=False)
+        assert page.status_code == 303 and page.headers["location"].startswith("/ui/signin"), path
+    assert client.get("/ui/signin").status_code == 200
+    assert client.get("/audit/stores").status_code == 401
+
+
+def test_the_launch_forms_check_names_the_field_prices_the_job_and_stores_nothing(service):
+    client, tokens = service
+    bearer = {"Authorization": f"Bearer {tokens['hq']}"}
+    before = len(client.app.state.lineage.events())
+    bad = client.post("/jobs/check", json={**JOB, "spec": {"job_id": "J2", "rounds": 0}}, headers=bearer)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "spec", "rounds"]
+    too_few = client.post("/jobs/check", json={**JOB, "spec": {"job_id": "J2"}, "min_contributors": 5}, headers=bearer)
+    assert too_few.status_code == 422 and "min_contributors" in too_few.json()["detail"]
+    taken = client.post("/jobs/check", json=JOB, headers=bearer)
+    assert taken.status_code == 422 and "job J1 exists already" in taken.json()["detail"]
+    spec = {"job_id": "J2", "rounds": 12, "customer_dp": {"epsilon": 0.5}, "node_dp": {"enabled": True}}
+    good = client.post("/jobs/check", json={**JOB, "spec": spec}, headers=bearer)
+    assert good.status_code == 200, good.text
+    cost = good.json()["privacy"]
+    assert cost == privacy_cost(JobSpec.model_validate(spec)).model_dump()
+    assert cost["rounds"] == 12 and cost["record_epsilon"] > 0 and cost["node_epsilon"] > 0
+    fewer = client.post("/jobs/check", json={**JOB, "spec": {**spec, "rounds": 3}}, headers=bearer).json()["privacy"]
+    assert fewer["node_epsilon"] < cost["node_epsilon"]  # node-level ε grows with the rounds
+    unplannable = {**spec, "customer_dp": {"epsilon": 0.01}}
+    warned = client.post("/jobs/check", json={**JOB, "spec": unplannable}, headers=bearer)
+    assert warned.status_code == 200 and "spec.customer_dp.epsilon" in warned.json()["privacy"]["warnings"][0]
+    assert client.get("/jobs/J2", headers=bearer).status_code == 404
+    assert len(client.app.state.lineage.events()) == before  # a check is not a request
+
+
+# --- the compliance views -------------------------------------------------------------------
+def _event(kind, actor="N1", job="J1", **kw) -> LineageEvent:
+    return LineageEvent(kind=kind, actor=actor, job_id=job, purpose="forecasting", **kw)
+
+
+def test_the_lineage_graph_runs_from_dataset_and_fields_to_job_to_model():
+    graph = lineage_graph([
+        _event(EventKind.DATA_READ, dataset="sales", fields=["sale_month", "units"]),
+        _event(EventKind.DATA_READ, actor="N2", dataset="sales", fields=["units"]),
+        _event(EventKind.AGGREGATION, actor="coordinator", model_version="m-1"),
+        _event(EventKind.JOB_STATE, actor="coordinator", job="J9"),  # touches no data: no node in the graph
+    ])
+    edges = {(e.source, e.target, e.relation) for e in graph.edges}
+    assert ("dataset:N1/sales", "field:N1/units", "has_field") in edges
+    assert ("field:N2/units", "job:J1", "read_by") in edges and ("job:J1", "model:m-1", "produced") in edges
+    assert {n.kind for n in graph.nodes} == {"dataset", "field", "job", "model"}
+    assert "job:J9" not in {n.id for n in graph.nodes}
+
+
+def test_policy_versions_show_what_changed_field_by_field():
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+    def decided(hash_, version, units, day, job):
+        decisions = [{"field": "units", "class": "business", "treatment": units, "rule": "r1"},
+                     {"field": "customer_id", "class": "pii", "treatment": "dropped", "rule": "r2"}]
+        return _event(EventKind.POLICY_DECISION, job=job, policy_hash=hash_, recorded_at=start + timedelta(days=day),
+                      details={"policy": "domestic_dealer", "version": version, "decisions": decisions})
+
+    versions = policy_versions([decided("h2", "2", "clipped at 50", 5, "J2"), decided("h1", "1", "kept", 1, "J1"),
+                                decided("h1", "1", "kept", 2, "J1b")])
+    assert [(v.version, v.jobs) for v in versions] == [("1", ["J1", "J1b"]), ("2", ["J2"])]
+    assert versions[0].changes == []
+    [change] = versions[1].changes
+    assert change.field == "units" and change.before.treatment == "kept" and change.after.treatment == "clipped at 50"
+
+
+# --- the node's own console -------------------------------------------------------------------
+class CraftedCoordinator:
+    """A coordinator that answers whatever the attacker chose, and keeps what is posted to it."""
+
+    url = "http://head-office.invalid"
+
+    def __init__(self, spec: dict):
+        self.spec, self.posted = spec, []
+
+    def get(self, path: str, **params):
+        if path == "/jobs":  # what it claims of a spec's hash, and a spec no node could read, beside the one asked
+            return [{"job_id": self.spec["job_id"], "spec": self.spec, "spec_hash": "0" * 64},
+                    {"job_id": "J-bad", "spec": {"job_id": "J-bad", "rounds": 0}}]
+        return {"job_id": path.rsplit("/", 1)[-1], "spec": self.spec}
+
+    def post(self, path: str, body: dict):
+        self.posted.append((path, body))
+        return {}
+
+
+@pytest.fixture()
+def node_config(tmp_path, small_alliance):
+    from sovereign.federation import setup_nodes
+
+    [config] = setup_nodes([sorted(small_alliance.glob("*.db"))[0]], tmp_path / "nodes", min_contributors=2)
+    return config
+
+
+def _node_console(config, coordinator):
+    from sovereign.console.node_console import create_node_console
+
+    return TestClient(create_node_console(config, coordinator, access_token="branch-secret"))
+
+
+def test_the_node_console_signs_in_only_its_own_access_token_never_a_coordinators(node_config, service):
+    _, tokens = service
+    node = _node_console(node_config, CraftedCoordinator({"job_id": "J1"}))
+    assert node.get("/", follow_redirects=False).status_code == 303
+    assert node.get("/api/budget").status_code == 401
+    assert node.post("/ui/session", json={"token": tokens["it1"]}, headers=HEADER).status_code == 401
+    assert node.post("/ui/session", json={"token": tokens["root"]}, headers=HEADER).status_code == 401
+    assert node.post("/ui/session", json={"token": "branch-secret"}).status_code == 403  # no console header
+    assert node.post("/ui/session", json={"token": "branch-secret"}, headers=HEADER).status_code == 204
+    assert node.get("/").status_code == 200 and node.get("/api/budget").status_code == 200
+    status = node.get("/api/status").json()
+    assert status["node"] == node_config.branch_id and status["versions"]["flwr"] != "unknown"
+
+
+def test_the_node_console_will_not_approve_what_the_nodes_own_rules_refuse(node_config):
+    crafted = CraftedCoordinator({"job_id": "J7", "purpose": "marketing", "rounds": 2})
+    node = _node_console(node_config, crafted)
+    node.post("/ui/session", json={"token": "branch-secret"}, headers=HEADER)
+    row, malformed = node.get("/api/jobs").json()["jobs"]
+    assert row["job_id"] == "J7" and "refuse (purpose)" in row["own_rules"]
+    assert row["spec_hash"] == JobSpec.model_validate(crafted.spec).spec_hash()  # hashed here, not taken on its word
+    assert malformed["job_id"] == "J-bad" and "malformed spec" in malformed["own_rules"] and "rounds" in malformed["own_rules"]
+    cross_site = node.post("/api/jobs/J7/decision", json={"decision": "approved", "reason": "ok"})
+    assert cross_site.status_code == 403
+    refused = node.post("/api/jobs/J7/decision", json={"decision": "approved", "reason": "ok"}, headers=HEADER)
+    assert refused.status_code == 409 and "purpose 'marketing'" in refused.json()["detail"]
+    assert crafted.posted == [] and not (node_config.privacy_dir / "ledger.db").exists()  # nothing signed, nothing sent
+    swapped = CraftedCoordinator({"job_id": "J8", "rounds": 2})  # answers J8 when asked for J7
+    node = _node_console(node_config, swapped)
+    node.post("/ui/session", json={"token": "branch-secret"}, headers=HEADER)
+    assert node.post("/api/jobs/J7/decision", json={"decision": "denied", "reason": "no"}, headers=HEADER).status_code == 422
+    assert swapped.posted == []
+    denied = node.post("/api/jobs/J8/decision", json={"decision": "denied", "reason": "not this quarter"}, headers=HEADER)
+    assert denied.status_code == 200 and [p for p, _ in swapped.posted] == ["/jobs/J8/decisions"]
+    assert swapped.posted[0][1]["reason"] == "not this quarter" and len(swapped.posted[0][1]["signature"]) == 128
+
+
+# --- the command ------------------------------------------------------------------------------
+def test_coordinator_serve_with_no_config_serves_the_console_at_the_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    port = free_port()
+    server = sovereign("coordinator", "serve", "--port", str(port), log=tmp_path / "serve.log")
+    try:
+        from sovereign.deploy_local import wait_until_up
+
+        wait_until_up(f"http://127.0.0.1:{port}")
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):
+                return None
+
+        opener = urllib.request.build_opener(NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as moved:
+            opener.open(f"http://127.0.0.1:{port}/")
+        assert moved.value.code == 303 and moved.value.headers["location"] == "/ui/signin"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui/signin") as page:
+            html = page.read().decode()
+        assert page.status == 200 and "Sign in" in html and "https://" not in html  # no CDN: assets are served here
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui/static/console.js") as asset:
+            assert asset.status == 200
+    finally:
+        stop(server)
