@@ -137,7 +137,10 @@ def test_pages_send_a_visitor_who_is_not_signed_in_to_sign_in(service):
     for path in ["/", *PAGES]:
         page = client.get(path, follow_redirects=False)
         assert page.status_code == 303 and page.headers["location"].startswith("/ui/signin"), path
-    assert client.get("/ui/signin").status_code == 200
+    signin = client.get("/ui/signin")
+    assert signin.status_code == 200 and "script-src" not in signin.headers["content-security-policy"]
+    assert "default-src 'self'" in signin.headers["content-security-policy"]  # no inline script, no CDN
+    assert "frame-ancestors 'none'" in signin.headers["content-security-policy"]
     assert client.get("/audit/stores").status_code == 401
 
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from coordinator.api.auth import CONSOLE_HEADER, SAFE_METHODS
 from node_agent.config import NodeConfig
-from sovereign.console.web import HERE, SESSION_SECONDS, SignIn, templates
+from sovereign.console.web import HERE, PAGE_HEADERS, SESSION_SECONDS, SignIn, templates
 
 NODE_COOKIE = "sovereign_node_session"
 PAGES = [SimpleNamespace(path="/", title="This node"), SimpleNamespace(path="/jobs", title="Job requests")]
@@ -63,7 +63,7 @@ def create_node_console(config: NodeConfig, coordinator, *, access_token: str | 
         if not signed(request):
             return RedirectResponse(f"/ui/signin?next={request.url.path}", status_code=303)
         return templates.TemplateResponse(request, template, {"title": title, "account": who, "nav": PAGES,
-                                                              "node": config.branch_id})
+                                                              "node": config.branch_id}, headers=PAGE_HEADERS)
 
     @app.get("/health")
     def health() -> dict:
@@ -72,7 +72,7 @@ def create_node_console(config: NodeConfig, coordinator, *, access_token: str | 
     @app.get("/ui/signin", include_in_schema=False)
     def signin_page(request: Request) -> HTMLResponse:
         return templates.TemplateResponse(request, "signin.html", {"title": f"Sign in to {config.branch_id}",
-                                                                   "account": None, "nav": []})
+                                                                   "account": None, "nav": []}, headers=PAGE_HEADERS)
 
     @app.post("/ui/session", status_code=204)
     def sign_in(body: SignIn, request: Request) -> Response:

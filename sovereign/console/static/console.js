@@ -25,6 +25,7 @@ const Sovereign = (() => {
     for (const [k, v] of Object.entries(attrs || {})) {
       if (v === undefined || v === null || v === false) continue;
       if (k === "class") node.className = v; else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+      else if (k === "style") Object.assign(node.style, v);  // through the CSSOM: the page's CSP refuses style attributes
       else node.setAttribute(k, v === true ? "" : v);
     }
     for (const c of children.flat()) if (c !== undefined && c !== null) node.append(c instanceof Node ? c : String(c));

@@ -61,8 +61,10 @@ async function showResults() {
 function reportHtml() {
   const css = [...document.styleSheets].map(s => { try { return [...s.cssRules].map(r => r.cssText).join("\n"); } catch (_) { return ""; } }).join("\n");
   const body = ["summary", "results-card", "card-card", "rounds"].map(id => document.getElementById(id)).filter(n => n && !n.hidden).map(n => n.outerHTML).join("\n");
-  return `<!doctype html><html><head><meta charset="utf-8"><title>${jobId}: joint forecast</title><style>${css}</style></head><body><main><h1>Joint forecast ${jobId}</h1>${body}</main></body></html>`;
+  const name = el("span", {}, jobId).innerHTML;  // as text, whatever the address held
+  return `<!doctype html><html><head><meta charset="utf-8"><title>${name}: joint forecast</title><style>${css}</style></head><body><main><h1>Joint forecast ${name}</h1>${body}</main></body></html>`;
 }
+document.getElementById("print").addEventListener("click", () => window.print());
 document.getElementById("download-report").addEventListener("click", () => {
   const a = el("a", { href: URL.createObjectURL(new Blob([reportHtml()], { type: "text/html" })), download: `${jobId}-report.html` });
   document.body.append(a); a.click(); a.remove();
@@ -88,7 +90,7 @@ async function refresh() {
     const rounds = await api(`/jobs/${encodeURIComponent(jobId)}/rounds`);
     const done = rounds.length, share = Math.min(100, Math.round(100 * done / job.spec.rounds));
     fill("progress", el("p", {}, `${done} of ${job.spec.rounds} rounds closed`),
-      el("div", { class: "progress" }, el("div", { style: `width:${share}%` })));
+      el("div", { class: "progress" }, el("div", { style: { width: `${share}%` } })));
     fill("rounds", rounds.length ? table(["round", "branches contributing", "left out (why)", "node-level ε so far", "seconds"],
       rounds.map(r => [r.round, r.contributors.length + (r.others_contributing || 0), Object.entries(r.refused).map(([n, w]) => `${n}: ${w}`).join("; "),
         fmt(r.node_level_epsilon), fmt(r.seconds)]), { numeric: [1, 3, 4] }) : el("p", { class: "note" }, "No round closed yet."));

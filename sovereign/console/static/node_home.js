@@ -20,7 +20,7 @@ const { api, el, table, fmt, fill, showError, forecastChart } = Sovereign;
     const b = await api("/api/budget");
     const parts = Object.entries(b.datasets).map(([d, r]) => el("div", {},
       el("h3", {}, `${d}: ε ${fmt(r.committed_epsilon)} committed of ${fmt(r.budget.epsilon)}, ${fmt(r.remaining_epsilon)} left`),
-      el("div", { class: "progress" }, el("div", { style: `width:${Math.min(100, 100 * r.committed_epsilon / r.budget.epsilon)}%` })),
+      el("div", { class: "progress" }, el("div", { style: { width: `${Math.min(100, 100 * r.committed_epsilon / r.budget.epsilon)}%` } })),
       r.jobs.length ? table(["job", "status", "planned ε", "spent ε", "δ", "accountant", "why"], r.jobs.map(j =>
         [j.job_id, j.status, fmt(j.planned_epsilon), fmt(j.epsilon), fmt(j.delta), j.accountant, j.reason || ""]), { numeric: [2, 3, 4] })
         : el("p", { class: "note" }, "No job has spent from it yet.")));
