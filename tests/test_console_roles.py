@@ -54,7 +54,7 @@ def sign_in(client: TestClient, token: str) -> None:
 
 PAGES = ["/ui/jobs", "/ui/launch", "/ui/jobs/J1", "/ui/lineage", "/ui/policies"]
 ALLOWED_PAGES = {
-    "root": set(PAGES), "hq": {"/ui/jobs", "/ui/launch", "/ui/jobs/J1"}, "kanto": {"/ui/jobs", "/ui/jobs/J1"},
+    "root": set(PAGES), "hq": {"/ui/jobs", "/ui/launch", "/ui/jobs/J1"}, "kanto": {"/ui/jobs", "/ui/launch", "/ui/jobs/J1"},
     "audit": {"/ui/jobs", "/ui/jobs/J1", "/ui/lineage", "/ui/policies"}, "it1": {"/ui/jobs", "/ui/jobs/J1"},
 }
 # (method, path, body): calls some roles may not make; each role's forbidden set below.
@@ -80,6 +80,7 @@ AUDIT = {"audit stores", "audit events", "audit graph", "audit policies", "audit
 FORBIDDEN = {
     "root": {"decide"},
     "hq": ADMIN_ONLY | AUDIT | {"decide"},
+    # J1 and J2 include N3, in Kansai: a regional analyst may not launch, start or stop them
     "kanto": ADMIN_ONLY | AUDIT | {"submit job", "check job", "start job", "identity card", "decide"},
     "audit": ADMIN_ONLY | {"submit job", "check job", "start job", "decide"},
     "it1": ADMIN_ONLY | AUDIT | {"submit job", "check job", "start job", "results", "identity card"},
@@ -105,6 +106,20 @@ def test_each_role_signed_in_through_the_console_meets_403_at_every_door_not_its
     nav = client.get("/ui/jobs").text
     assert ('href="/ui/lineage"' in nav) is ("/ui/lineage" in ALLOWED_PAGES[name])
     assert ('href="/ui/launch"' in nav) is ("/ui/launch" in ALLOWED_PAGES[name])
+
+
+def test_a_regional_analyst_launches_within_its_region_and_nowhere_else(service):
+    client, tokens = service
+    sign_in(client, tokens["kanto"])
+    inside = {**JOB, "spec": {"job_id": "K1", "rounds": 2}, "nodes": ["N1", "N2"]}
+    assert client.post("/jobs/check", json=inside, headers=HEADER).status_code == 200
+    assert client.post("/jobs", json=inside, headers=HEADER).status_code == 201
+    assert client.post("/jobs/K1/stop", json={"reason": "wrong horizon"}, headers=HEADER).json()["state"] == "stopped"
+    across = client.post("/jobs", json={**inside, "spec": {"job_id": "K2"}, "nodes": ["N1", "N3"]}, headers=HEADER)
+    assert across.status_code == 403 and "N3 is not in Kanto" in across.json()["detail"]
+    assert client.get("/jobs/K2").status_code == 404
+    head_office = client.post("/jobs/J1/stop", json={"reason": "mine now"}, headers=HEADER)
+    assert head_office.status_code == 403 and client.get("/jobs/J1").json()["state"] == "requested"
 
 
 def test_a_signed_in_browser_cannot_be_made_to_change_anything_from_another_site(service):

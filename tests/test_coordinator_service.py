@@ -123,7 +123,7 @@ def test_each_role_sees_and_does_only_its_own(service):
     client, tokens, keys = service
     assert client.get("/jobs").status_code == 401
     assert client.get("/jobs", headers={"Authorization": "Bearer not-a-token"}).status_code == 401
-    for name in ("it1", "kanto", "audit"):
+    for name in ("it1", "kansai", "audit"):  # kansai: N1 is in Kanto
         refused = client.post("/jobs", json={"spec": {"job_id": "Y"}, "nodes": ["N1"], "min_contributors": 1},
                               headers=_as(tokens, name))
         assert refused.status_code == 403

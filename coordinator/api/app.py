@@ -21,6 +21,7 @@ from coordinator.api import audit
 from coordinator.api.auth import (
     current_account,
     job_view,
+    launch_refusal,
     may_see_job,
     may_see_node,
     new_token,
@@ -37,7 +38,7 @@ from coordinator.store import Conflict, CoordinatorStore
 from lineage import EventKind, LineageEvent, LineageStore, Signer
 
 STAFF = (Role.ADMIN, Role.ANALYST, Role.REGIONAL_ANALYST, Role.COMPLIANCE, Role.BRANCH_IT)
-LAUNCHERS = (Role.ADMIN, Role.ANALYST)
+LAUNCHERS = (Role.ADMIN, Role.ANALYST, Role.REGIONAL_ANALYST)  # a regional analyst: in its region only
 
 
 class JobRequest(BaseModel):
@@ -256,8 +257,14 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"node {node_id} is not one this account may see")
         return node
 
+    def may_launch(account: Account, nodes: list[str]) -> None:
+        refusal = launch_refusal(account, nodes, regions())
+        if refusal:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, refusal)
+
     @app.post("/jobs", status_code=201, tags=["jobs"])
     def submit_job(body: JobRequest, account: Account = Depends(require(*LAUNCHERS))) -> JobRecord:
+        may_launch(account, body.nodes)
         try:
             return app.state.jobs.submit(body.spec, nodes=body.nodes, min_contributors=body.min_contributors,
                                          actor=account.name, request=body.request)
@@ -266,9 +273,10 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
             raise
 
     @app.post("/jobs/check", tags=["jobs"])
-    def check_job(body: JobRequest, _: Account = Depends(require(*LAUNCHERS))) -> JobCheck:
+    def check_job(body: JobRequest, account: Account = Depends(require(*LAUNCHERS))) -> JobCheck:
         """Validate a request without storing it (422 names the field), and what it would cost:
         the ε a launch form shows as the analyst chooses."""
+        may_launch(account, body.nodes)
         app.state.jobs.check(body.spec, nodes=body.nodes, min_contributors=body.min_contributors)
         return JobCheck(nodes=len(body.nodes), privacy=privacy_cost(body.spec))
 
@@ -300,6 +308,7 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
     for action in ("request", "start", "stop"):
         def step(job_id: str, body: StepRequest | None = None, account: Account = Depends(require(*LAUNCHERS)),
                  _action: str = action) -> JobRecord:
+            may_launch(account, [a.node_id for a in app.state.jobs.get(job_id).nodes])
             reason = (body.reason if body else "") or f"{_action} by {account.name}"
             job = app.state.jobs.transition(job_id, _action, reason=reason, actor=account.name)
             cancel = getattr(app.state.runner, "cancel", None)

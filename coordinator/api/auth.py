@@ -90,6 +90,18 @@ def may_see_job(account: Account, job: JobRecord, regions: dict[str, str | None]
     return True
 
 
+def launch_refusal(account: Account, nodes: list[str], regions: dict[str, str | None]) -> str | None:
+    """Why `account` may not request (or start, or stop) a job of these nodes; None if it may.
+    Head office and admins launch anywhere; a regional analyst only within its region."""
+    if account.role is not Role.REGIONAL_ANALYST:
+        return None
+    outside = [n for n in nodes if regions.get(n) != account.scope]
+    if outside:
+        return (f"a regional analyst of {account.scope} may launch only on its region's nodes; "
+                f"{', '.join(outside[:5])} {'is' if len(outside) == 1 else 'are'} not in {account.scope}")
+    return None
+
+
 def job_view(account: Account, job: JobRecord, regions: dict[str, str | None]) -> JobRecord:
     """The job as `account` may read it: branch IT sees only its own node's answer, a
     regional analyst only its region's nodes' answers, and each its share of the results."""

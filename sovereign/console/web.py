@@ -30,7 +30,7 @@ PAGE_HEADERS = {
 }
 
 ALL = tuple(Role)
-LAUNCH = (Role.ADMIN, Role.ANALYST)
+LAUNCH = (Role.ADMIN, Role.ANALYST, Role.REGIONAL_ANALYST)  # the API holds a regional analyst to its region
 AUDIT = (Role.ADMIN, Role.COMPLIANCE)
 
 

@@ -4,6 +4,7 @@
 const { api, el, table, fmt, fill, showError, forecastChart } = Sovereign;
 const root = document.getElementById("job"), jobId = root.dataset.job, role = root.dataset.role;
 const LIVE = new Set(["draft", "requested", "running"]);
+const LAUNCHERS = new Set(["admin", "analyst", "regional_analyst"]);  // a regional analyst: the API allows its region's jobs only
 const ARMS = { federated: "this joint forecast", best_local: "best a branch can do alone", local_choice: "per-branch choice (ETS/Theta/MA)",
   ets: "AutoETS alone", theta: "AutoTheta alone", moving_average_3: "3-month moving average (what stores do today)",
   seasonal_naive: "same month last year", mean_12: "12-month mean", local: "our model, branch alone" };
@@ -78,10 +79,10 @@ async function refresh() {
       `record ε ${job.spec.dp.enabled ? job.spec.dp.target_epsilon : "off"}, ${job.spec.he.scheme}; at least ${job.min_contributors} branches; by ${job.created_by}.`),
       el("p", { class: "note" }, job.steps.length ? job.steps[job.steps.length - 1].reason : ""));
     const actions = [];
-    if ((role === "analyst" || role === "admin") && job.state === "requested")
+    if (LAUNCHERS.has(role) && job.state === "requested")
       actions.push(el("button", { type: "button", id: "start", disabled: approved < job.min_contributors ? true : null, onclick: () => step("start") },
         approved < job.min_contributors ? `Start (needs ${job.min_contributors - approved} more approvals)` : "Start"));
-    if ((role === "analyst" || role === "admin") && LIVE.has(job.state))
+    if (LAUNCHERS.has(role) && LIVE.has(job.state))
       actions.push(el("button", { type: "button", class: "secondary", onclick: () => step("stop") }, "Stop"));
     fill("actions", ...actions);
     fill("answers", table(["branch", "answer", "reason", "when (UTC)"], job.nodes.map(a =>
