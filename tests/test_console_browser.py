@@ -57,12 +57,13 @@ def chromium():
     manager.stop()
 
 
-BLOCKED: list[str] = []  # what the pages' Content-Security-Policy refused (must stay empty)
+BLOCKED: list[str] = []  # what the pages' Content-Security-Policy refused, and scripts' uncaught errors (must stay empty)
 
 
 def sign_in(engine, base: str, token: str):
     page = engine.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=True).new_page()
     page.on("console", lambda m: BLOCKED.append(m.text) if "Content Security Policy" in m.text else None)
+    page.on("pageerror", lambda error: BLOCKED.append(f"{page.url}: {error}"))
     page.goto(f"{base}/")
     page.wait_for_url("**/ui/signin**")
     page.fill("#token", token)
@@ -125,6 +126,13 @@ def test_analyst_branch_it_and_compliance_take_a_job_from_launch_to_exported_lin
     assert "2 of 2 rounds closed" in analyst.inner_text("#progress")
     shot(analyst, "analyst-results")
 
+    # Branch IT sees the job's spend in its budget, and its own forecast, which never left the node.
+    it.goto(f"{service['node_url']}/")
+    it.wait_for_selector(f"#forecast:has-text('Job {JOB}') table")
+    assert "MASE" in it.inner_text("#forecast") and "95 % interval" in it.inner_text("#forecast")
+    assert JOB in it.inner_text("#budget")
+    shot(it, "branch-it-forecast")
+
     # Compliance finds the job's lineage, sees every chain verified, and exports it.
     audit = sign_in(chromium, service["url"], tokens["audit"])
     assert "/ui/lineage" in audit.url
@@ -145,4 +153,4 @@ def test_analyst_branch_it_and_compliance_take_a_job_from_launch_to_exported_lin
     audit.wait_for_selector("#policies section")
     assert configs[0].branch_id in audit.inner_text("#policies")
     shot(audit, "compliance-policies")
-    assert BLOCKED == []  # every page works under its CSP: no inline script or style, nothing from elsewhere
+    assert BLOCKED == []  # every page ran without a script error, under its CSP (no inline script or style, nothing from elsewhere)

@@ -37,7 +37,7 @@ const Sovereign = (() => {
   }
   function fmt(x, digits = 3) {
     if (x === null || x === undefined) return "—";
-    return typeof x === "number" ? Number(x.toPrecision(digits)).toLocaleString() : String(x);
+    return typeof x === "number" ? x.toLocaleString("en", { maximumSignificantDigits: digits }) : String(x);  // δ 1e-5 stays 0.00001
   }
   function showError(error) {
     const box = document.getElementById("error");
@@ -52,7 +52,7 @@ const Sovereign = (() => {
     const x = i => pad + (n === 1 ? (width - 2 * pad) / 2 : i * (width - 2 * pad) / (n - 1));
     const y = v => height - pad / 2 - (v - lo) / span * (height - pad);
     const svg = document.createElementNS(NS, "svg");
-    svg.setAttribute("viewBox", `0 0 ${width} ${height}`); svg.setAttribute("role", "img");
+    svg.setAttribute("viewBox", `0 0 ${width} ${height}`); svg.setAttribute("role", "img"); svg.setAttribute("class", "chart");
     svg.setAttribute("aria-label", "forecast with 80 and 95 percent intervals");
     const add = (tag, attrs) => { const s = document.createElementNS(NS, tag); for (const [k, v] of Object.entries(attrs)) s.setAttribute(k, v); svg.append(s); return s; };
     const band = (low, high, opacity) => add("polygon", { fill: "#0b5cad", "fill-opacity": opacity,
@@ -67,5 +67,10 @@ const Sovereign = (() => {
     const out = document.getElementById("sign-out");
     if (out) out.addEventListener("click", async () => { await api("/ui/session", { method: "DELETE" }); location.href = "/ui/signin"; });
   });
-  return { api, el, table, fmt, fill, showError, forecastChart };
+  /* The forecasting methods a job scores, as a reader would name them. */
+  const ARMS = { federated: "this joint forecast", best_local: "best a branch can do alone", local_choice: "per-branch choice (ETS/Theta/MA)",
+    ets: "AutoETS alone", theta: "AutoTheta alone", moving_average_3: "3-month moving average (what stores do today)",
+    seasonal_naive: "same month last year", mean_12: "12-month mean", local: "our model, branch alone",
+    local_dp: "our model, branch alone, with DP" };
+  return { api, el, table, fmt, fill, showError, forecastChart, ARMS };
 })();

@@ -1,13 +1,10 @@
 "use strict";
 /* One joint forecast: its state and the branches' answers, rounds as they close (polled),
    and once it completes the released forecasts with intervals and the accuracy figures. */
-const { api, el, table, fmt, fill, showError, forecastChart } = Sovereign;
+const { api, el, table, fmt, fill, showError, forecastChart, ARMS } = Sovereign;
 const root = document.getElementById("job"), jobId = root.dataset.job, role = root.dataset.role;
 const LIVE = new Set(["draft", "requested", "running"]);
 const LAUNCHERS = new Set(["admin", "analyst", "regional_analyst"]);  // a regional analyst: the API allows its region's jobs only
-const ARMS = { federated: "this joint forecast", best_local: "best a branch can do alone", local_choice: "per-branch choice (ETS/Theta/MA)",
-  ets: "AutoETS alone", theta: "AutoTheta alone", moving_average_3: "3-month moving average (what stores do today)",
-  seasonal_naive: "same month last year", mean_12: "12-month mean", local: "our model, branch alone" };
 let shownResults = false;
 
 async function step(action) {

@@ -1,5 +1,5 @@
 "use strict";
-const { api, el, table, fmt, fill, showError, forecastChart } = Sovereign;
+const { api, el, table, fmt, fill, showError, forecastChart, ARMS } = Sovereign;
 (async () => {
   try {
     const s = await api("/api/status");
@@ -34,7 +34,7 @@ const { api, el, table, fmt, fill, showError, forecastChart } = Sovereign;
       const arms = Object.keys(f.scores || {});
       const outlook = f.outlook;
       fill("forecast", el("p", {}, `Job ${f.job_id}: held-out months ${f.months[0]} to ${f.months[f.months.length - 1]}.`),
-        table(["method", "MASE on held-out months"], arms.map(a => [a.replace(/_/g, " "), fmt(f.scores[a].mase)]), { numeric: [1] }),
+        table(["method", "MASE on held-out months"], arms.map(a => [ARMS[a] || a.replace(/_/g, " "), fmt(f.scores[a].mase)]), { numeric: [1] }),
         outlook ? el("div", {}, el("h3", {}, "Months ahead"), forecastChart({ point: outlook.point, low80: outlook.low80, high80: outlook.high80, low95: outlook.low95, high95: outlook.high95 }),
           table(["month", "forecast", "80 % interval", "95 % interval"], outlook.months.map((m, i) => [m, fmt(outlook.point[i], 4),
             `${fmt(outlook.low80[i], 4)} – ${fmt(outlook.high80[i], 4)}`, `${fmt(outlook.low95[i], 4)} – ${fmt(outlook.high95[i], 4)}`]))) : null);
