@@ -226,14 +226,14 @@ class CraftedCoordinator:
 
     url = "http://head-office.invalid"
 
-    def __init__(self, spec: dict):
-        self.spec, self.posted = spec, []
+    def __init__(self, spec: dict, *, later: dict | None = None):
+        self.spec, self.later, self.posted = spec, later or spec, []  # later: the spec it sends once branch IT has read
 
     def get(self, path: str, **params):
         if path == "/jobs":  # what it claims of a spec's hash, and a spec no node could read, beside the one asked
             return [{"job_id": self.spec["job_id"], "spec": self.spec, "spec_hash": "0" * 64},
                     {"job_id": "J-bad", "spec": {"job_id": "J-bad", "rounds": 0}}]
-        return {"job_id": path.rsplit("/", 1)[-1], "spec": self.spec}
+        return {"job_id": path.rsplit("/", 1)[-1], "spec": self.later}
 
     def post(self, path: str, body: dict):
         self.posted.append((path, body))
@@ -276,19 +276,41 @@ def test_the_node_console_will_not_approve_what_the_nodes_own_rules_refuse(node_
     assert row["job_id"] == "J7" and "refuse (purpose)" in row["own_rules"]
     assert row["spec_hash"] == JobSpec.model_validate(crafted.spec).spec_hash()  # hashed here, not taken on its word
     assert malformed["job_id"] == "J-bad" and "malformed spec" in malformed["own_rules"] and "rounds" in malformed["own_rules"]
-    cross_site = node.post("/api/jobs/J7/decision", json={"decision": "approved", "reason": "ok"})
+    read = row["spec_hash"]
+    cross_site = node.post("/api/jobs/J7/decision", json={"decision": "approved", "reason": "ok", "spec_hash": read})
     assert cross_site.status_code == 403
-    refused = node.post("/api/jobs/J7/decision", json={"decision": "approved", "reason": "ok"}, headers=HEADER)
+    refused = node.post("/api/jobs/J7/decision", json={"decision": "approved", "reason": "ok", "spec_hash": read},
+                        headers=HEADER)
     assert refused.status_code == 409 and "purpose 'marketing'" in refused.json()["detail"]
     assert crafted.posted == [] and not (node_config.privacy_dir / "ledger.db").exists()  # nothing signed, nothing sent
     swapped = CraftedCoordinator({"job_id": "J8", "rounds": 2})  # answers J8 when asked for J7
     node = _node_console(node_config, swapped)
     node.post("/ui/session", json={"token": "branch-secret"}, headers=HEADER)
-    assert node.post("/api/jobs/J7/decision", json={"decision": "denied", "reason": "no"}, headers=HEADER).status_code == 422
+    read = node.get("/api/jobs").json()["jobs"][0]["spec_hash"]
+    no = {"decision": "denied", "reason": "no", "spec_hash": read}
+    assert node.post("/api/jobs/J7/decision", json=no, headers=HEADER).status_code == 422
     assert swapped.posted == []
-    denied = node.post("/api/jobs/J8/decision", json={"decision": "denied", "reason": "not this quarter"}, headers=HEADER)
+    denied = node.post("/api/jobs/J8/decision", json={**no, "reason": "not this quarter"}, headers=HEADER)
     assert denied.status_code == 200 and [p for p, _ in swapped.posted] == ["/jobs/J8/decisions"]
     assert swapped.posted[0][1]["reason"] == "not this quarter" and len(swapped.posted[0][1]["signature"]) == 128
+
+
+def test_the_node_console_signs_only_the_spec_branch_it_read(node_config):
+    shown, sent = {"job_id": "J9", "rounds": 2}, {"job_id": "J9", "rounds": 40}  # within the node's rules, but not what was read
+    bait = CraftedCoordinator(shown, later=sent)
+    node = _node_console(node_config, bait)
+    node.post("/ui/session", json={"token": "branch-secret"}, headers=HEADER)
+    [row] = [r for r in node.get("/api/jobs").json()["jobs"] if r["job_id"] == "J9"]
+    assert row["rounds"] == 2
+    approve = {"decision": "approved", "reason": "two rounds is fine", "spec_hash": row["spec_hash"]}
+    switched = node.post("/api/jobs/J9/decision", json=approve, headers=HEADER)
+    assert switched.status_code == 409 and "not the" in switched.json()["detail"]
+    assert bait.posted == [] and not (node_config.privacy_dir / "ledger.db").exists()
+    honest = CraftedCoordinator(shown)
+    node = _node_console(node_config, honest)
+    node.post("/ui/session", json={"token": "branch-secret"}, headers=HEADER)
+    assert node.post("/api/jobs/J9/decision", json=approve, headers=HEADER).status_code == 200
+    assert honest.posted[0][1]["decision"] == "approved"
 
 
 # --- the command ------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ PAGES = [SimpleNamespace(path="/", title="This node"), SimpleNamespace(path="/jo
 class DecisionRequest(BaseModel):
     decision: str = Field(pattern=r"^(approved|denied)$")
     reason: str = Field(min_length=1, max_length=1000)
+    spec_hash: str = Field(pattern=r"^[0-9a-f]{64}$", description="the hash of the spec branch IT read (hashed here)")
 
 
 def _version(package: str) -> str:
@@ -195,6 +196,9 @@ def create_node_console(config: NodeConfig, coordinator, *, access_token: str | 
             raise HTTPException(422, f"the requested spec: {first_error(exc)}") from None
         if spec.job_id != job_id:
             raise HTTPException(422, f"the coordinator answered job {spec.job_id!r} for {job_id!r}")
+        if spec.spec_hash() != body.spec_hash:  # what is signed is what branch IT read, or nothing
+            raise HTTPException(409, f"the coordinator now sends job {job_id} with spec {spec.spec_hash()[:12]}, not the "
+                                     f"{body.spec_hash[:12]} you read; reload the requests and read it again")
         if body.decision == APPROVED:
             refusal = admission_refusal(spec, config, None)
             if refusal is not None:
