@@ -27,7 +27,7 @@ class WireError(ValueError):
 
 
 class DPSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     enabled: bool = True
     target_epsilon: float = Field(default=8.0, gt=0, le=100)
@@ -45,11 +45,11 @@ class NodeDPSettings(BaseModel):
     noise of standard deviation noise_multiplier x clip: any one dealership's participation
     is protected in the aggregate. Accounted per round (sampling rate 1) by the coordinator."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     enabled: bool = False
-    clip: float = Field(default=0.5, gt=0, description="L2 bound on one node's update (its model minus the global model)")
-    noise_multiplier: float = Field(default=1.0, gt=0, description="total noise std over clip, once all nodes' shares add up")
+    clip: float = Field(default=0.5, gt=0, le=1_000, description="L2 bound on one node's update (its model minus the global model)")
+    noise_multiplier: float = Field(default=1.0, gt=0, le=100, description="total noise std over clip, once all nodes' shares add up")
     nodes: int = Field(default=20, ge=1, le=10_000, description="nodes expected to contribute: each adds 1/nodes of the variance")
     delta: float = Field(default=1e-3, gt=0, lt=1, description="delta of the node-level guarantee (well below 1/nodes)")
 
@@ -57,17 +57,17 @@ class NodeDPSettings(BaseModel):
 class UpdateBounds(BaseModel):
     """Limits a decrypting node holds the global model to, whatever the coordinator sends."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     max_weight: int = Field(default=1_000, ge=1, description="the most training windows one node's update may weigh")
-    max_model_norm: float = Field(default=100.0, gt=0, description="L2 bound on the averaged global model's weights")
+    max_model_norm: float = Field(default=100.0, gt=0, le=1e6, description="L2 bound on the averaged global model's weights")
 
 
 class MaskingSettings(BaseModel):
     """SecAgg+ (`common.secagg`) as a job asks for it. A request like the rest of the spec:
     each node holds it to its own minimum threshold and to a majority of its neighbours."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     threshold: int | None = Field(default=None, ge=2, le=10_000, description="t: shares that rebuild a seed (none: a "
                                   "majority of each node's neighbours); the coordinator with t - 1 nodes learns nothing")
@@ -81,7 +81,7 @@ class MaskingSettings(BaseModel):
 
 
 class HESettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     enabled: bool = True
     scheme: Literal["CKKS", "CKKS-ring"] = Field(
@@ -101,7 +101,7 @@ class CustomerDPRequest(BaseModel):
     and never depends on the data; each node holds the request to its own contribution bound,
     δ and yearly budget, and starts the window no earlier than its own opening month."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     epsilon: float = Field(default=1.0, gt=0, le=20, description="customer ε per year of sales this job's release costs")
     first_month: str = Field(default="2020-01", pattern=MONTH_PATTERN, description="the first month released (YYYY-MM)")
@@ -119,7 +119,7 @@ class Launch(BaseModel):
     """One model line reaching one region (or, without a region, every region at once): a
     date from the manufacturer's public launch calendar."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     line: str = Field(min_length=1, max_length=64)
     month: str = Field(pattern=MONTH_PATTERN)
@@ -129,7 +129,7 @@ class Launch(BaseModel):
 class JobSpec(BaseModel):
     """A joint forecast as the analytics team launches it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     job_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     purpose: str = Field(default="forecasting", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
@@ -232,7 +232,7 @@ class CoordinatorHead(BaseModel):
     that signs it: each node records it, so the coordinator cannot rewrite or re-sign its
     history alone."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     seq: int = Field(ge=0)
     event_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -245,7 +245,7 @@ class TrainInstruction(BaseModel):
     None in round 1 (seeded init); otherwise it is the sum of the updates of `contributors`
     (branch id -> the digest of the update that branch sent)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     protocol: Literal["sovereign/1"] = PROTOCOL_VERSION
     job: JobSpec
@@ -265,7 +265,7 @@ class LineageHead(BaseModel):
     """Where the node's lineage chain stood when it replied: the coordinator keeps it, so
     the node's newest events cannot later be deleted without it showing."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     seq: int = Field(ge=1)
     event_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -277,7 +277,7 @@ class NodeReply(BaseModel):
     node's lineage head and is signed with the node's lineage key, so the coordinator can
     bind the branch id to the node that holds that key."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     status: Literal["ok", "refused"]
     branch_id: str
@@ -334,7 +334,7 @@ class ReleaseInstruction(BaseModel):
     every contributor signed the same set, so a coordinator can neither pass off one branch's
     scores (or a padded ciphertext) as a sum nor difference two sums over different sets."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     protocol: Literal["sovereign/1"] = PROTOCOL_VERSION
     job: JobSpec
@@ -381,7 +381,7 @@ class MaskAdvert(BaseModel):
     """One node's public keys for one round of masked aggregation (`common.secagg`), signed
     with its lineage key: every peer checks that the coordinator relayed them unaltered."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     branch_id: str = Field(pattern=BRANCH_ID)
     job_id: str = Field(min_length=1, max_length=64)
@@ -398,7 +398,7 @@ class MaskAdvert(BaseModel):
 class SealedShare(BaseModel):
     """One node's Shamir share bundle for one neighbour, sealed between the two of them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     sender: str = Field(pattern=BRANCH_ID)
     recipient: str = Field(pattern=BRANCH_ID)
@@ -411,7 +411,7 @@ class MaskInstruction(BaseModel):
     adverts give), `consent` (sign the survivor and dropout lists, once), `unmask` (reveal,
     for each neighbour, the one share its fate calls for)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     protocol: Literal["sovereign/1"] = PROTOCOL_VERSION
     job: JobSpec
@@ -433,7 +433,7 @@ class MaskStep(BaseModel):
     round's updates, its shares with this round's consents. The node takes it as the `MaskInstruction` of that
     round and stage, under the same rules; its answer rides in the reply's `ahead`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     round: int = Field(ge=1)
     stage: Literal["advertise", "share"]
@@ -452,7 +452,7 @@ class JobKeyAdvert(BaseModel):
     """A node's X25519 key for one job's key ceremony, signed with its lineage key: the
     dealing node seals the job's CKKS secret key to it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     branch_id: str = Field(pattern=BRANCH_ID)
     job_id: str = Field(min_length=1, max_length=64)
@@ -469,7 +469,7 @@ class JobKeyDeal(BaseModel):
     and the digest of each one's envelope, so the coordinator can neither swap a key nor add
     a holder; it forwards each participant the deal with that participant's envelope only."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     dealer: str = Field(pattern=BRANCH_ID)
     job_id: str = Field(min_length=1, max_length=64)
@@ -494,7 +494,7 @@ class KeyInstruction(BaseModel):
     per-job X25519 key; `deal` (one node) the job's CKKS key to the adverts; `install` the
     dealt key forwarded to this node; `close`: the job is over, destroy its key."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     protocol: Literal["sovereign/1"] = PROTOCOL_VERSION
     job: JobSpec
@@ -512,7 +512,7 @@ class KeyReply(NodeReply):
 class RoundFates(BaseModel):
     """Who a masked sum counts, as its survivors signed it (`node_agent.masking.consent`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     mask_round: int = Field(ge=1)
     survivors: list[str] = Field(min_length=1)

@@ -39,8 +39,12 @@ def privacy_cost(spec: JobSpec) -> PrivacyCost:
         except PrivacyPlanError as exc:
             warnings.append(f"spec.customer_dp.epsilon: a branch at the default δ {DEFAULT_CUSTOMER_DELTA:g} cannot plan "
                             f"this release ({exc}); such branches would refuse the job")
-    node = (epsilon_spent([(spec.node_dp.noise_multiplier, 1.0, spec.rounds)], spec.node_dp.delta)
-            if spec.node_dp.enabled else None)
+    node = None
+    if spec.node_dp.enabled:
+        try:
+            node = epsilon_spent([(spec.node_dp.noise_multiplier, 1.0, spec.rounds)], spec.node_dp.delta)
+        except (PrivacyPlanError, ArithmeticError, ValueError) as exc:
+            warnings.append(f"spec.node_dp: the node-level ε of these settings cannot be accounted ({exc})")
     return PrivacyCost(
         record_epsilon=spec.dp.target_epsilon if spec.dp.enabled else None,
         record_delta=spec.dp.delta if spec.dp.enabled else None,

@@ -166,7 +166,7 @@ def to_html(events: list[LineageEvent], *, title: str, reports: list[ChainReport
     left = "".join(
         f"<tr><td>{esc(e.actor)}</td><td>{esc(e.job_id)}</td><td>{e.round if e.round is not None else ''}</td>"
         f"<td>{esc(str(e.details.get('message', '')))} {esc(str(e.details.get('status', '')))}</td>"
-        f"<td>{esc(str(e.details.get('destination', '')))}</td><td>{e.details.get('bytes', '')}</td>"
+        f"<td>{esc(str(e.details.get('destination', '')))}</td><td>{esc(str(e.details.get('bytes', '')))}</td>"
         f"<td><code>{esc((e.digest or '')[:16])}</code></td></tr>"
         for e in events if e.kind == EventKind.EMISSION
     )
@@ -182,7 +182,9 @@ def to_html(events: list[LineageEvent], *, title: str, reports: list[ChainReport
     def table(head: str, rows: str, empty: str) -> str:
         return f"<table><tr>{head}</tr>{rows}</table>" if rows else f"<p>{empty}</p>"
 
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{esc(title)}</title>
+    # A node writes its own events' details: the report escapes every value, and runs no script whatever it holds.
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'"><title>{esc(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}}table{{border-collapse:collapse;margin-bottom:1em}}
 td,th{{border:1px solid #ddd;padding:3px 8px;text-align:left}}.ok{{color:#1a7f37}}.bad{{color:#cf222e;font-weight:bold}}</style>
 </head><body><h1>{esc(title)}</h1><p>{len(events)} lineage events.</p>

@@ -66,6 +66,21 @@ def would_read(config: NodeConfig, spec) -> dict[str, str]:
     return {d.name: d.treatment.describe() for d in evaluate(policy, schema, request) if d.name in request.fields}
 
 
+def spec_terms(spec) -> dict[str, str]:
+    """Everything else a job asks of the node, in words: what branch IT approves beside the purpose."""
+    return {
+        "target": f"{spec.target}, {spec.horizon} months ahead (holdout {spec.holdout}, lags {spec.lags})",
+        "training": f"{spec.rounds} rounds x {spec.local_epochs} local epochs, batch {spec.batch_size}",
+        "record-level DP": (f"ε {spec.dp.target_epsilon:g} at δ {spec.dp.delta:g} ({spec.dp.accountant}), clip "
+                            f"{spec.dp.max_grad_norm:g}" if spec.dp.enabled else "off"),
+        "customer-level DP": f"ε {spec.customer_dp.epsilon:g} per year of sales" if spec.customer_dp else "off",
+        "node-level DP": (f"noise multiplier {spec.node_dp.noise_multiplier:g}, clip {spec.node_dp.clip:g}"
+                          if spec.node_dp.enabled else "off"),
+        "encryption": (f"{spec.he.scheme}, degree {spec.he.params.poly_modulus_degree}" if spec.he.enabled else "off"),
+        "regional forecasts": ", ".join(spec.regions) or "none",
+    }
+
+
 def requested_rows(config: NodeConfig, jobs: list[dict]) -> list[dict]:
     """The coordinator's requested jobs as this node judges them: what each asks for, what it
     would read here, what the node's own rules say, and the owner's decision so far."""
@@ -87,7 +102,7 @@ def requested_rows(config: NodeConfig, jobs: list[dict]) -> list[dict]:
         except ValidationError as exc:
             job_id = job.get("job_id") if isinstance(job, dict) else None
             rows.append({"job_id": str(job_id)[:64], "purpose": "?", "recipient_role": "?", "destination": "?",
-                         "rounds": "?", "epsilon": None, "epsilon_left": left, "reads": {}, "spec_hash": None,
+                         "rounds": "?", "epsilon": None, "epsilon_left": left, "asks": {}, "reads": {}, "spec_hash": None,
                          "own_rules": f"refuse (malformed spec): {first_error(exc)}", "decision": "cannot be decided"})
             continue
         refusal = admission_refusal(spec, config, None)
@@ -95,6 +110,7 @@ def requested_rows(config: NodeConfig, jobs: list[dict]) -> list[dict]:
         rows.append({"job_id": spec.job_id, "purpose": spec.purpose, "recipient_role": spec.recipient_role,
                      "destination": spec.destination, "rounds": spec.rounds,
                      "epsilon": spec.dp.target_epsilon if spec.dp.enabled else None, "epsilon_left": left,
+                     "asks": spec_terms(spec),
                      "reads": would_read(config, spec), "spec_hash": spec.spec_hash(),  # of what was sent, not what it claims
                      "own_rules": f"refuse ({refusal.code}): {refusal}" if refusal else "take it",
                      "decision": mine[0] if mine else "awaiting yours"})

@@ -60,11 +60,11 @@ def chromium():
 BLOCKED: list[str] = []  # what the pages' Content-Security-Policy refused, and scripts' uncaught errors (must stay empty)
 
 
-def sign_in(engine, base: str, token: str):
+def sign_in(engine, base: str, token: str, start: str = "/"):
     page = engine.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=True).new_page()
     page.on("console", lambda m: BLOCKED.append(m.text) if "Content Security Policy" in m.text else None)
     page.on("pageerror", lambda error: BLOCKED.append(f"{page.url}: {error}"))
-    page.goto(f"{base}/")
+    page.goto(f"{base}{start}")
     page.wait_for_url("**/ui/signin**")
     page.fill("#token", token)
     page.click("#signin button[type=submit]")
@@ -106,6 +106,7 @@ def test_analyst_branch_it_and_compliance_take_a_job_from_launch_to_exported_lin
     it.goto(f"{service['node_url']}/jobs")
     request = it.wait_for_selector(f"section[data-job='{JOB}']")
     assert "sales." in request.inner_text()  # the fields it would read, as this node's policy treats them
+    assert "record-level DP" in request.inner_text() and "ε 8 at δ 1e-05" in request.inner_text()  # and all else it asks
     it.fill(f"#reason-{JOB}", "forecasting for head office, within budget")
     it.click(f"section[data-job='{JOB}'] button.approve")
     it.wait_for_selector(f"#decision-{JOB}")
@@ -134,8 +135,8 @@ def test_analyst_branch_it_and_compliance_take_a_job_from_launch_to_exported_lin
     shot(it, "branch-it-forecast")
 
     # Compliance finds the job's lineage, sees every chain verified, and exports it.
-    audit = sign_in(chromium, service["url"], tokens["audit"])
-    assert "/ui/lineage" in audit.url
+    audit = sign_in(chromium, service["url"], tokens["audit"], start="/ui/signin?next=/.//example.invalid/")
+    assert audit.url.startswith(service["url"]) and "/ui/lineage" in audit.url  # sign-in never leads off the site
     audit.wait_for_selector("#stores table")
     stores = audit.inner_text("#stores")
     assert "verified" in stores and "FAILED" not in stores

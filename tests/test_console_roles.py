@@ -8,6 +8,8 @@ and `sovereign coordinator serve` with no config serving the console at `/`.
 
 from __future__ import annotations
 
+import json
+import re
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
@@ -120,6 +122,12 @@ def test_a_regional_analyst_launches_within_its_region_and_nowhere_else(service)
     assert client.get("/jobs/K2").status_code == 404
     head_office = client.post("/jobs/J1/stop", json={"reason": "mine now"}, headers=HEADER)
     assert head_office.status_code == 403 and client.get("/jobs/J1").json()["state"] == "requested"
+    assert "N3" not in head_office.json()["detail"]  # of a job's nodes outside its region it learns only how many
+    client.app.state.store.add_node(NodeRecord(node_id="S1", public_key="k", region="Kansai", country="JP"))
+    bearer = {"Authorization": f"Bearer {tokens['hq']}"}
+    client.post("/jobs", json={**JOB, "spec": {"job_id": "KS"}, "nodes": ["N3", "S1"]}, headers=bearer)
+    unseen = client.post("/jobs/KS/stop", json={"reason": "x"}, headers=HEADER)
+    assert unseen.status_code == 403 and "S1" not in unseen.text and "N3" not in unseen.text
 
 
 def test_a_signed_in_browser_cannot_be_made_to_change_anything_from_another_site(service):
@@ -182,6 +190,25 @@ def test_the_launch_forms_check_names_the_field_prices_the_job_and_stores_nothin
     assert warned.status_code == 200 and "spec.customer_dp.epsilon" in warned.json()["privacy"]["warnings"][0]
     assert client.get("/jobs/J2", headers=bearer).status_code == 404
     assert len(client.app.state.lineage.events()) == before  # a check is not a request
+
+
+def test_bad_input_to_the_consoles_routes_gets_a_4xx_never_a_500(service):
+    client, tokens = service
+    bearer = {"Authorization": f"Bearer {tokens['root']}"}
+    for spec in ({"node_dp": {"enabled": True, "clip": 1e999}}, {"node_dp": {"enabled": True, "noise_multiplier": 1e300}},
+                 {"bounds": {"max_model_norm": float("nan")}}):
+        for path in ("/jobs/check", "/jobs"):
+            answer = client.post(path, content=json.dumps({**JOB, "spec": {"job_id": "X1", **spec}}),
+                                 headers={**bearer, "Content-Type": "application/json"})
+            assert answer.status_code == 422, (path, spec, answer.text)
+    assert client.get("/jobs", headers=bearer).status_code == 200  # nothing unreadable was stored
+    for since in ("0001-01-01T00:00+01:00", "9999-12-31T23:59-01:00", "yesterday"):
+        assert client.get("/audit/events", params={"since": since}, headers=bearer).status_code == 422, since
+    for job_id in ("日本", 'a"; filename="x.exe', "a\r\nSet-Cookie: x=1"):
+        export = client.get("/audit/export", params={"format": "csv", "job_id": job_id}, headers=bearer)
+        assert export.status_code == 200 and re.fullmatch(r'attachment; filename="[A-Za-z0-9_.-]+"',
+                                                          export.headers["content-disposition"]), job_id
+    assert client.post("/ui/session", json={"token": "é" * 10}, headers=HEADER).status_code == 401
 
 
 # --- the compliance views -------------------------------------------------------------------
@@ -266,6 +293,30 @@ def test_the_node_console_signs_in_only_its_own_access_token_never_a_coordinator
     assert node.get("/").status_code == 200 and node.get("/api/budget").status_code == 200
     status = node.get("/api/status").json()
     assert status["node"] == node_config.branch_id and status["versions"]["flwr"] != "unknown"
+
+
+class GarbledCoordinator(CraftedCoordinator):
+    """Answers with JSON of the wrong shape."""
+
+    def get(self, path: str, **params):
+        return ["not", "a", "job"] if path != "/jobs" else {"jobs": "no"}
+
+
+def test_the_node_console_keeps_its_own_sessions_and_survives_a_garbled_coordinator(node_config):
+    node = _node_console(node_config, GarbledCoordinator({"job_id": "J1"}))
+    assert node.post("/ui/session", json={"token": "ünïcode"}, headers=HEADER).status_code == 401
+    node.cookies.set("sovereign_node_session", "branch-secret")  # the token itself is not a session
+    assert node.get("/", follow_redirects=False).status_code == 303
+    node.cookies.clear()
+    node.post("/ui/session", json={"token": "branch-secret"}, headers=HEADER)
+    session = node.cookies.get("sovereign_node_session")
+    assert session and "branch-secret" not in session  # a cookie sent elsewhere gives away a session, not the token
+    assert node.get("/api/jobs").status_code == 502
+    decision = {"decision": "denied", "reason": "no", "spec_hash": "0" * 64}
+    assert node.post("/api/jobs/J1/decision", json=decision, headers=HEADER).status_code == 422
+    node.delete("/ui/session")
+    node.cookies.set("sovereign_node_session", session)  # replayed after signing out
+    assert node.get("/api/budget").status_code == 401
 
 
 def test_the_node_console_will_not_approve_what_the_nodes_own_rules_refuse(node_config):

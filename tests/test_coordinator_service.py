@@ -322,3 +322,11 @@ def test_a_job_s_steps_do_not_name_other_nodes_to_branch_it(service):
     it1 = client.get("/jobs/J1", headers=_as(tokens, "it1")).json()["steps"][-1]["reason"]
     assert "N1, N2, N3" in hq
     assert "N1, another node, another node" in it1 and "N2" not in it1 and "N3" not in it1
+
+
+def test_a_hidden_nodes_id_is_redacted_wherever_it_ends_a_word_or_sentence():
+    from coordinator.api.auth import _redact
+
+    reason = "training on 2 approving nodes: N1, N3. N3; (N3) N3-b N3.x N31"
+    assert _redact(reason, ["N3"]) == ("training on 2 approving nodes: N1, another node. another node; (another node) "
+                                       "N3-b N3.x N31")

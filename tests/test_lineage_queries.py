@@ -67,6 +67,17 @@ def test_exports_carry_the_chain(store):
     assert "TAMPERED: B001 event 3" in to_html(events, title="r", reports=[broken])
 
 
+def test_the_html_report_shows_what_a_node_wrote_as_text_and_runs_no_script():
+    bait = "<img src=x onerror=alert(1)>"
+    events = [LineageEvent(kind=kind, actor="B001", job_id="j<b>", purpose="forecasting", digest="d" * 64,
+                           details={"bytes": bait, "message": bait, "destination": bait, "reason": bait})
+              for kind in (EventKind.EMISSION, EventKind.REFUSAL)]
+    page = to_html(events, title="report <script>")
+    assert "<img" not in page and "<script>" not in page and "j<b>" not in page
+    assert page.count("&lt;img src=x onerror=alert(1)&gt;") >= 4
+    assert "default-src 'none'" in page  # opened from disk, it still runs nothing
+
+
 def test_cli_queries_and_one_line_errors(store):
     store_, signers, tmp_path = store
     runner = CliRunner()

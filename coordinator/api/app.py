@@ -13,6 +13,7 @@ import threading
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -194,6 +195,14 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
+    @app.exception_handler(RequestValidationError)
+    async def _malformed(request: Request, exc: RequestValidationError):
+        """FastAPI's 422 shape, without echoing the input back: a value JSON cannot carry (an
+        infinity, a lone surrogate) would turn the refusal itself into a 500."""
+        detail = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
+
     @app.exception_handler(InvalidJob)
     async def _invalid(request: Request, exc: InvalidJob):
         return refuse(request, 422, str(exc), request.path_params.get("job_id") or getattr(exc, "job_id", None))
@@ -257,8 +266,8 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"node {node_id} is not one this account may see")
         return node
 
-    def may_launch(account: Account, nodes: list[str]) -> None:
-        refusal = launch_refusal(account, nodes, regions())
+    def may_launch(account: Account, nodes: list[str], *, named: bool = True) -> None:
+        refusal = launch_refusal(account, nodes, regions(), named=named)
         if refusal:
             raise HTTPException(status.HTTP_403_FORBIDDEN, refusal)
 
@@ -308,7 +317,8 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
     for action in ("request", "start", "stop"):
         def step(job_id: str, body: StepRequest | None = None, account: Account = Depends(require(*LAUNCHERS)),
                  _action: str = action) -> JobRecord:
-            may_launch(account, [a.node_id for a in app.state.jobs.get(job_id).nodes])
+            visible_job(job_id, account)  # a job it may not see stays unseen: 403 before anything about its nodes
+            may_launch(account, [a.node_id for a in app.state.jobs.get(job_id).nodes], named=False)
             reason = (body.reason if body else "") or f"{_action} by {account.name}"
             job = app.state.jobs.transition(job_id, _action, reason=reason, actor=account.name)
             cancel = getattr(app.state.runner, "cancel", None)

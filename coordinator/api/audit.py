@@ -12,6 +12,7 @@ the coordinator registered), never only the keys a store lists about itself.
 from __future__ import annotations
 
 import json
+import re
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Iterator, Literal
@@ -66,9 +67,9 @@ def _moment(value: str | None, name: str) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # not a time, or one that falls off the calendar in UTC
         raise HTTPException(422, f"{name}: {value!r} is not an ISO date or time (e.g. 2026-11-23 or 2026-11-23T10:00)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def router() -> APIRouter:
@@ -137,7 +138,7 @@ def router() -> APIRouter:
         """OpenLineage RunEvents (JSON), CSV, or an HTML compliance report starting with integrity."""
         with audit_scope(request) as scope:
             chosen = scope.events(job_id=job_id or None, actor=node or None)
-            name = "lineage" + (f"-{job_id}" if job_id else "") + (f"-{node}" if node else "")
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", "lineage" + (f"-{job_id}" if job_id else "") + (f"-{node}" if node else ""))
             if format == "openlineage":
                 body, media, suffix = json.dumps(to_openlineage(chosen), indent=2), "application/json", "openlineage.json"
             elif format == "csv":

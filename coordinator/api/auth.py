@@ -90,16 +90,19 @@ def may_see_job(account: Account, job: JobRecord, regions: dict[str, str | None]
     return True
 
 
-def launch_refusal(account: Account, nodes: list[str], regions: dict[str, str | None]) -> str | None:
+def launch_refusal(account: Account, nodes: list[str], regions: dict[str, str | None], *, named: bool) -> str | None:
     """Why `account` may not request (or start, or stop) a job of these nodes; None if it may.
-    Head office and admins launch anywhere; a regional analyst only within its region."""
+    Head office and admins launch anywhere; a regional analyst only within its region.
+    `named`: the caller chose these nodes itself (a request), so naming them tells it nothing;
+    of an existing job's nodes only the count is said (the others are not its to see)."""
     if account.role is not Role.REGIONAL_ANALYST:
         return None
     outside = [n for n in nodes if regions.get(n) != account.scope]
-    if outside:
-        return (f"a regional analyst of {account.scope} may launch only on its region's nodes; "
-                f"{', '.join(outside[:5])} {'is' if len(outside) == 1 else 'are'} not in {account.scope}")
-    return None
+    if not outside:
+        return None
+    which = (f"{', '.join(outside[:5])} {'is' if len(outside) == 1 else 'are'}" if named else
+             f"{len(outside)} of its nodes {'is' if len(outside) == 1 else 'are'}")
+    return f"a regional analyst of {account.scope} may launch only on its region's nodes; {which} not in {account.scope}"
 
 
 def job_view(account: Account, job: JobRecord, regions: dict[str, str | None]) -> JobRecord:
@@ -119,7 +122,8 @@ def _redact(reason: str, node_ids: list[str]) -> str:
     """A step's reason without the ids of nodes the reader may not see (longest first, so
     no id is left half-replaced inside a longer one)."""
     for node_id in sorted(node_ids, key=len, reverse=True):
-        reason = re.sub(rf"(?<![A-Za-z0-9_.-]){re.escape(node_id)}(?![A-Za-z0-9_.-])", "another node", reason)
+        # an id ends where no id character follows, or a '.' or '-' that ends the sentence or the word
+        reason = re.sub(rf"(?<![A-Za-z0-9_.-]){re.escape(node_id)}(?![A-Za-z0-9_]|[.-][A-Za-z0-9_])", "another node", reason)
     return reason
 
 

@@ -28,13 +28,16 @@ class CoordinatorClient:
             response = self._http.request(method, path, **kw)
         except httpx.HTTPError as exc:
             raise ClientError(f"cannot reach the coordinator at {self.url} ({exc.__class__.__name__}: {exc})") from None
+        try:  # whatever the service answers: the node does not trust it to answer well-formed JSON
+            answer = response.json()
+        except ValueError:
+            answer = None
+            if response.status_code < 400:
+                raise ClientError(f"{method} {path}: {response.status_code} with a body that is not JSON") from None
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail")
-            except ValueError:
-                detail = response.text[:200]
-            if isinstance(detail, list) and detail:  # FastAPI's validation errors
+            detail = answer.get("detail") if isinstance(answer, dict) else None
+            if isinstance(detail, list) and detail and isinstance(detail[0], dict):  # FastAPI's validation errors
                 first = detail[0]
-                detail = f"{'.'.join(str(p) for p in first.get('loc', [])[1:])}: {first.get('msg')}"
-            raise ClientError(f"{method} {path}: {response.status_code} {detail}")
-        return response.json()
+                detail = f"{'.'.join(str(p) for p in (first.get('loc') or [])[1:])}: {first.get('msg')}"
+            raise ClientError(f"{method} {path}: {response.status_code} {str(detail or response.text)[:200]}")
+        return answer

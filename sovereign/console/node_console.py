@@ -12,6 +12,7 @@ in this process and never reaches the browser.
 from __future__ import annotations
 
 import secrets
+import time
 from importlib.metadata import PackageNotFoundError, version
 from types import SimpleNamespace
 
@@ -51,8 +52,14 @@ def create_node_console(config: NodeConfig, coordinator, *, access_token: str | 
     app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="console-static")
     who = SimpleNamespace(name="branch IT", role=SimpleNamespace(value="branch_it"), scope=config.branch_id)
 
+    # Sessions are random ids held here, never the access token itself: a browser that sends the
+    # cookie elsewhere (cookies ignore ports: another service on this host) gives away one session,
+    # which signing out ends, and not the token.
+    sessions: dict[str, float] = {}
+
     def signed(request: Request) -> bool:
-        return secrets.compare_digest(request.cookies.get(NODE_COOKIE, ""), app.state.access_token)
+        expires = sessions.get(request.cookies.get(NODE_COOKIE, ""))
+        return expires is not None and expires > time.time()
 
     def guard(request: Request) -> None:
         if not signed(request):
@@ -79,15 +86,18 @@ def create_node_console(config: NodeConfig, coordinator, *, access_token: str | 
     def sign_in(body: SignIn, request: Request) -> Response:
         if request.headers.get(CONSOLE_HEADER) != "1":
             raise HTTPException(403, "sign in from the console")
-        if not secrets.compare_digest(body.token.strip(), app.state.access_token):
+        if not secrets.compare_digest(body.token.strip().encode(), app.state.access_token.encode()):
             raise HTTPException(401, "not this node console's access token")
+        session = secrets.token_urlsafe(32)
+        sessions[session] = time.time() + SESSION_SECONDS
         response = Response(status_code=204)
-        response.set_cookie(NODE_COOKIE, app.state.access_token, max_age=SESSION_SECONDS, httponly=True, samesite="strict",
+        response.set_cookie(NODE_COOKIE, session, max_age=SESSION_SECONDS, httponly=True, samesite="strict",
                             secure=request.url.scheme == "https", path="/")
         return response
 
     @app.delete("/ui/session", status_code=204)
-    def sign_out() -> Response:
+    def sign_out(request: Request) -> Response:
+        sessions.pop(request.cookies.get(NODE_COOKIE, ""), None)
         response = Response(status_code=204)
         response.delete_cookie(NODE_COOKIE, path="/")
         return response
@@ -189,7 +199,8 @@ def create_node_console(config: NodeConfig, coordinator, *, access_token: str | 
         if coordinator is None:
             raise HTTPException(409, "no coordinator configured (--coordinator): decide with `sovereign node approve --spec`")
         try:
-            spec = JobSpec.model_validate(coordinator.get(f"/jobs/{job_id}")["spec"])
+            answer = coordinator.get(f"/jobs/{job_id}")
+            spec = JobSpec.model_validate(answer.get("spec") if isinstance(answer, dict) else None)
         except ClientError as exc:
             raise HTTPException(502, str(exc)) from None
         except ValidationError as exc:

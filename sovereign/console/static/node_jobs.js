@@ -14,6 +14,7 @@ async function load() {
       el("h2", {}, j.job_id), el("p", { class: "note" }, `spec ${(j.spec_hash || "unreadable").slice(0, 12)}`), el("p", {}, `${j.purpose} → ${j.recipient_role} (${j.destination}), ${j.rounds} rounds, ` +
         `ε ${j.epsilon === null ? "off" : fmt(j.epsilon)}` + (j.epsilon_left === null ? " (no budget set)" : ` of ${fmt(j.epsilon_left)} left`)),
       el("p", {}, "This node's rules: ", el("span", { class: j.own_rules === "take it" ? "ok" : "bad" }, j.own_rules)),
+      table(["it asks for", ""], Object.entries(j.asks || {})),
       table(["field", "what this node's policy releases of it"], Object.entries(j.reads)),
       j.decision === "awaiting yours" ? el("div", { class: "noprint" },
         el("label", {}, "Reason ", el("input", { id: `reason-${j.job_id}`, name: "reason", placeholder: "why (kept in lineage)" })),
