@@ -139,9 +139,16 @@ def test_a_signed_in_browser_cannot_be_made_to_change_anything_from_another_site
     assert cross_site.status_code == 403 and "X-Sovereign-Console" in cross_site.json()["detail"]
     assert client.get("/jobs/J1").json()["state"] == "requested"
     assert client.get("/me").status_code == 200  # reading needs only the cookie
+    session = client.cookies.get("sovereign_session")
+    assert tokens["hq"] not in session  # the API token does not stay in the browser
     client.delete("/ui/session", headers=HEADER)
     client.cookies.clear()
     assert client.get("/me").status_code == 401
+    client.cookies.set("sovereign_session", session)  # a copy of the cookie, after signing out
+    assert client.get("/me").status_code == 401 and client.get("/ui/jobs", follow_redirects=False).status_code == 303
+    client.cookies.set("sovereign_session", tokens["hq"])  # the token is not a session either
+    assert client.get("/me").status_code == 401
+    client.cookies.clear()
     assert client.post("/ui/session", json={"token": "not-a-token"}, headers=HEADER).status_code == 401
 
 

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from common.console_session import ConsoleSessions
 from common.wire import JobSpec
 from coordinator.api import audit
 from coordinator.api.auth import (
@@ -174,6 +175,7 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
                               "every guarantee is enforced on the nodes, not here.")
     app.state.settings = settings
     app.state.store = store or CoordinatorStore(settings.jobs_url())
+    app.state.sessions = ConsoleSessions()
     app.state.lineage = lineage or LineageStore(settings.lineage_store_url())
     app.state.signer = signer or Signer.load_or_create("coordinator", settings.key_dir)
     app.state.jobs = JobService(app.state.store, lineage=app.state.lineage, signer=app.state.signer)

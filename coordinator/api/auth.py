@@ -4,8 +4,8 @@ A token is 32 random bytes (URL-safe text), shown once when its account is made;
 keeps its hash, so a copy of the database authenticates nobody. Scoped roles carry their
 scope: branch IT sees only its node, a regional analyst only its region.
 
-The web console signs in with the same token and keeps it in an HttpOnly, SameSite=Strict
-cookie (script on the page cannot read it). A request the cookie authenticates may change
+The web console signs in with the same token once, and then holds a session: a random id in
+an HttpOnly, SameSite=Strict cookie (script on the page cannot read it; the token is not in it). A request the cookie authenticates may change
 something only with the `X-Sovereign-Console` header, which another site's form cannot send
 and its script cannot add without a CORS preflight this service never grants (CSRF).
 """
@@ -19,12 +19,11 @@ import secrets
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from common.console_session import CONSOLE_HEADER, SAFE_METHODS
 from coordinator.resources import Account, JobRecord, NodeRecord, Role, RoundRecord
 
 bearer = HTTPBearer(auto_error=False, description="a token from `sovereign coordinator account add`")
 SESSION_COOKIE = "sovereign_session"
-CONSOLE_HEADER = "X-Sovereign-Console"
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def new_token() -> str:
@@ -35,26 +34,35 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def account_for_token(request: Request, token: str) -> Account | None:
-    """The live account a token names, or None (unknown or revoked)."""
-    account = request.app.state.store.account_by_token(token_hash(token))
+def account_for_hash(request: Request, hashed: str | None) -> Account | None:
+    """The live account a token hash names, or None (unknown or revoked)."""
+    account = request.app.state.store.account_by_token(hashed) if hashed else None
     return None if account is None or account.revoked else account
+
+
+def account_for_token(request: Request, token: str) -> Account | None:
+    return account_for_hash(request, token_hash(token))
+
+
+def session_account(request: Request) -> Account | None:
+    """The live account a console session cookie stands for, or None."""
+    session = request.cookies.get(SESSION_COOKIE)
+    return account_for_hash(request, request.app.state.sessions.holder(session)) if session else None
 
 
 def current_account(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Account:
     """The caller: by its bearer token, or by the console's session cookie (then a request
     that changes something must carry the console's header)."""
     if credentials is not None and credentials.scheme.lower() == "bearer":
-        token = credentials.credentials
+        account = account_for_token(request, credentials.credentials)
     elif request.cookies.get(SESSION_COOKIE):
-        token = request.cookies[SESSION_COOKIE]
         if request.method not in SAFE_METHODS and request.headers.get(CONSOLE_HEADER) != "1":
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"a signed-in console request that changes something needs the "
                                                            f"{CONSOLE_HEADER} header (cross-site requests are refused)")
+        account = session_account(request)
     else:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a bearer token is required",
                             headers={"WWW-Authenticate": "Bearer"})
-    account = account_for_token(request, token)
     if account is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
     return account

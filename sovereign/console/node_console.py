@@ -12,7 +12,6 @@ in this process and never reaches the browser.
 from __future__ import annotations
 
 import secrets
-import time
 from importlib.metadata import PackageNotFoundError, version
 from types import SimpleNamespace
 
@@ -21,9 +20,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from coordinator.api.auth import CONSOLE_HEADER, SAFE_METHODS
+from common.console_session import CONSOLE_HEADER, SAFE_METHODS, ConsoleSessions
 from node_agent.config import NodeConfig
-from sovereign.console.web import HERE, PAGE_HEADERS, SESSION_SECONDS, SignIn, templates
+from sovereign.console.web import HERE, PAGE_HEADERS, SignIn, templates
 
 NODE_COOKIE = "sovereign_node_session"
 PAGES = [SimpleNamespace(path="/", title="This node"), SimpleNamespace(path="/jobs", title="Job requests")]
@@ -52,14 +51,13 @@ def create_node_console(config: NodeConfig, coordinator, *, access_token: str | 
     app.mount("/ui/static", StaticFiles(directory=str(HERE / "static")), name="console-static")
     who = SimpleNamespace(name="branch IT", role=SimpleNamespace(value="branch_it"), scope=config.branch_id)
 
-    # Sessions are random ids held here, never the access token itself: a browser that sends the
-    # cookie elsewhere (cookies ignore ports: another service on this host) gives away one session,
+    # Sessions are random ids, never the access token itself: a browser that sends the cookie
+    # elsewhere (cookies ignore ports: another service on this host) gives away one session,
     # which signing out ends, and not the token.
-    sessions: dict[str, float] = {}
+    sessions = ConsoleSessions()
 
     def signed(request: Request) -> bool:
-        expires = sessions.get(request.cookies.get(NODE_COOKIE, ""))
-        return expires is not None and expires > time.time()
+        return sessions.holder(request.cookies.get(NODE_COOKIE, "")) == "branch IT"
 
     def guard(request: Request) -> None:
         if not signed(request):
@@ -88,16 +86,15 @@ def create_node_console(config: NodeConfig, coordinator, *, access_token: str | 
             raise HTTPException(403, "sign in from the console")
         if not secrets.compare_digest(body.token.strip().encode(), app.state.access_token.encode()):
             raise HTTPException(401, "not this node console's access token")
-        session = secrets.token_urlsafe(32)
-        sessions[session] = time.time() + SESSION_SECONDS
+        session = sessions.open("branch IT")
         response = Response(status_code=204)
-        response.set_cookie(NODE_COOKIE, session, max_age=SESSION_SECONDS, httponly=True, samesite="strict",
+        response.set_cookie(NODE_COOKIE, session, max_age=sessions.seconds, httponly=True, samesite="strict",
                             secure=request.url.scheme == "https", path="/")
         return response
 
     @app.delete("/ui/session", status_code=204)
     def sign_out(request: Request) -> Response:
-        sessions.pop(request.cookies.get(NODE_COOKIE, ""), None)
+        sessions.close(request.cookies.get(NODE_COOKIE, ""))
         response = Response(status_code=204)
         response.delete_cookie(NODE_COOKIE, path="/")
         return response

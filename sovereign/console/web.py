@@ -3,7 +3,8 @@
 A page is an HTML shell (Jinja2) whose script reads the REST API with the session cookie;
 the page itself is refused with 403 to a role that may not use it, and so is every API call
 behind it (the API checks roles itself, the page check is for the reader). Sign-in takes an
-account's token once and keeps it in an HttpOnly, SameSite=Strict cookie (`auth.py`).
+account's token once and opens a session: a random id in an HttpOnly, SameSite=Strict cookie,
+so the token itself never stays in the browser, and signing out ends the session (`auth.py`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
-from coordinator.api.auth import CONSOLE_HEADER, SESSION_COOKIE, account_for_token
+from common.console_session import CONSOLE_HEADER
+from coordinator.api.auth import SESSION_COOKIE, account_for_token, session_account, token_hash
 from coordinator.resources import Account, Role
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-SESSION_SECONDS = 8 * 3600
 # Every page: scripts, styles and fonts only from this service (no inline script, no CDN), never framed.
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
@@ -58,8 +59,7 @@ class SignIn(BaseModel):
 
 
 def signed_in(request: Request) -> Account | None:
-    token = request.cookies.get(SESSION_COOKIE)
-    return account_for_token(request, token) if token else None
+    return session_account(request)
 
 
 def mount_console(app: FastAPI) -> FastAPI:
@@ -89,12 +89,15 @@ def mount_console(app: FastAPI) -> FastAPI:
         if account is None:
             return Response('{"detail": "unknown or revoked token"}', status_code=401, media_type="application/json")
         response = Response(status_code=204)
-        response.set_cookie(SESSION_COOKIE, body.token.strip(), max_age=SESSION_SECONDS, httponly=True, samesite="strict",
+        session = request.app.state.sessions.open(token_hash(body.token.strip()))
+        response.set_cookie(SESSION_COOKIE, session, max_age=request.app.state.sessions.seconds, httponly=True,
+                            samesite="strict",
                             secure=request.url.scheme == "https", path="/")
         return response
 
     @app.delete("/ui/session", tags=["console"], status_code=204)
-    def sign_out() -> Response:
+    def sign_out(request: Request) -> Response:
+        request.app.state.sessions.close(request.cookies.get(SESSION_COOKIE, ""))
         response = Response(status_code=204)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
