@@ -125,6 +125,7 @@ def test_analyst_branch_it_and_compliance_take_a_job_from_launch_to_exported_lin
     results = analyst.inner_text("#results")
     assert "Alliance (3 branches)" in results and f"Region {region} (3 branches)" in results and "95 % interval" in results
     assert "2 of 2 rounds closed" in analyst.inner_text("#progress")
+    assert "Against the best a branch could do alone" in results and "Against what stores do today" in results
     shot(analyst, "analyst-results")
 
     # Branch IT sees the job's spend in its budget, and its own forecast, which never left the node.

@@ -396,3 +396,13 @@ def test_coordinator_serve_with_no_config_serves_the_console_at_the_root(tmp_pat
             assert asset.status == 200
     finally:
         stop(server)
+
+
+def test_the_job_pages_yardstick_is_the_evaluations_own_list_of_statistical_methods():
+    from pathlib import Path
+
+    from common.evaluation import STATISTICAL_ARMS
+
+    script = (Path(__file__).resolve().parents[1] / "sovereign/console/static/job.js").read_text()
+    listed = re.search(r"const STATISTICAL = \[([^\]]*)\]", script).group(1)
+    assert sorted(re.findall(r'"([a-z_0-9]+)"', listed)) == sorted(STATISTICAL_ARMS)

@@ -4,6 +4,7 @@
 const { api, el, table, fmt, fill, showError, forecastChart, ARMS } = Sovereign;
 const root = document.getElementById("job"), jobId = root.dataset.job, role = root.dataset.role;
 const LIVE = new Set(["draft", "requested", "running"]);
+const STATISTICAL = ["ets", "theta", "moving_average_3", "seasonal_naive", "mean_12", "local_choice"];  // common.evaluation.STATISTICAL_ARMS
 const LAUNCHERS = new Set(["admin", "analyst", "regional_analyst"]);  // a regional analyst: the API allows its region's jobs only
 let shownResults = false;
 
@@ -23,7 +24,18 @@ function accuracy(acc) {
   if (!acc) return el("p", {}, "No accuracy was released.");
   const arms = Object.keys(ARMS).filter(a => acc[a]);
   const versus = acc.versus || {};
+  // The yardstick: the strongest method a branch can run alone, picked after the fact (so at least as strong as any one).
+  const best = STATISTICAL.filter(a => acc[a]).sort((a, b) => acc[a].mase - acc[b].mase)[0];
+  const against = (arm, label) => {
+    if (!arm || !acc[arm] || !acc.federated) return null;
+    const change = acc.federated.mase / acc[arm].mase - 1, v = versus[arm];
+    return el("li", {}, `Against ${label}: MASE ${fmt(acc.federated.mase)} vs ${fmt(acc[arm].mase)}, ` +
+      `${Math.abs(change * 100).toFixed(1)} % ${change <= 0 ? "better" : "worse"}` +
+      (v && v.interval95 ? `; MAE ratio ${fmt(v.geomean)}, 95 % interval ${fmt(v.interval95[0])} – ${fmt(v.interval95[1])}` : "") + ".");
+  };
   return el("div", {},
+    el("ul", { class: "headline" }, against(best, `the best a branch could do alone (${ARMS[best]})`),
+      against("moving_average_3", "what stores do today (a 3-month moving average)")),
     el("p", {}, `Held-out accuracy over ${acc.nodes} branches (MASE: lower is better; each branch scored on months it never trained on).`),
     table(["method", "MASE", "sMAPE", "joint better on", "MAE ratio (joint / alone), 95 % interval"], arms.map(a => {
       const v = versus[a];
@@ -91,7 +103,11 @@ async function refresh() {
       el("div", { class: "progress" }, el("div", { style: { width: `${share}%` } })));
     fill("rounds", rounds.length ? table(["round", "branches contributing", "left out (why)", "node-level ε so far", "seconds"],
       rounds.map(r => [r.round, r.contributors.length + (r.others_contributing || 0), Object.entries(r.refused).map(([n, w]) => `${n}: ${w}`).join("; "),
-        fmt(r.node_level_epsilon), fmt(r.seconds)]), { numeric: [1, 3, 4] }) : el("p", { class: "note" }, "No round closed yet."));
+        fmt(r.node_level_epsilon), fmt(r.seconds)]), { numeric: [1, 3, 4] }) : el("p", { class: "note" }, "No round closed yet."),
+      el("p", { class: "note" }, (job.spec.dp.enabled ? `Record-level ε: each branch spends at most ε ${fmt(job.spec.dp.target_epsilon)} over the ` +
+        "job, accounted on the branch (its own spend stays there: it would tell its size). " : "") +
+        "No loss is shown per round: it would be a statistic of the branches' data that no privacy budget accounts for; " +
+        "accuracy on held-out months is released once, at the end."));
     if (job.state === "completed" && !shownResults && role !== "branch_it") { shownResults = true; await showResults(); }
     showError(null);
     if (LIVE.has(job.state)) setTimeout(refresh, 2000);
