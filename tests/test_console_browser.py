@@ -60,16 +60,40 @@ def chromium():
 BLOCKED: list[str] = []  # what the pages' Content-Security-Policy refused, and scripts' uncaught errors (must stay empty)
 
 
-def sign_in(engine, base: str, token: str, start: str = "/"):
+def sign_in(engine, base: str, token: str, start: str = "/", shot_as: str | None = None):
     page = engine.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=True).new_page()
     page.on("console", lambda m: BLOCKED.append(m.text) if "Content Security Policy" in m.text else None)
     page.on("pageerror", lambda error: BLOCKED.append(f"{page.url}: {error}"))
     page.goto(f"{base}{start}")
     page.wait_for_url("**/ui/signin**")
+    if shot_as:
+        shot(page, shot_as)
     page.fill("#token", token)
     page.click("#signin button[type=submit]")
     page.wait_for_url(lambda url: "/ui/signin" not in url)
     return page
+
+
+def run_second_job(service, job_id: str) -> None:
+    """A one-round job through the API and the CLI, as a script would run it."""
+    import time
+
+    import httpx
+
+    hq = {"Authorization": f"Bearer {service['tokens']['hq']}"}
+    nodes = [c.branch_id for c in service["configs"]]
+    made = httpx.post(f"{service['url']}/jobs", headers=hq, json={
+        "spec": {"job_id": job_id, "rounds": 1, "local_epochs": 1, "regions": ["Kanto"]}, "nodes": nodes, "min_contributors": 2})
+    assert made.status_code == 201, made.text
+    for c in service["configs"]:
+        cli("node", "approve", job_id, "--node-dir", str(c.node_dir), "--reason", "fine", "--coordinator", service["url"],
+            "--token", service["tokens"][c.branch_id])
+    assert httpx.post(f"{service['url']}/jobs/{job_id}/start", headers=hq, json={}).status_code == 200
+    deadline = time.monotonic() + 300
+    while (state := httpx.get(f"{service['url']}/jobs/{job_id}", headers=hq).json()["state"]) == "running":
+        assert time.monotonic() < deadline, f"{job_id} still running"
+        time.sleep(1)
+    assert state == "completed", state
 
 
 def shot(page, name: str) -> None:
@@ -80,7 +104,7 @@ def test_analyst_branch_it_and_compliance_take_a_job_from_launch_to_exported_lin
     configs, tokens = service["configs"], service["tokens"]
 
     # The analyst launches: a bad id is named as they type, then the job is requested of three branches.
-    analyst = sign_in(chromium, service["url"], tokens["hq"])
+    analyst = sign_in(chromium, service["url"], tokens["hq"], shot_as="sign-in")
     analyst.goto(f"{service['url']}/ui/launch")
     analyst.wait_for_selector("input[name=node]")
     analyst.fill("input[name=job_id]", "not a valid id!")
@@ -127,6 +151,9 @@ def test_analyst_branch_it_and_compliance_take_a_job_from_launch_to_exported_lin
     assert "2 of 2 rounds closed" in analyst.inner_text("#progress")
     assert "Against the best a branch could do alone" in results and "Against what stores do today" in results
     shot(analyst, "analyst-results")
+    analyst.goto(f"{service['url']}/ui/jobs")
+    analyst.wait_for_selector(f"a[href='/ui/jobs/{JOB}']")
+    shot(analyst, "analyst-jobs")
 
     # Branch IT sees the job's spend in its budget, and its own forecast, which never left the node.
     it.goto(f"{service['node_url']}/")
@@ -151,8 +178,28 @@ def test_analyst_branch_it_and_compliance_take_a_job_from_launch_to_exported_lin
         audit.click("#export-openlineage")
     exported = json.loads(open(download.value.path()).read())
     assert exported and {e["job"]["name"] for e in exported} >= {JOB}
+    with audit.expect_download() as download:
+        audit.click("#export-html")
+    report = open(download.value.path()).read()
+    assert "Integrity" in report and "verified" in report and "TAMPERED" not in report and JOB in report
+    with audit.expect_download() as download:
+        audit.click("#export-csv")
+    assert JOB in open(download.value.path()).read().splitlines()[1]
+    # B002's IT tightens its policy (v4: the VIN only as a keyed hash); one more job runs under it,
+    # and compliance sees both versions with the field that changed.
+    changed = configs[0].policy_path.read_text().replace("version: 3", "version: 4", 1).replace(
+        "match: {field: sales.vin, cross_border: false}\n    treatment: allow",
+        "match: {field: sales.vin, cross_border: false}\n    treatment: {hash: node-key}", 1)
+    assert "version: 4" in changed and "cross_border: false}\n    treatment: {hash: node-key}" in changed
+    configs[0].policy_path.write_text(changed)
+    run_second_job(service, f"{JOB}-v4")
     audit.goto(f"{service['url']}/ui/policies")
-    audit.wait_for_selector("#policies section")
-    assert configs[0].branch_id in audit.inner_text("#policies")
+    audit.wait_for_selector(f"#policies section:has-text('{configs[0].branch_id}') >> text=v4")
+    policies = audit.inner_text("#policies")
+    assert "v3" in policies and "v4" in policies and "Changed from the version before" in policies
+    assert "allow [personal] (vin-on-node-at-home)" in policies and "keyed hash" in policies
     shot(audit, "compliance-policies")
+    forbidden = audit.goto(f"{service['url']}/ui/launch")
+    assert forbidden.status == 403 and "Not for this role" in audit.inner_text("main")
+    shot(audit, "compliance-forbidden")
     assert BLOCKED == []  # every page ran without a script error, under its CSP (no inline script or style, nothing from elsewhere)
