@@ -8,6 +8,7 @@ is its own: what it recorded is what it enforces, whatever the coordinator later
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -77,11 +78,20 @@ def test_two_nodes_approve_one_denies_and_the_job_runs_on_the_two(service):
     listing = _cli("node", "jobs", "--node-dir", str(first.node_dir), "--coordinator", url, "--token", tokens[first.branch_id])
     assert "q3" in listing and "take it" in listing and "awaiting yours" in listing
     assert "q3 reads, after this node's policy: sales.sale_id allow; sales.sale_date generalise to month" in listing
-    assert "sales.vin keyed hash" in listing and "customer" not in listing
+    assert "sales.vin keyed hash" in listing and "sales.customer" not in listing
     assert "│ 8 (32)" in listing  # the ε it plans, against what this dataset has left
+    assert "also asks: target monthly_units, 6 months ahead" in listing and "encryption CKKS" in listing
+    read = json.loads(_cli("node", "jobs", "--node-dir", str(first.node_dir), "--coordinator", url, "--token",
+                           tokens[first.branch_id], "--json"))["jobs"][0]["spec_hash"][:12]
+    assert f"q3 (spec {read}) also asks" in listing  # the spec hash branch IT reads and then decides on
+    stale = runner.invoke(app, ["node", "approve", "q3", "--node-dir", str(first.node_dir), "--reason", "agreed",
+                                "--spec-hash", "0" * 12, "--coordinator", url, "--token", tokens[first.branch_id]])
+    assert stale.exit_code == 2 and "not the 000000000000 you read" in stale.output
+    pending = httpx.get(f"{url}/jobs/q3", headers=hq).json()["nodes"]
+    assert {a["node_id"]: a["decision"] for a in pending}[first.branch_id] == "pending"  # nothing signed or sent
     for c, verb, why in ((first, "approve", "agreed"), (second, "approve", "agreed"), (third, "deny", "not this quarter")):
         out = _cli("node", verb, "q3", "--node-dir", str(c.node_dir), "--reason", why, "--coordinator", url,
-                   "--token", tokens[c.branch_id])
+                   "--token", tokens[c.branch_id], *(["--spec-hash", read] if c is first else []))
         assert "signed and in lineage" in out and "sent to" in out
     job = httpx.get(f"{url}/jobs/q3", headers=hq).json()
     assert {a["node_id"]: a["decision"] for a in job["nodes"]} == {

@@ -190,14 +190,21 @@ def _requested_spec(job_id: str, spec_file: Path | None, coordinator: str | None
     return spec
 
 
+SPEC_HASH_HELP = ("The spec hash `sovereign node jobs` showed (12 characters or more): the decision is refused, "
+                  "nothing signed, if the coordinator now sends another spec under this id.")
+
+
 def _decide(decision: str, job_id: str, node_dir: Path, reason: str, spec_file: Path | None, coordinator: str | None,
-            token: str | None) -> None:
+            token: str | None, read: str | None = None) -> None:
     from node_agent.admission import admission_refusal
     from node_agent.approvals import APPROVED, AlreadyDecided, record_owner_decision
     from sovereign.cli.api_client import ClientError
 
     config = _node_config(node_dir)
     spec = _requested_spec(job_id, spec_file, coordinator, token)
+    if read is not None and (len(read) < 12 or not spec.spec_hash().startswith(read.lower())):
+        fail(f"--spec-hash: job {job_id} now has spec {spec.spec_hash()[:12]}, not the {read[:12]} you read; "
+             "read it again with `sovereign node jobs`")
     if decision == APPROVED:
         refusal = admission_refusal(spec, config, None)
         if refusal is not None:
@@ -224,10 +231,11 @@ def approve_cmd(
     spec: Path | None = typer.Option(None, help="The job spec (YAML/JSON) judged, instead of asking the coordinator."),
     coordinator: str | None = typer.Option(None, help=COORDINATOR_HELP),
     token: str | None = typer.Option(None, envvar="SOVEREIGN_TOKEN", help=TOKEN_HELP),
+    spec_hash: str | None = typer.Option(None, help=SPEC_HASH_HELP),
 ) -> None:
     """Approve one exact spec of a job, signed with the node's key; with node.json `approvals: by_hand` the
     node trains on nothing else."""
-    _decide("approved", job_id, node_dir, reason, spec, coordinator, token)
+    _decide("approved", job_id, node_dir, reason, spec, coordinator, token, spec_hash)
 
 
 @node_app.command("deny")
@@ -238,9 +246,10 @@ def deny_cmd(
     spec: Path | None = typer.Option(None, help="The job spec (YAML/JSON) judged, instead of asking the coordinator."),
     coordinator: str | None = typer.Option(None, help=COORDINATOR_HELP),
     token: str | None = typer.Option(None, envvar="SOVEREIGN_TOKEN", help=TOKEN_HELP),
+    spec_hash: str | None = typer.Option(None, help=SPEC_HASH_HELP),
 ) -> None:
     """Deny a job, signed with the node's key: the node refuses it at every instruction from now on."""
-    _decide("denied", job_id, node_dir, reason, spec, coordinator, token)
+    _decide("denied", job_id, node_dir, reason, spec, coordinator, token, spec_hash)
 
 
 @node_app.command("jobs")
@@ -280,7 +289,11 @@ def jobs_cmd(
     for r in rows:
         console.print(f"{r['job_id']} reads, after this node's policy: "
                       + "; ".join(f"{field} {how}" for field, how in r["reads"].items()), soft_wrap=True)
-    console.print(f"decide with: sovereign node approve|deny JOB --node-dir {node_dir} --reason ... --coordinator {coordinator}")
+    for r in rows:
+        console.print(f"{r['job_id']} (spec {(r['spec_hash'] or '-')[:12]}) also asks: "
+                      + "; ".join(f"{k} {v}" for k, v in r["asks"].items()), soft_wrap=True)
+    console.print(f"decide with: sovereign node approve|deny JOB --spec-hash SPEC --node-dir {node_dir} --reason ... "
+                  f"--coordinator {coordinator}")
 
 
 @node_app.command("check")
