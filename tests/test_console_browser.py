@@ -151,6 +151,12 @@ def test_analyst_branch_it_and_compliance_take_a_job_from_launch_to_exported_lin
     assert "2 of 2 rounds closed" in analyst.inner_text("#progress")
     assert "Against the best a branch could do alone" in results and "Against what stores do today" in results
     shot(analyst, "analyst-results")
+    analyst.emulate_media(media="print")  # printed: the figures without the header bar or the buttons
+    assert not analyst.is_visible("header.bar") and not analyst.is_visible("#download-report")
+    assert analyst.is_visible("#results table")
+    shot(analyst, "analyst-results-print")
+    analyst.pdf(path=str(ARTIFACTS / "analyst-results.pdf"), format="A4")
+    analyst.emulate_media(media="screen")
     analyst.goto(f"{service['url']}/ui/jobs")
     analyst.wait_for_selector(f"a[href='/ui/jobs/{JOB}']")
     shot(analyst, "analyst-jobs")
