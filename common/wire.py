@@ -26,6 +26,8 @@ class WireError(ValueError):
     """A message that does not match its schema."""
 
 
+# A job spec and its parts refuse infinities and NaN (allow_inf_nan=False): JSON has no spelling for them,
+# so a stored spec holding one would be unreadable afterwards.
 class DPSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
@@ -232,7 +234,7 @@ class CoordinatorHead(BaseModel):
     that signs it: each node records it, so the coordinator cannot rewrite or re-sign its
     history alone."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     seq: int = Field(ge=0)
     event_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -245,7 +247,7 @@ class TrainInstruction(BaseModel):
     None in round 1 (seeded init); otherwise it is the sum of the updates of `contributors`
     (branch id -> the digest of the update that branch sent)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid")
 
     protocol: Literal["sovereign/1"] = PROTOCOL_VERSION
     job: JobSpec
@@ -265,7 +267,7 @@ class LineageHead(BaseModel):
     """Where the node's lineage chain stood when it replied: the coordinator keeps it, so
     the node's newest events cannot later be deleted without it showing."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     seq: int = Field(ge=1)
     event_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -277,7 +279,7 @@ class NodeReply(BaseModel):
     node's lineage head and is signed with the node's lineage key, so the coordinator can
     bind the branch id to the node that holds that key."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid")
 
     status: Literal["ok", "refused"]
     branch_id: str
@@ -334,7 +336,7 @@ class ReleaseInstruction(BaseModel):
     every contributor signed the same set, so a coordinator can neither pass off one branch's
     scores (or a padded ciphertext) as a sum nor difference two sums over different sets."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid")
 
     protocol: Literal["sovereign/1"] = PROTOCOL_VERSION
     job: JobSpec
@@ -381,7 +383,7 @@ class MaskAdvert(BaseModel):
     """One node's public keys for one round of masked aggregation (`common.secagg`), signed
     with its lineage key: every peer checks that the coordinator relayed them unaltered."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     branch_id: str = Field(pattern=BRANCH_ID)
     job_id: str = Field(min_length=1, max_length=64)
@@ -398,7 +400,7 @@ class MaskAdvert(BaseModel):
 class SealedShare(BaseModel):
     """One node's Shamir share bundle for one neighbour, sealed between the two of them."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     sender: str = Field(pattern=BRANCH_ID)
     recipient: str = Field(pattern=BRANCH_ID)
@@ -411,7 +413,7 @@ class MaskInstruction(BaseModel):
     adverts give), `consent` (sign the survivor and dropout lists, once), `unmask` (reveal,
     for each neighbour, the one share its fate calls for)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid")
 
     protocol: Literal["sovereign/1"] = PROTOCOL_VERSION
     job: JobSpec
@@ -433,7 +435,7 @@ class MaskStep(BaseModel):
     round's updates, its shares with this round's consents. The node takes it as the `MaskInstruction` of that
     round and stage, under the same rules; its answer rides in the reply's `ahead`."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid")
 
     round: int = Field(ge=1)
     stage: Literal["advertise", "share"]
@@ -452,7 +454,7 @@ class JobKeyAdvert(BaseModel):
     """A node's X25519 key for one job's key ceremony, signed with its lineage key: the
     dealing node seals the job's CKKS secret key to it."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     branch_id: str = Field(pattern=BRANCH_ID)
     job_id: str = Field(min_length=1, max_length=64)
@@ -469,7 +471,7 @@ class JobKeyDeal(BaseModel):
     and the digest of each one's envelope, so the coordinator can neither swap a key nor add
     a holder; it forwards each participant the deal with that participant's envelope only."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     dealer: str = Field(pattern=BRANCH_ID)
     job_id: str = Field(min_length=1, max_length=64)
@@ -494,7 +496,7 @@ class KeyInstruction(BaseModel):
     per-job X25519 key; `deal` (one node) the job's CKKS key to the adverts; `install` the
     dealt key forwarded to this node; `close`: the job is over, destroy its key."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid")
 
     protocol: Literal["sovereign/1"] = PROTOCOL_VERSION
     job: JobSpec
@@ -512,7 +514,7 @@ class KeyReply(NodeReply):
 class RoundFates(BaseModel):
     """Who a masked sum counts, as its survivors signed it (`node_agent.masking.consent`)."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     mask_round: int = Field(ge=1)
     survivors: list[str] = Field(min_length=1)
