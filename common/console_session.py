@@ -1,7 +1,7 @@
 """A web console's signed-in browsers, for the coordinator's console and a node's alike.
 
 A session is a random id in an HttpOnly, SameSite=Strict cookie, standing for a credential
-kept here (an account's token hash; for a node console, its access token's word) until it
+kept here (an account's token hash; for a node console, that branch IT signed in) until it
 expires or is closed: the credential itself never stays in the browser. A request the cookie
 authenticates may change something only with `CONSOLE_HEADER`, which another site's form
 cannot send and its script cannot add without a CORS preflight that is never granted (CSRF).
@@ -16,6 +16,12 @@ import time
 CONSOLE_HEADER = "X-Sovereign-Console"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SESSION_SECONDS = 8 * 3600
+
+
+def cross_site(method: str, console_header: str | None) -> bool:
+    """A request that changes something without the console's header: refused whenever a
+    cookie is what would authenticate it (sign-in included)."""
+    return method not in SAFE_METHODS and console_header != "1"
 
 
 class ConsoleSessions:

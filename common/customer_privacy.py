@@ -25,6 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.privacy import PrivacyPlanError, epsilon_spent, noise_multiplier
 
+# A node's customer-level settings when its node.json says nothing else (node_agent.config.CustomerPrivacy);
+# the coordinator prices a job's release at them (coordinator.costs).
+DEFAULT_EPSILON_PER_YEAR, DEFAULT_DELTA = 1.0, 1e-6
+
 
 class ContributionBound(BaseModel):
     """How much of one customer a node counts: the public bound every release is calibrated to."""

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from common.customer_privacy import ContributionBound, plan_release
+from common.customer_privacy import DEFAULT_DELTA, DEFAULT_EPSILON_PER_YEAR, ContributionBound, plan_release
 from common.privacy import PrivacyPlanError, epsilon_spent
 from common.wire import JobSpec
 
-# A node's customer-level settings when node.json says nothing else (node_agent.config.CustomerPrivacy).
-DEFAULT_CUSTOMER_DELTA, DEFAULT_CUSTOMER_BUDGET = 1e-6, 1.0
 
 
 class PrivacyCost(BaseModel):
@@ -34,10 +32,10 @@ def privacy_cost(spec: JobSpec) -> PrivacyCost:
     warnings, customer = [], None
     if spec.customer_dp:
         try:
-            customer = plan_release(spec.customer_dp, bound=ContributionBound(), delta=DEFAULT_CUSTOMER_DELTA,
-                                    budget=DEFAULT_CUSTOMER_BUDGET)
+            customer = plan_release(spec.customer_dp, bound=ContributionBound(), delta=DEFAULT_DELTA,
+                                    budget=DEFAULT_EPSILON_PER_YEAR)
         except PrivacyPlanError as exc:
-            warnings.append(f"spec.customer_dp.epsilon: a branch at the default δ {DEFAULT_CUSTOMER_DELTA:g} cannot plan "
+            warnings.append(f"spec.customer_dp.epsilon: a branch at the default δ {DEFAULT_DELTA:g} cannot plan "
                             f"this release ({exc}); such branches would refuse the job")
     node = None
     if spec.node_dp.enabled:

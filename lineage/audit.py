@@ -56,9 +56,9 @@ class AuditScope:
         The key is the one the coordinator's chain is verified with: its published key when
         given, else the key its own store lists.
         """
-        label, holder = next(((k, s) for k, s in self.stores.items() if k == COORDINATOR), (None, None))
-        if holder is None:
-            label, holder = next(((k, s) for k, s in self.stores.items() if COORDINATOR in s.actors()), (None, None))
+        label = COORDINATOR if COORDINATOR in self.stores else next(
+            (k for k, s in self.stores.items() if COORDINATOR in s.actors()), None)
+        holder = self.stores.get(label)
         if holder is None and not self.run:
             return []
         claims = [c for s in self.stores.values() for actor in s.actors() if actor != COORDINATOR

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from common.customer_privacy import ContributionBound
+from common.customer_privacy import DEFAULT_DELTA, DEFAULT_EPSILON_PER_YEAR, ContributionBound
 from node_agent.ledger import Budget
 
 
@@ -69,9 +69,9 @@ class CustomerPrivacy(BaseModel):
 
     customer_column: str = Field(default="customer_id", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
                                  description="the sales column naming the customer (the DMS customer number)")
-    epsilon_per_year: float = Field(default=1.0, gt=0, le=20,
+    epsilon_per_year: float = Field(default=DEFAULT_EPSILON_PER_YEAR, gt=0, le=20,
                                     description="the most customer ε all jobs' releases may spend on any one year of sales")
-    delta: float = Field(default=1e-6, gt=0, le=1e-4, description="the δ every customer-level ε here is stated at")
+    delta: float = Field(default=DEFAULT_DELTA, gt=0, le=1e-4, description="the δ every customer-level ε here is stated at")
     bound: ContributionBound = ContributionBound()
     first_month: str | None = Field(
         default=None, pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$",

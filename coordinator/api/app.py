@@ -268,8 +268,9 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"node {node_id} is not one this account may see")
         return node
 
-    def may_launch(account: Account, nodes: list[str], *, named: bool = True) -> None:
-        refusal = launch_refusal(account, nodes, regions(), named=named)
+    def may_launch(account: Account, nodes: list[str]) -> None:
+        """A request's nodes (named in the refusal: the caller chose them itself)."""
+        refusal = launch_refusal(account, nodes, regions(), named=True)
         if refusal:
             raise HTTPException(status.HTTP_403_FORBIDDEN, refusal)
 
@@ -319,8 +320,12 @@ def create_app(settings: CoordinatorSettings | None = None, *, store: Coordinato
     for action in ("request", "start", "stop"):
         def step(job_id: str, body: StepRequest | None = None, account: Account = Depends(require(*LAUNCHERS)),
                  _action: str = action) -> JobRecord:
-            visible_job(job_id, account)  # a job it may not see stays unseen: 403 before anything about its nodes
-            may_launch(account, [a.node_id for a in app.state.jobs.get(job_id).nodes], named=False)
+            job, where = app.state.jobs.get(job_id), regions()
+            if not may_see_job(account, job, where):  # a job it may not see stays unseen: 403 before anything about its nodes
+                raise HTTPException(status.HTTP_403_FORBIDDEN, f"job {job_id} is not one this account may see")
+            refusal = launch_refusal(account, [a.node_id for a in job.nodes], where, named=False)
+            if refusal:
+                raise HTTPException(status.HTTP_403_FORBIDDEN, refusal)
             reason = (body.reason if body else "") or f"{_action} by {account.name}"
             job = app.state.jobs.transition(job_id, _action, reason=reason, actor=account.name)
             cancel = getattr(app.state.runner, "cancel", None)

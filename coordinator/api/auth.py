@@ -4,10 +4,10 @@ A token is 32 random bytes (URL-safe text), shown once when its account is made;
 keeps its hash, so a copy of the database authenticates nobody. Scoped roles carry their
 scope: branch IT sees only its node, a regional analyst only its region.
 
-The web console signs in with the same token once, and then holds a session: a random id in
-an HttpOnly, SameSite=Strict cookie (script on the page cannot read it; the token is not in it). A request the cookie authenticates may change
-something only with the `X-Sovereign-Console` header, which another site's form cannot send
-and its script cannot add without a CORS preflight this service never grants (CSRF).
+The web console signs in with the same token once, and then holds a session
+(`common.console_session`): a random id in an HttpOnly, SameSite=Strict cookie, which script
+on the page cannot read and which is not the token. A request the cookie authenticates may
+change something only with the console's header (CSRF).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import secrets
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from common.console_session import CONSOLE_HEADER, SAFE_METHODS
+from common.console_session import CONSOLE_HEADER, cross_site
 from coordinator.resources import Account, JobRecord, NodeRecord, Role, RoundRecord
 
 bearer = HTTPBearer(auto_error=False, description="a token from `sovereign coordinator account add`")
@@ -56,7 +56,7 @@ def current_account(request: Request, credentials: HTTPAuthorizationCredentials 
     if credentials is not None and credentials.scheme.lower() == "bearer":
         account = account_for_token(request, credentials.credentials)
     elif request.cookies.get(SESSION_COOKIE):
-        if request.method not in SAFE_METHODS and request.headers.get(CONSOLE_HEADER) != "1":
+        if cross_site(request.method, request.headers.get(CONSOLE_HEADER)):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"a signed-in console request that changes something needs the "
                                                            f"{CONSOLE_HEADER} header (cross-site requests are refused)")
         account = session_account(request)

@@ -20,9 +20,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from common.console_session import CONSOLE_HEADER, SAFE_METHODS, ConsoleSessions
+from common.console_session import CONSOLE_HEADER, ConsoleSessions, cross_site
 from node_agent.config import NodeConfig
-from sovereign.console.web import HERE, PAGE_HEADERS, SignIn, templates
+from sovereign.console.web import HERE, PAGE_HEADERS, SignIn, session_ended, session_started, templates
 
 NODE_COOKIE = "sovereign_node_session"
 PAGES = [SimpleNamespace(path="/", title="This node"), SimpleNamespace(path="/jobs", title="Job requests")]
@@ -62,7 +62,7 @@ def create_node_console(config: NodeConfig, coordinator, *, access_token: str | 
     def guard(request: Request) -> None:
         if not signed(request):
             raise HTTPException(401, "sign in with the access token `sovereign node console` printed")
-        if request.method not in SAFE_METHODS and request.headers.get(CONSOLE_HEADER) != "1":
+        if cross_site(request.method, request.headers.get(CONSOLE_HEADER)):
             raise HTTPException(403, f"a request that changes something needs the {CONSOLE_HEADER} header")
 
     def page(request: Request, template: str, title: str) -> Response:
@@ -82,22 +82,16 @@ def create_node_console(config: NodeConfig, coordinator, *, access_token: str | 
 
     @app.post("/ui/session", status_code=204)
     def sign_in(body: SignIn, request: Request) -> Response:
-        if request.headers.get(CONSOLE_HEADER) != "1":
+        if cross_site(request.method, request.headers.get(CONSOLE_HEADER)):
             raise HTTPException(403, "sign in from the console")
         if not secrets.compare_digest(body.token.strip().encode(), app.state.access_token.encode()):
             raise HTTPException(401, "not this node console's access token")
-        session = sessions.open("branch IT")
-        response = Response(status_code=204)
-        response.set_cookie(NODE_COOKIE, session, max_age=sessions.seconds, httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https", path="/")
-        return response
+        return session_started(request, NODE_COOKIE, sessions.open("branch IT"), sessions.seconds)
 
     @app.delete("/ui/session", status_code=204)
     def sign_out(request: Request) -> Response:
         sessions.close(request.cookies.get(NODE_COOKIE, ""))
-        response = Response(status_code=204)
-        response.delete_cookie(NODE_COOKIE, path="/")
-        return response
+        return session_ended(NODE_COOKIE)
 
     @app.get("/", include_in_schema=False)
     def home(request: Request) -> Response:

@@ -17,8 +17,10 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
-from common.console_session import CONSOLE_HEADER
-from coordinator.api.auth import SESSION_COOKIE, account_for_token, session_account, token_hash
+from common.console_session import CONSOLE_HEADER, cross_site
+from coordinator.api.app import LAUNCHERS, STAFF
+from coordinator.api.audit import AUDITORS
+from coordinator.api.auth import SESSION_COOKIE, account_for_hash, session_account, token_hash
 from coordinator.resources import Account, Role
 
 HERE = Path(__file__).resolve().parent
@@ -30,10 +32,6 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
 }
 
-ALL = tuple(Role)
-LAUNCH = (Role.ADMIN, Role.ANALYST, Role.REGIONAL_ANALYST)  # the API holds a regional analyst to its region
-AUDIT = (Role.ADMIN, Role.COMPLIANCE)
-
 
 class Page(BaseModel):
     path: str
@@ -44,11 +42,12 @@ class Page(BaseModel):
 
 
 PAGES = [
-    Page(path="/ui/jobs", template="jobs.html", title="Joint forecasts", roles=ALL),
-    Page(path="/ui/launch", template="launch.html", title="Launch a joint forecast", roles=LAUNCH),
-    Page(path="/ui/jobs/{job_id}", template="job.html", title="Joint forecast", roles=ALL, nav=False),
-    Page(path="/ui/lineage", template="lineage.html", title="Lineage explorer", roles=AUDIT),
-    Page(path="/ui/policies", template="policies.html", title="Policy versions", roles=AUDIT),
+    # the roles the API routes behind each page take (a regional analyst launches in its region only)
+    Page(path="/ui/jobs", template="jobs.html", title="Joint forecasts", roles=STAFF),
+    Page(path="/ui/launch", template="launch.html", title="Launch a joint forecast", roles=LAUNCHERS),
+    Page(path="/ui/jobs/{job_id}", template="job.html", title="Joint forecast", roles=STAFF, nav=False),
+    Page(path="/ui/lineage", template="lineage.html", title="Lineage explorer", roles=AUDITORS),
+    Page(path="/ui/policies", template="policies.html", title="Policy versions", roles=AUDITORS),
 ]
 HOME = {Role.ANALYST: "/ui/jobs", Role.REGIONAL_ANALYST: "/ui/jobs", Role.ADMIN: "/ui/jobs",
         Role.COMPLIANCE: "/ui/lineage", Role.BRANCH_IT: "/ui/jobs"}
@@ -58,8 +57,18 @@ class SignIn(BaseModel):
     token: str = Field(min_length=1, max_length=200)
 
 
-def signed_in(request: Request) -> Account | None:
-    return session_account(request)
+def session_started(request: Request, cookie: str, session: str, seconds: int) -> Response:
+    """204 with the session's cookie: HttpOnly, SameSite=Strict, Secure over https."""
+    response = Response(status_code=204)
+    response.set_cookie(cookie, session, max_age=seconds, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/")
+    return response
+
+
+def session_ended(cookie: str) -> Response:
+    response = Response(status_code=204)
+    response.delete_cookie(cookie, path="/")
+    return response
 
 
 def mount_console(app: FastAPI) -> FastAPI:
@@ -73,38 +82,32 @@ def mount_console(app: FastAPI) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     def home(request: Request) -> Response:
-        account = signed_in(request)
+        account = session_account(request)
         return RedirectResponse(HOME[account.role] if account else "/ui/signin", status_code=303)
 
     @app.get("/ui/signin", include_in_schema=False)
     def signin_page(request: Request) -> HTMLResponse:
-        return render(request, "signin.html", "Sign in", signed_in(request))
+        return render(request, "signin.html", "Sign in", session_account(request))
 
     @app.post("/ui/session", tags=["console"], status_code=204)
     def sign_in(body: SignIn, request: Request) -> Response:
-        """Sign the browser in with an account's token (kept in an HttpOnly cookie)."""
-        if request.headers.get(CONSOLE_HEADER) != "1":
+        """Sign the browser in with an account's token: a session for it, in an HttpOnly cookie."""
+        if cross_site(request.method, request.headers.get(CONSOLE_HEADER)):
             return Response('{"detail": "sign in from the console"}', status_code=403, media_type="application/json")
-        account = account_for_token(request, body.token.strip())
-        if account is None:
+        hashed = token_hash(body.token.strip())
+        if account_for_hash(request, hashed) is None:
             return Response('{"detail": "unknown or revoked token"}', status_code=401, media_type="application/json")
-        response = Response(status_code=204)
-        session = request.app.state.sessions.open(token_hash(body.token.strip()))
-        response.set_cookie(SESSION_COOKIE, session, max_age=request.app.state.sessions.seconds, httponly=True,
-                            samesite="strict",
-                            secure=request.url.scheme == "https", path="/")
-        return response
+        sessions = request.app.state.sessions
+        return session_started(request, SESSION_COOKIE, sessions.open(hashed), sessions.seconds)
 
     @app.delete("/ui/session", tags=["console"], status_code=204)
     def sign_out(request: Request) -> Response:
         request.app.state.sessions.close(request.cookies.get(SESSION_COOKIE, ""))
-        response = Response(status_code=204)
-        response.delete_cookie(SESSION_COOKIE, path="/")
-        return response
+        return session_ended(SESSION_COOKIE)
 
     for page in PAGES:
         def show(request: Request, _page: Page = page) -> Response:
-            account = signed_in(request)
+            account = session_account(request)
             if account is None:
                 return RedirectResponse(f"/ui/signin?next={request.url.path}", status_code=303)
             if account.role not in _page.roles:
